@@ -1,0 +1,42 @@
+# siamkit developer commands. `make test` works from a clean clone: it creates
+# .venv, installs everything and runs the linters and the test suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.siamkit-installed
+# torch and torchvision are pinned to the releases this project is tested with;
+# pip finds them locally on the development machines.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install test test-fast lint format docs docs-serve bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet $(TORCH_PINS)
+	$(BIN)/pip install --quiet -e ".[dev,docs]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks examples
+	$(BIN)/ruff check --fix src tests benchmarks examples
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" -x
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/orl_verification.py
+
+clean:
+	rm -rf $(VENV) site build dist .pytest_cache .ruff_cache

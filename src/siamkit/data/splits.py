@@ -1,0 +1,113 @@
+"""Subject-disjoint splits: nobody in the validation or test set is seen in training."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Subset
+
+from siamkit.data.pairs import dataset_labels
+from siamkit.exceptions import ConfigError
+
+
+@dataclass(frozen=True)
+class ClassSplit:
+    """Train / validation / test subsets whose classes do not overlap."""
+
+    train: Subset
+    val: Subset
+    test: Subset
+    train_classes: list[str]
+    val_classes: list[str]
+    test_classes: list[str]
+
+
+def _count(share: float | int, total: int, what: str) -> int:
+    if (isinstance(share, float) and not share.is_integer()) or 0 < share < 1:
+        count = round(share * total)
+    else:
+        count = int(share)
+    if count < 0 or count > total:
+        raise ConfigError(f"{what}={share!r} classes is impossible with {total} classes")
+    return count
+
+
+def split_by_class(
+    dataset: Any,
+    val: float | int = 0.25,
+    test: float | int = 0.0,
+    seed: int = 0,
+    val_classes: Sequence[str] | None = None,
+    test_classes: Sequence[str] | None = None,
+) -> ClassSplit:
+    """Split a labelled dataset by class (person), never by image.
+
+    Evaluating on people seen in training measures memory, not generalisation;
+    this keeps each person in exactly one part.
+
+    Args:
+        dataset: A dataset with ``targets`` (an ImageFolder) or returning ``(x, label)``.
+        val: Validation classes: a fraction (``0.25``) or a count (``10``).
+        test: Test classes, likewise.
+        seed: Seeds which classes go where.
+        val_classes: Explicit validation class names (overrides ``val``).
+        test_classes: Explicit test class names (overrides ``test``).
+
+    Raises:
+        ConfigError: unknown class names, overlapping explicit lists, or no
+            class left for training.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> import torch
+        >>> data = TensorDataset(torch.zeros(8), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+        >>> split = split_by_class(data, val=1, test=1, seed=0)
+        >>> len(split.train), len(split.val), len(split.test)
+        (4, 2, 2)
+    """
+    labels = dataset_labels(dataset)
+    present = np.unique(labels)
+    names = list(
+        getattr(dataset, "classes", None) or [str(c) for c in range(int(present.max()) + 1)]
+    )
+    by_name = {names[int(c)]: int(c) for c in present}
+    rng = np.random.default_rng(seed)
+    order = [names[int(c)] for c in rng.permutation(present)]
+
+    def pick(
+        explicit: Sequence[str] | None, share: float | int, taken: set[str], what: str
+    ) -> list[str]:
+        if explicit is not None:
+            unknown = sorted(set(explicit) - set(by_name))
+            if unknown:
+                raise ConfigError(f"unknown {what} classes: {', '.join(unknown)}")
+            overlap = sorted(set(explicit) & taken)
+            if overlap:
+                raise ConfigError(f"classes in more than one split: {', '.join(overlap)}")
+            return list(explicit)
+        count = _count(share, len(present), what)
+        return [name for name in order if name not in taken][:count]
+
+    # Classes named explicitly for validation are not free for a random test draw.
+    chosen_test = pick(test_classes, test, set(val_classes or ()), "test")
+    chosen_val = pick(val_classes, val, set(chosen_test), "val")
+    held_out = set(chosen_test) | set(chosen_val)
+    train_names = [name for name in order if name not in held_out]
+    if not train_names:
+        raise ConfigError("no class is left for training: hold out fewer classes")
+
+    def subset(class_names: list[str]) -> Subset:
+        wanted = np.isin(labels, [by_name[n] for n in class_names])
+        return Subset(dataset, np.flatnonzero(wanted).tolist())
+
+    return ClassSplit(
+        train=subset(train_names),
+        val=subset(chosen_val),
+        test=subset(chosen_test),
+        train_classes=sorted(train_names),
+        val_classes=sorted(chosen_val),
+        test_classes=sorted(chosen_test),
+    )

@@ -1,0 +1,29 @@
+"""Encoders: the :class:`Encoder` contract, its registry and the built-in encoders."""
+
+from siamkit.encoders.base import (
+    Encoder,
+    create_encoder,
+    default_transform,
+    encoder_registry,
+    list_encoders,
+    load_encoder,
+    register_encoder,
+)
+from siamkit.encoders.compact import CompactCNN
+from siamkit.encoders.mlp import MLPEncoder
+from siamkit.encoders.resnet import ResNetEncoder
+from siamkit.encoders.tutorial import TutorialCNN
+
+__all__ = [
+    "CompactCNN",
+    "Encoder",
+    "MLPEncoder",
+    "ResNetEncoder",
+    "TutorialCNN",
+    "create_encoder",
+    "default_transform",
+    "encoder_registry",
+    "list_encoders",
+    "load_encoder",
+    "register_encoder",
+]

@@ -1,0 +1,64 @@
+"""The exceptions siamkit raises.
+
+Every error siamkit raises on bad input derives from :class:`SiamkitError`, so
+``except siamkit.SiamkitError`` catches them all. Each also derives from the
+closest built-in type (``ValueError``, ``FileNotFoundError``...) so existing
+handlers keep working.
+
+Example:
+    >>> import siamkit
+    >>> try:
+    ...     siamkit.create_encoder("no-such-encoder")
+    ... except siamkit.SiamkitError as err:
+    ...     print(type(err).__name__)
+    UnknownComponentError
+"""
+
+from __future__ import annotations
+
+
+class SiamkitError(Exception):
+    """Base class of every error siamkit raises on purpose."""
+
+
+class ConfigError(SiamkitError, ValueError):
+    """An argument or setting is invalid (a bad metric name, a negative margin...)."""
+
+
+class UnknownComponentError(ConfigError, KeyError):
+    """A registry was asked for a name it does not know."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(SiamkitError, ValueError):
+    """A dataset is missing, empty or malformed."""
+
+
+class ImageReadError(DataError):
+    """An image file could not be read; the message names the file."""
+
+
+class DownloadError(SiamkitError, OSError):
+    """A download failed or the archive it fetched is not what was expected."""
+
+
+class ShapeError(SiamkitError, ValueError):
+    """Arrays or tensors have incompatible shapes (labels vs embeddings, dims...)."""
+
+
+class NonFiniteError(SiamkitError, FloatingPointError):
+    """Embeddings or a loss contain NaN or infinity."""
+
+
+class ModelFileError(SiamkitError, OSError):
+    """A saved model or checkpoint is missing, corrupted or incompatible."""
+
+
+class GeometryError(ConfigError):
+    """Two parts of a pipeline disagree on the distance (euclidean vs cosine)."""
+
+
+class TrainingError(SiamkitError, RuntimeError):
+    """Training cannot go on (diverged, nothing to train on, a bad checkpoint...)."""

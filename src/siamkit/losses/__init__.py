@@ -1,0 +1,5 @@
+"""Losses for pairs of embeddings."""
+
+from siamkit.losses.contrastive import ContrastiveLoss, PairIndices
+
+__all__ = ["ContrastiveLoss", "PairIndices"]

@@ -1,0 +1,84 @@
+"""Augmentation of whole batches of preprocessed images, in torch.
+
+Applying augmentation to the cached, preprocessed tensors (rather than to PIL
+images one by one) keeps training fast on a CPU; the deterministic part of the
+pipeline stays the encoder's own :attr:`~siamkit.Encoder.transform`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FaceAugment(nn.Module):
+    """Random flips, small rotations, scalings and shifts, and brightness/contrast jitter.
+
+    Every image in the batch gets its own random parameters; randomness comes
+    from torch's global generator, which the Trainer seeds every epoch.
+
+    Args:
+        flip: Probability of a horizontal flip.
+        rotation: Maximum rotation in degrees.
+        scale: Maximum relative zoom in or out.
+        shift: Maximum shift as a fraction of the image size.
+        brightness: Maximum additive brightness change (inputs are in ``[-1, 1]``).
+        contrast: Maximum relative contrast change.
+
+    Example:
+        >>> import torch
+        >>> FaceAugment()(torch.zeros(4, 1, 56, 46)).shape
+        torch.Size([4, 1, 56, 46])
+    """
+
+    def __init__(
+        self,
+        flip: float = 0.5,
+        rotation: float = 10.0,
+        scale: float = 0.1,
+        shift: float = 0.08,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.flip = flip
+        self.rotation = rotation
+        self.scale = scale
+        self.shift = shift
+        self.brightness = brightness
+        self.contrast = contrast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if n == 0:
+            return x
+
+        def uniform(limit: float) -> torch.Tensor:
+            return (torch.rand(n, device=x.device) * 2 - 1) * limit
+
+        angle = uniform(math.radians(self.rotation))
+        zoom = 1.0 + uniform(self.scale)
+        mirror = torch.where(torch.rand(n, device=x.device) < self.flip, -1.0, 1.0)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack(
+            [
+                torch.stack([cos * mirror, -sin, uniform(2 * self.shift)], 1),
+                torch.stack([sin * mirror, cos, uniform(2 * self.shift)], 1),
+            ],
+            1,
+        )
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        out = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+        shape = (n,) + (1,) * (x.ndim - 1)
+        mean = out.mean(dim=tuple(range(1, x.ndim)), keepdim=True)
+        gain = (1.0 + uniform(self.contrast)).view(shape)
+        return (out - mean) * gain + mean + uniform(self.brightness).view(shape)
+
+    def extra_repr(self) -> str:
+        return (
+            f"flip={self.flip}, rotation={self.rotation}, scale={self.scale}, shift={self.shift}, "
+            f"brightness={self.brightness}, contrast={self.contrast}"
+        )

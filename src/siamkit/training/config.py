@@ -1,0 +1,74 @@
+"""Training settings."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from siamkit.exceptions import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :class:`~siamkit.training.Trainer`, with defaults tuned for small face sets.
+
+    Attributes:
+        epochs: Passes over the training set.
+        batch_size: Images per batch (``m_per_class`` of each of several people).
+        m_per_class: Images of each person in a batch.
+        lr: Peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: Linear warm-up before the cosine decay.
+        margin: Contrastive margin; None picks 0.5 for cosine, 1.0 for Euclidean.
+        miner: Name of a registered pair miner (``"all"``, ``"hard"``...).
+        augment: Apply :class:`~siamkit.training.FaceAugment` to training batches.
+        seed: Seeds initialisation, batches and augmentation.
+        device: ``"cpu"``, ``"cuda"``, or ``"auto"``.
+        monitor: Validation metric that picks the best checkpoint (``"auc"`` or ``"eer"``).
+        cache_limit_mb: Keep the preprocessed training images in memory up to this size.
+
+    Example:
+        >>> TrainConfig(epochs=5).epochs
+        5
+    """
+
+    epochs: int = 60
+    batch_size: int = 120
+    m_per_class: int = 4
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 3
+    margin: float | None = None
+    miner: str = "all"
+    augment: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    monitor: str = "auc"
+    cache_limit_mb: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
+        if self.m_per_class < 2:
+            raise ConfigError("m_per_class must be at least 2, so batches hold matching pairs")
+        if self.batch_size < 2 * self.m_per_class:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) must hold at least two people: "
+                f"use >= {2 * self.m_per_class}"
+            )
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.margin is not None and not self.margin > 0:
+            raise ConfigError(f"margin must be positive, got {self.margin}")
+        if self.monitor not in ("auc", "eer"):
+            raise ConfigError(f"monitor must be 'auc' or 'eer', got {self.monitor!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild from :meth:`to_dict` output, ignoring unknown keys."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,127 @@
+"""Shared fixtures of the siamkit test suite.
+
+* ``orl_root``: the real AT&T/ORL faces, skipping the test when they are absent;
+* ``synthetic_faces``: a small, learnable ImageFolder of six "people";
+* ``make_image_folder``: a factory writing such folders for bad-input tests.
+
+The suite never reaches the network: a session-wide guard refuses socket
+connections to anything but the loopback interface.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ORL_DIR = REPO_ROOT.parent / "shared/data/att_faces"
+
+SYNTHETIC_CLASSES = 6
+SYNTHETIC_IMAGES_PER_CLASS = 6
+FACE_SIZE = (46, 56)  # (width, height), PIL order
+
+# Two CPU cores, shared with other work: keep torch from oversubscribing them.
+torch.set_num_threads(2)
+
+
+# -- no network ----------------------------------------------------------------------
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _guarded(connect: Callable) -> Callable:
+    def wrapper(self: socket.socket, address, *args, **kwargs):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0] if isinstance(address, tuple) else address
+            if host not in _LOOPBACK:
+                raise RuntimeError(f"tests must not reach the network (tried {address!r})")
+        return connect(self, address, *args, **kwargs)
+
+    return wrapper
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_network() -> Iterator[None]:
+    """Refuse connections to anything but 127.0.0.1 / ::1 for the whole session."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", _guarded(socket.socket.connect))
+        mp.setattr(socket.socket, "connect_ex", _guarded(socket.socket.connect_ex))
+        yield
+
+
+# -- image folders -------------------------------------------------------------------
+def write_face_folder(
+    root: Path,
+    classes: dict[str, int],
+    size: tuple[int, int] = FACE_SIZE,
+    mode: str = "L",
+    seed: int = 0,
+) -> Path:
+    """Write ``root/<class>/<i>.png``: per class a fixed random smooth pattern, per
+    image Gaussian noise and a random shift of up to 2 pixels. Seeded."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    pad = 2
+    for name, count in classes.items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        coarse = rng.uniform(0, 255, size=(max(2, height // 6), max(2, width // 6)))
+        base = np.asarray(
+            Image.fromarray(coarse.astype(np.uint8), "L").resize(
+                (width + 2 * pad, height + 2 * pad), Image.Resampling.BILINEAR
+            ),
+            dtype=np.float64,
+        )
+        for index in range(count):
+            dy, dx = rng.integers(0, 2 * pad + 1, size=2)
+            crop = base[dy : dy + height, dx : dx + width]
+            pixels = np.clip(crop + rng.normal(0, 8, size=crop.shape), 0, 255).astype(np.uint8)
+            image = Image.fromarray(pixels, "L")
+            if mode != "L":
+                image = image.convert(mode)
+            image.save(folder / f"{index}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def orl_root() -> Path:
+    """The AT&T/ORL faces folder (``s1``..``s40``); skips the test when it is missing."""
+    if not ORL_DIR.is_dir():
+        pytest.skip(f"the AT&T faces are not at {ORL_DIR}")
+    return ORL_DIR
+
+
+@pytest.fixture(scope="session")
+def synthetic_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ImageFolder of 6 classes ``person0``..``person5`` × 6 greyscale 46×56 PNGs.
+
+    Each class has its own pattern, so the classes are learnable (and separable
+    even on raw pixels).
+    """
+    root = tmp_path_factory.mktemp("synthetic_faces")
+    classes = {f"person{i}": SYNTHETIC_IMAGES_PER_CLASS for i in range(SYNTHETIC_CLASSES)}
+    return write_face_folder(root, classes, seed=1234)
+
+
+@pytest.fixture
+def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
+    """``make_image_folder({"ann": 3, "bob": 0}, size=(46, 56), mode="L") -> Path``.
+
+    Each call writes a new folder under ``tmp_path``; a count of 0 makes an empty
+    class folder.
+    """
+    calls = 0
+
+    def make(classes: dict[str, int], size: tuple[int, int] = FACE_SIZE, mode: str = "L") -> Path:
+        nonlocal calls
+        calls += 1
+        root = tmp_path / f"image_folder_{calls}"
+        root.mkdir()
+        return write_face_folder(root, classes, size=size, mode=mode, seed=calls)
+
+    return make
