@@ -8,7 +8,7 @@ STAMP := $(VENV)/.siamkit-installed
 # pip finds them locally on the development machines.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-fast lint format docs docs-serve bench clean
+.PHONY: install test test-fast lint format docs docs-serve docs-cli bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,16 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks examples
 	$(BIN)/ruff check --fix src tests benchmarks examples
 
-test: lint
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+docs-cli: $(STAMP)
+	$(BIN)/python -m siamkit.cli.reference > docs/cli.md
+
+test: lint docs
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

@@ -2,7 +2,8 @@
 
 * ``orl_root``: the real AT&T/ORL faces, skipping the test when they are absent;
 * ``synthetic_faces``: a small, learnable ImageFolder of six "people";
-* ``make_image_folder``: a factory writing such folders for bad-input tests.
+* ``make_image_folder``: a factory writing such folders for bad-input tests;
+* ``clean_encoder_registry``: undoes encoder registrations made by a test.
 
 The suite never reaches the network: a session-wide guard refuses socket
 connections to anything but the loopback interface.
@@ -11,6 +12,7 @@ connections to anything but the loopback interface.
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -125,3 +127,24 @@ def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
         return write_face_folder(root, classes, size=size, mode=mode, seed=calls)
 
     return make
+
+
+@pytest.fixture
+def clean_encoder_registry() -> Iterator[None]:
+    """Restore the encoder registry after the test: names registered (or plugins
+    loaded) by it are forgotten, and plugin modules named ``siamkit_test_plugin*``
+    are unloaded."""
+    from siamkit.encoders import encoder_registry
+
+    saved = dict(encoder_registry._classes)
+    saved_loaded = encoder_registry._plugins_loaded
+    modules = set(sys.modules)
+    try:
+        yield
+    finally:
+        encoder_registry._classes.clear()
+        encoder_registry._classes.update(saved)
+        encoder_registry._plugins_loaded = saved_loaded
+        for name in set(sys.modules) - modules:
+            if name.startswith("siamkit_test_plugin"):
+                del sys.modules[name]

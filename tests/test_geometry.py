@@ -94,7 +94,9 @@ def test_pairwise_agrees_with_paired(rng, metric):
     a = torch.from_numpy(rng.normal(size=(8, 6)).astype(np.float32))
     b = torch.from_numpy(rng.normal(size=(8, 6)).astype(np.float32))
     full = pairwise_distances(a, b, metric)
-    torch.testing.assert_close(torch.diagonal(full), paired_distances(a, b, metric), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        torch.diagonal(full), paired_distances(a, b, metric), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_documented_values():

@@ -118,7 +118,9 @@ def test_batch_form_with_all_pairs_miner_equals_default():
     emb = torch.from_numpy(rng.normal(size=(10, 3)).astype(np.float32))
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 3])
     loss = ContrastiveLoss(margin=1.0)
-    torch.testing.assert_close(loss.batch(emb, labels, AllPairsMiner()(emb, labels)), loss.batch(emb, labels))
+    torch.testing.assert_close(
+        loss.batch(emb, labels, AllPairsMiner()(emb, labels)), loss.batch(emb, labels)
+    )
     torch.testing.assert_close(loss.batch(emb, labels, all_pairs(labels)), loss.batch(emb, labels))
 
 
@@ -134,7 +136,9 @@ def test_batch_accepts_numpy_pairs_and_labels():
     emb = torch.tensor([[0.0], [1.0], [3.0]])
     pairs = (np.array([0]), np.array([1]), np.array([1]), np.array([2]))
     # pos D=1: 0.5 ; neg D=2 with margin 3: 0.5*(1)^2 = 0.5
-    assert ContrastiveLoss(margin=3.0).batch(emb, np.array([0, 0, 1]), pairs).item() == pytest.approx(0.5)
+    assert ContrastiveLoss(margin=3.0).batch(
+        emb, np.array([0, 0, 1]), pairs
+    ).item() == pytest.approx(0.5)
 
 
 def test_no_pairs_gives_zero_with_gradient():

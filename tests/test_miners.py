@@ -257,7 +257,9 @@ def test_pml_triplet_miner_is_refused():
         PMLPairMiner(TripletMarginMiner())(emb, labels)
 
 
-@pytest.mark.parametrize("miner", [AllPairsMiner(), RandomPairMiner(seed=0), HardPairMiner(), BatchHardPairMiner()])
+@pytest.mark.parametrize(
+    "miner", [AllPairsMiner(), RandomPairMiner(seed=0), HardPairMiner(), BatchHardPairMiner()]
+)
 def test_labels_of_wrong_length(miner):
     with pytest.raises(ShapeError, match="label"):
         miner(torch.zeros(5, 2), torch.tensor([0, 0, 1, 1]))
@@ -295,7 +297,7 @@ def test_miner_output_is_checked():
         Broken((t([0]), t([3]), t([0]), t([2])))(emb, labels)
     with pytest.raises(ShapeError):
         Broken((t([-1]), t([1]), t([0]), t([2])))(emb, labels)
-    a1, p, a2, n = Broken(([0], [1], [[0, 1]], [[2, 2]]))(emb, labels)  # lists, flattened
+    _, _, a2, n = Broken(([0], [1], [[0, 1]], [[2, 2]]))(emb, labels)  # lists, flattened
     assert a2.tolist() == [0, 1] and n.dtype == torch.long
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,23 +15,6 @@ from siamkit.exceptions import ConfigError, UnknownComponentError
 from siamkit.registry import Registry
 
 BUILTIN_ENCODERS = {"compact", "tutorial", "resnet", "mlp"}
-
-
-@pytest.fixture
-def clean_encoder_registry() -> Iterator[None]:
-    """Restore the encoder registry (and imported plugin modules) after the test."""
-    saved = dict(encoder_registry._classes)
-    saved_loaded = encoder_registry._plugins_loaded
-    modules = set(sys.modules)
-    try:
-        yield
-    finally:
-        encoder_registry._classes.clear()
-        encoder_registry._classes.update(saved)
-        encoder_registry._plugins_loaded = saved_loaded
-        for name in set(sys.modules) - modules:
-            if name.startswith("siamkit_test_plugin"):
-                del sys.modules[name]
 
 
 class _Linear(siamkit.Encoder):

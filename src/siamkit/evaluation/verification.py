@@ -108,7 +108,7 @@ def fit_threshold(distances: Any, same: Any) -> float:
     """The threshold of best accuracy on these pairs (a midpoint between two distances).
 
     Example:
-        >>> fit_threshold([0.1, 0.2, 0.7, 0.9], [True, True, False, False])
+        >>> round(fit_threshold([0.1, 0.2, 0.7, 0.9], [True, True, False, False]), 6)
         0.45
     """
     d, s = _check(distances, same)
