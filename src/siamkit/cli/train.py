@@ -42,8 +42,7 @@ def add_parser(commands: Any) -> None:
         "--encoder",
         default="compact",
         metavar="NAME",
-        help="registered encoder name, plugins included (default: %(default)s; "
-        "see `siamkit list`)",
+        help="registered encoder name, plugins included (default: %(default)s; see `siamkit list`)",
     )
     parser.add_argument(
         "--encoder-arg",

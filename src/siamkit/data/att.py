@@ -121,10 +121,15 @@ def _fetch(url: str, destination: Path, progress: bool) -> None:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             bar = _progress_bar(total, progress, destination.name)
+            received = 0
             while block := response.read(1 << 16):
                 out.write(block)
+                received += len(block)
                 bar.update(len(block))
             bar.close()
+        if total is not None and received != total:
+            # urllib ends a cut-off transfer quietly; the length tells.
+            raise OSError(f"the transfer stopped after {received} of {total} bytes")
     except (urllib.error.URLError, OSError, ValueError) as err:
         partial.unlink(missing_ok=True)
         raise DownloadError(
@@ -177,6 +182,16 @@ def check_att_archive(archive: str | os.PathLike) -> list[zipfile.ZipInfo]:
         images.get(person) == set(range(1, IMAGES_PER_PERSON + 1))
         for person in range(1, NUM_PEOPLE + 1)
     )
+    prefixes = {
+        m.filename[: _MEMBER.search(m.filename).start()]
+        for m in members
+        if _MEMBER.search(m.filename)
+    }
+    if len(prefixes) > 1:
+        raise DownloadError(
+            f"{archive} holds face folders under several top folders ({sorted(prefixes)}); "
+            "expected one set of s1..s40"
+        )
     if not complete:
         raise DownloadError(
             f"{archive} is not the AT&T faces archive: expected {NUM_PEOPLE} folders s1..s40 "

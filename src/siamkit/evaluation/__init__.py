@@ -1,27 +1,52 @@
 """Evaluation metrics of the face field."""
 
-from siamkit.evaluation.identification import rank1_leave_one_out
+from siamkit.evaluation.identification import (
+    OpenSetResult,
+    cmc_curve,
+    open_set_identification,
+    rank1_leave_one_out,
+    retrieval_metrics,
+)
+from siamkit.evaluation.report import Section, write_report
+from siamkit.evaluation.runner import Evaluation, evaluate_encoder, read_pairs
 from siamkit.evaluation.verification import (
+    KFoldAccuracy,
     RocCurve,
+    TarAtFar,
     VerificationResult,
     accuracy_at,
     all_pairs_distances,
     equal_error_rate,
     fit_threshold,
+    kfold_accuracy,
     roc_auc,
     roc_curve,
+    tar_at_far,
     verification_metrics,
 )
 
 __all__ = [
+    "Evaluation",
+    "KFoldAccuracy",
+    "OpenSetResult",
     "RocCurve",
+    "Section",
+    "TarAtFar",
     "VerificationResult",
     "accuracy_at",
     "all_pairs_distances",
+    "cmc_curve",
     "equal_error_rate",
+    "evaluate_encoder",
     "fit_threshold",
+    "kfold_accuracy",
+    "open_set_identification",
     "rank1_leave_one_out",
+    "read_pairs",
+    "retrieval_metrics",
     "roc_auc",
     "roc_curve",
+    "tar_at_far",
     "verification_metrics",
+    "write_report",
 ]

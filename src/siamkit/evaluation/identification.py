@@ -1,13 +1,32 @@
-"""Identification (1:N) metrics."""
+"""Identification (1:N) metrics: rank-k and CMC, precision@1, MAP@R, open-set rates."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from siamkit.exceptions import ShapeError
-from siamkit.geometry import check_embeddings, pairwise_distances
+from siamkit.exceptions import DataError, ShapeError
+from siamkit.geometry import check_embeddings, check_metric, pairwise_distances
+
+
+def _embeddings_and_labels(
+    embeddings: Any, labels: Any, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    check_embeddings(embeddings, what)
+    emb = np.asarray(embeddings, dtype=np.float32)
+    lab = np.asarray(labels).reshape(-1)
+    if len(lab) != len(emb):
+        raise ShapeError(f"{len(emb)} {what} but {len(lab)} labels")
+    return emb, lab
+
+
+def _distances(probes: np.ndarray, gallery: np.ndarray | None, metric: str) -> np.ndarray:
+    dist = np.asarray(pairwise_distances(probes, gallery, metric), dtype=np.float64)
+    if gallery is None:
+        np.fill_diagonal(dist, np.inf)  # leave-one-out: an item never matches itself
+    return dist
 
 
 def rank1_leave_one_out(embeddings: Any, labels: Any, metric: str) -> float:
@@ -20,10 +39,163 @@ def rank1_leave_one_out(embeddings: Any, labels: Any, metric: str) -> float:
         >>> rank1_leave_one_out(emb, [0, 0, 1, 1], "euclidean")
         1.0
     """
-    check_embeddings(embeddings)
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != len(embeddings):
-        raise ShapeError(f"{len(embeddings)} embeddings but {len(labels)} labels")
-    dist = np.asarray(pairwise_distances(np.asarray(embeddings, dtype=np.float32), None, metric))
-    np.fill_diagonal(dist, np.inf)
-    return float((labels[dist.argmin(1)] == labels).mean())
+    emb, lab = _embeddings_and_labels(embeddings, labels, "embeddings")
+    dist = _distances(emb, None, metric)
+    return float((lab[dist.argmin(1)] == lab).mean())
+
+
+def cmc_curve(
+    probes: Any,
+    probe_labels: Any,
+    gallery: Any | None = None,
+    gallery_labels: Any | None = None,
+    metric: str = "euclidean",
+    max_rank: int = 20,
+) -> np.ndarray:
+    """Cumulative match characteristic: ``cmc[k-1]`` is the rank-k identification rate.
+
+    A probe is identified at rank k when the k-th nearest *identity* in the
+    gallery is its own (several images of one person count as one identity, at
+    the rank of the closest). Without a gallery each probe is searched among the
+    other probes (leave-one-out). Probes whose identity is not in the gallery
+    are left out (closed-set identification).
+
+    Example:
+        >>> g = np.array([[0.0], [1.0], [2.0]], dtype="float32")
+        >>> p = np.array([[0.1], [1.9], [1.4]], dtype="float32")
+        >>> cmc_curve(p, ["a", "c", "a"], g, ["a", "b", "c"], max_rank=3).tolist()
+        [0.6666666666666666, 0.6666666666666666, 1.0]
+    """
+    check_metric(metric)
+    p_emb, p_lab = _embeddings_and_labels(probes, probe_labels, "probe embeddings")
+    if gallery is None:
+        g_emb, g_lab, dist = p_emb, p_lab, _distances(p_emb, None, metric)
+    else:
+        g_emb, g_lab = _embeddings_and_labels(gallery, gallery_labels, "gallery embeddings")
+        dist = _distances(p_emb, g_emb, metric)
+    identities, inverse = np.unique(g_lab, return_inverse=True)
+    # distance from each probe to each identity = to its closest image of that identity
+    per_identity = np.full((len(p_emb), len(identities)), np.inf)
+    for column, identity in enumerate(range(len(identities))):
+        per_identity[:, column] = dist[:, inverse == identity].min(1)
+    known = np.isin(p_lab, identities)
+    if not known.any():
+        raise DataError("no probe's identity is in the gallery")
+    own = np.searchsorted(identities, p_lab[known])
+    own_distance = per_identity[known, own]
+    ranks = (per_identity[known] < own_distance[:, None]).sum(1) + 1
+    max_rank = min(max_rank, len(identities))
+    return np.array([(ranks <= k).mean() for k in range(1, max_rank + 1)])
+
+
+def retrieval_metrics(embeddings: Any, labels: Any, metric: str) -> dict[str, float]:
+    """Leave-one-out precision@1 and MAP@R, computed by pytorch-metric-learning.
+
+    Example:
+        >>> emb = np.array([[0.0], [0.1], [1.0], [1.2]], dtype="float32")
+        >>> retrieval_metrics(emb, [0, 0, 1, 1], "euclidean")
+        {'mean_average_precision_at_r': 1.0, 'precision_at_1': 1.0}
+    """
+    import torch
+    from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    emb, lab = _embeddings_and_labels(embeddings, labels, "embeddings")
+    _, codes = np.unique(lab, return_inverse=True)
+    distance = (
+        CosineSimilarity()
+        if check_metric(metric) == "cosine"
+        else LpDistance(normalize_embeddings=False)
+    )
+    calculator = AccuracyCalculator(
+        include=("precision_at_1", "mean_average_precision_at_r"),
+        knn_func=CustomKNN(distance),
+        device=torch.device("cpu"),
+    )
+    result = calculator.get_accuracy(torch.from_numpy(emb), torch.from_numpy(codes))
+    return {key: float(result[key]) for key in sorted(result)}
+
+
+@dataclass(frozen=True)
+class OpenSetResult:
+    """How a gallery search treats enrolled and never-enrolled people.
+
+    Attributes:
+        threshold: Distance beyond which a probe is declared unknown.
+        detection_identification_rate: Share of enrolled probes whose nearest
+            gallery match is their own identity and within the threshold (DIR).
+        false_alarm_rate: Share of never-enrolled probes matched to someone (within threshold).
+        unknown_rejection_rate: ``1 - false_alarm_rate``.
+        num_known: Probes of enrolled people.
+        num_unknown: Probes of never-enrolled people.
+    """
+
+    threshold: float
+    detection_identification_rate: float
+    false_alarm_rate: float
+    unknown_rejection_rate: float
+    num_known: int
+    num_unknown: int
+
+
+def _nearest(probes: np.ndarray, gallery: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    dist = _distances(probes, gallery, metric)
+    nearest = dist.argmin(1)
+    return nearest, dist[np.arange(len(probes)), nearest]
+
+
+def open_set_identification(
+    gallery: Any,
+    gallery_labels: Any,
+    probes: Any,
+    probe_labels: Any,
+    metric: str,
+    threshold: float | None = None,
+    false_alarm_rate: float | None = None,
+) -> OpenSetResult:
+    """Open-set identification at a given threshold or at a target false-alarm rate.
+
+    Probes whose label is not in the gallery are the "unknown" people. Give
+    ``threshold`` (e.g. a face index's calibrated one) to measure what share of
+    unknown probes it rejects, or ``false_alarm_rate`` to pick the threshold that
+    lets through at most that share of unknown probes and report the DIR there.
+
+    Example:
+        >>> g = np.array([[0.0], [1.0]], dtype="float32")
+        >>> p = np.array([[0.1], [0.95], [5.0]], dtype="float32")
+        >>> labels = ["a", "b", "z"]
+        >>> r = open_set_identification(g, ["a", "b"], p, labels, "euclidean", threshold=0.5)
+        >>> r.detection_identification_rate, r.unknown_rejection_rate
+        (1.0, 1.0)
+    """
+    g_emb, g_lab = _embeddings_and_labels(gallery, gallery_labels, "gallery embeddings")
+    p_emb, p_lab = _embeddings_and_labels(probes, probe_labels, "probe embeddings")
+    if (threshold is None) == (false_alarm_rate is None):
+        raise DataError("give exactly one of threshold and false_alarm_rate")
+    nearest, distance = _nearest(p_emb, g_emb, metric)
+    known = np.isin(p_lab, g_lab)
+    if not known.any() or known.all():
+        raise DataError(
+            "open-set evaluation needs probes of both enrolled and never-enrolled people"
+        )
+    unknown_distances = np.sort(distance[~known])
+    if threshold is None:
+        allowed = int(np.floor(false_alarm_rate * len(unknown_distances) + 1e-9))
+        # accept below the (allowed+1)-th smallest unknown distance
+        threshold = (
+            float(np.nextafter(unknown_distances[allowed], -np.inf))
+            if allowed < len(unknown_distances)
+            else float(unknown_distances[-1])
+        )
+    accepted = distance <= threshold
+    correct = g_lab[nearest] == p_lab
+    far = float(accepted[~known].mean())
+    return OpenSetResult(
+        threshold=float(threshold),
+        detection_identification_rate=float((accepted & correct)[known].mean()),
+        false_alarm_rate=far,
+        unknown_rejection_rate=1.0 - far,
+        num_known=int(known.sum()),
+        num_unknown=int((~known).sum()),
+    )

@@ -82,9 +82,7 @@ def equal_error_rate(distances: Any, same: Any) -> tuple[float, float]:
     curve = roc_curve(distances, same)
     frr = 1.0 - curve.tar
     gap = curve.far - frr  # rises from -1 to +1
-    k = int(np.argmax(gap >= 0))
-    if k == 0:
-        return 0.0, float(curve.thresholds[1])
+    k = int(np.argmax(gap >= 0))  # >= 1: the curve starts at gap = -1
     g0, g1 = gap[k - 1], gap[k]
     w = 0.0 if g1 == g0 else -g0 / (g1 - g0)
     eer = curve.far[k - 1] + w * (curve.far[k] - curve.far[k - 1])
@@ -174,4 +172,96 @@ def verification_metrics(distances: Any, same: Any) -> VerificationResult:
         eer_threshold=threshold,
         num_genuine=int(s.sum()),
         num_impostor=int((~s).sum()),
+    )
+
+
+@dataclass(frozen=True)
+class TarAtFar:
+    """The true-accept rate at a target false-accept rate.
+
+    Attributes:
+        target_far: The false-accept rate asked for.
+        tar: Share of genuine pairs accepted at ``threshold``.
+        far: False-accept rate actually reached (at most ``target_far``).
+        threshold: The largest distance whose false-accept rate is within the target.
+        num_impostor: Impostor pairs the rate rests on.
+        reliable: False when there are fewer than ``10 / target_far`` impostor
+            pairs: the rate then rests on a handful of false accepts.
+    """
+
+    target_far: float
+    tar: float
+    far: float
+    threshold: float
+    num_impostor: int
+    reliable: bool
+
+
+def tar_at_far(distances: Any, same: Any, target_far: float) -> TarAtFar:
+    """TAR at the largest threshold whose FAR does not exceed ``target_far``.
+
+    Example:
+        >>> d = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+        >>> r = tar_at_far(d, [True, True, False, True, False, False], target_far=0.34)
+        >>> r.tar, round(r.far, 3), r.threshold, r.reliable
+        (1.0, 0.333, 0.4, False)
+    """
+    if not 0 < target_far <= 1:
+        raise DataError(f"target_far must be in (0, 1], got {target_far}")
+    d, s = _check(distances, same)
+    curve = roc_curve(d, s)
+    k = int(np.flatnonzero(curve.far <= target_far + 1e-12).max())
+    n_impostor = int((~s).sum())
+    threshold = float(curve.thresholds[k]) if k > 0 else float(d.min()) - 1e-6
+    return TarAtFar(
+        target_far=float(target_far),
+        tar=float(curve.tar[k]),
+        far=float(curve.far[k]),
+        threshold=threshold,
+        num_impostor=n_impostor,
+        reliable=n_impostor >= 10 / target_far,
+    )
+
+
+@dataclass(frozen=True)
+class KFoldAccuracy:
+    """LFW-style accuracy: threshold fitted on k-1 folds, scored on the last, rotated."""
+
+    mean: float
+    std: float
+    folds: tuple[float, ...]
+    thresholds: tuple[float, ...]
+
+
+def kfold_accuracy(distances: Any, same: Any, folds: int = 10, seed: int = 0) -> KFoldAccuracy:
+    """Accuracy with the threshold always fitted on pairs other than those scored.
+
+    Pairs are shuffled (seeded) and cut into ``folds`` parts; each part is scored
+    with the threshold of best accuracy on the others.
+
+    Example:
+        >>> d = np.r_[np.linspace(0, 0.4, 10), np.linspace(0.6, 1, 10)]
+        >>> kfold_accuracy(d, np.r_[[True] * 10, [False] * 10], folds=5).mean
+        1.0
+    """
+    d, s = _check(distances, same)
+    if folds < 2 or folds > d.size:
+        raise DataError(f"folds must be between 2 and the number of pairs ({d.size}), got {folds}")
+    order = np.random.default_rng(seed).permutation(d.size)
+    parts = np.array_split(order, folds)
+    scores, thresholds = [], []
+    for k, held in enumerate(parts):
+        rest = np.concatenate([p for j, p in enumerate(parts) if j != k])
+        if s[rest].all() or not s[rest].any():
+            raise DataError(
+                "a fold's training pairs are all genuine or all impostor: use fewer folds"
+            )
+        threshold = fit_threshold(d[rest], s[rest])
+        thresholds.append(threshold)
+        scores.append(float(((d[held] <= threshold) == s[held]).mean()))
+    return KFoldAccuracy(
+        mean=float(np.mean(scores)),
+        std=float(np.std(scores)),
+        folds=tuple(scores),
+        thresholds=tuple(thresholds),
     )

@@ -1,0 +1,357 @@
+"""Evaluate a trained encoder on a folder of people: metrics, pictures, JSON."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from siamkit._atomic import write_json
+from siamkit.data.folder import FaceFolder
+from siamkit.data.images import load_image
+from siamkit.encoders.base import Encoder
+from siamkit.evaluation import plots
+from siamkit.evaluation.identification import (
+    OpenSetResult,
+    cmc_curve,
+    open_set_identification,
+    retrieval_metrics,
+)
+from siamkit.evaluation.verification import (
+    KFoldAccuracy,
+    TarAtFar,
+    VerificationResult,
+    accuracy_at,
+    all_pairs_distances,
+    kfold_accuracy,
+    roc_curve,
+    tar_at_far,
+    verification_metrics,
+)
+from siamkit.exceptions import DataError
+from siamkit.geometry import paired_distances, pairwise_distances
+
+FARS = (1e-1, 1e-2, 1e-3)
+
+
+@dataclass
+class Evaluation:
+    """Everything ``siamkit eval`` measures; :meth:`to_dict` is its JSON.
+
+    Attributes:
+        metric: The encoder's geometry, in which every distance was measured.
+        verification: AUC and EER over the pairs.
+        tar_at_far: TAR at FAR 1e-1, 1e-2, 1e-3, each with its reliability.
+        threshold: The decision threshold used for accuracy and the pair grid.
+        threshold_source: Where it came from (the model's validation people, or
+            the EER of these pairs when the model has none).
+        accuracy: Accuracy of the pairs at ``threshold``.
+        kfold: 10-fold accuracy with the threshold fitted on the other folds.
+        identification: Leave-one-out rank-1, rank-5, precision@1, MAP@R and the CMC curve.
+        open_set: Half the people enrolled, the others unknown (None when too few people).
+        figures: Picture names -> file names in the output directory.
+    """
+
+    model: str
+    data: str
+    metric: str
+    num_images: int
+    num_people: int
+    num_pairs: int
+    verification: VerificationResult
+    tar_at_far: list[TarAtFar]
+    threshold: float
+    threshold_source: str
+    accuracy: float
+    kfold: KFoldAccuracy
+    identification: dict[str, Any]
+    open_set: OpenSetResult | None = None
+    figures: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+def read_pairs(
+    path: str | os.PathLike, root: str | os.PathLike
+) -> tuple[list[str], list[str], np.ndarray]:
+    """Read a pair list: CSV lines ``image_a,image_b,same`` (paths relative to ``root``).
+
+    ``same`` is 1/0, true/false or yes/no; a header line is allowed; ``#``
+    starts a comment.
+
+    Raises:
+        DataError: a line is malformed or names an image that does not exist
+            (the message lists them).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()); (d / "a.png").touch(); (d / "b.png").touch()
+        >>> _ = (d / "pairs.csv").write_text("a.png,b.png,1\\n")
+        >>> read_pairs(d / "pairs.csv", d)[2].tolist()
+        [True]
+    """
+    root = Path(root)
+    firsts, seconds, flags, missing = [], [], [], []
+    truth = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as err:
+        raise DataError(f"cannot read pair file {path}: {err}") from None
+    for number, row in enumerate(csv.reader(lines), start=1):
+        if not row or row[0].strip().startswith("#"):
+            continue
+        if len(row) != 3:
+            raise DataError(f"{path}:{number}: expected image_a,image_b,same, got {row!r}")
+        a, b, flag = (cell.strip() for cell in row)
+        if flag.lower() not in truth:
+            if number == 1:
+                continue  # a header
+            raise DataError(f"{path}:{number}: same must be 1/0 or true/false, got {flag!r}")
+        for image in (a, b):
+            if not (root / image).is_file():
+                missing.append(image)
+        firsts.append(str(root / a))
+        seconds.append(str(root / b))
+        flags.append(truth[flag.lower()])
+    if missing:
+        shown = ", ".join(sorted(set(missing))[:10])
+        raise DataError(f"the pair file {path} names images missing under {root}: {shown}")
+    if not flags:
+        raise DataError(f"the pair file {path} holds no pairs")
+    return firsts, seconds, np.asarray(flags, dtype=bool)
+
+
+def _model_threshold(encoder_dir: str | os.PathLike | None) -> float | None:
+    if encoder_dir is None:
+        return None
+    import json
+
+    manifest = Path(encoder_dir) / "encoder.json"
+    if not manifest.is_file():
+        return None
+    metrics = (
+        json.loads(manifest.read_text()).get("extra", {}).get("training", {}).get("metrics", {})
+    )
+    value = metrics.get("val_threshold")
+    return float(value) if value is not None else None
+
+
+def _open_set(
+    embeddings: np.ndarray, labels: np.ndarray, metric: str, threshold: float, seed: int
+) -> OpenSetResult | None:
+    people = np.unique(labels)
+    if len(people) < 4:
+        return None
+    enrolled = np.random.default_rng(seed).permutation(people)[: len(people) // 2]
+    first_image = np.zeros(len(labels), dtype=bool)
+    for person in enrolled:
+        first_image[np.flatnonzero(labels == person)[0]] = True
+    probes = ~first_image
+    if np.isin(labels[probes], enrolled).sum() == 0:
+        return None
+    return open_set_identification(
+        embeddings[first_image], labels[first_image], embeddings[probes], labels[probes], metric,
+        threshold=threshold,
+    )  # fmt: skip
+
+
+def evaluate_encoder(
+    encoder: Encoder,
+    data: str | os.PathLike,
+    pairs: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    model_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    examples: int = 12,
+) -> Evaluation:
+    """Measure an encoder on a folder of people and (with ``out_dir``) draw the pictures.
+
+    Verification uses all pairs of the folder's images, or the pairs of the
+    ``pairs`` file. Identification is leave-one-out over the folder. Open-set
+    enrols one image of half the people and probes with everything else.
+
+    Args:
+        encoder: The trained encoder.
+        data: An image folder, one sub-folder per person.
+        pairs: Optional pair list (see :func:`read_pairs`).
+        out_dir: Where ``evaluation.json`` and the PNG pictures go.
+        model_dir: The model's directory, to reuse the threshold fitted on its
+            validation people during training.
+        seed: Seeds the choice of example pairs and enrolled people.
+        progress: Show a progress bar while embedding.
+        examples: Pairs in the pair grid.
+
+    Example:
+        >>> result = evaluate_encoder(encoder, "faces/", out_dir="eval/")  # doctest: +SKIP
+        >>> result.verification.auc  # doctest: +SKIP
+        0.997
+    """
+    folder = FaceFolder(data)
+    paths = folder.paths
+    labels = np.asarray(folder.targets)
+    if len(np.unique(labels)) < 2:
+        raise DataError(f"{data} holds a single person: evaluation needs at least two")
+    embeddings = _embed(encoder, paths, progress)
+    metric = encoder.metric
+    if pairs is None:
+        distances, same = all_pairs_distances(embeddings, labels, metric)
+        i, j = np.triu_indices(len(paths), k=1)
+        pair_paths = (np.asarray(paths)[i], np.asarray(paths)[j])
+    else:
+        firsts, seconds, same = read_pairs(pairs, data)
+        vectors = _pair_vectors(encoder, paths, embeddings, firsts + seconds, progress)
+        distances = np.asarray(
+            paired_distances(
+                np.stack([vectors[p] for p in firsts]),
+                np.stack([vectors[p] for p in seconds]),
+                metric,
+            ),
+            dtype=np.float64,
+        )
+        pair_paths = (np.asarray(firsts), np.asarray(seconds))
+    verification = verification_metrics(distances, same)
+    model_threshold = _model_threshold(model_dir)
+    if model_threshold is not None:
+        threshold, source = model_threshold, "fitted on the model's validation people (EER)"
+    else:
+        threshold, source = verification.eer_threshold, "EER threshold of these pairs (optimistic)"
+    cmc = cmc_curve(embeddings, labels, metric=metric, max_rank=20)
+    identification = {
+        "rank1": float(cmc[0]),
+        "rank5": float(cmc[min(4, len(cmc) - 1)]),
+        **retrieval_metrics(embeddings, labels, metric),
+        "cmc": cmc.tolist(),
+    }
+    result = Evaluation(
+        model=str(model_dir) if model_dir else type(encoder).__name__,
+        data=str(data),
+        metric=metric,
+        num_images=len(paths),
+        num_people=len(np.unique(labels)),
+        num_pairs=len(distances),
+        verification=verification,
+        tar_at_far=[tar_at_far(distances, same, far) for far in FARS],
+        threshold=float(threshold),
+        threshold_source=source,
+        accuracy=accuracy_at(distances, same, threshold),
+        kfold=kfold_accuracy(distances, same, folds=min(10, len(distances)), seed=seed),
+        identification=identification,
+        open_set=_open_set(embeddings, labels, metric, threshold, seed),
+    )
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        result.figures = _draw(
+            out, folder, embeddings, labels, distances, same, pair_paths, result, seed, examples
+        )
+        write_json(out / "evaluation.json", result.to_dict())
+    return result
+
+
+def _embed(encoder: Encoder, paths: list[str], progress: bool, batch_size: int = 64) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    chunks = [
+        encoder.embed(paths[start : start + batch_size])
+        for start in tqdm(
+            range(0, len(paths), batch_size), desc="embedding", unit="batch", disable=not progress
+        )
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros((0, encoder.embedding_dim), np.float32)
+
+
+def _pair_vectors(
+    encoder: Encoder, paths: list[str], embeddings: np.ndarray, wanted: list[str], progress: bool
+) -> dict[str, np.ndarray]:
+    vectors = {os.path.abspath(p): e for p, e in zip(paths, embeddings, strict=True)}
+    extra = sorted({os.path.abspath(p) for p in wanted} - set(vectors))
+    if extra:  # pair images outside the class folders
+        vectors.update(zip(extra, _embed(encoder, extra, progress), strict=True))
+    return {p: vectors[os.path.abspath(p)] for p in wanted}
+
+
+def _example_pairs(distances: np.ndarray, same: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Half genuine, half impostor pairs, mistakes first, the rest at random."""
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for flag in (True, False):
+        candidates = np.flatnonzero(same == flag)
+        if len(candidates) == 0:
+            continue
+        order = candidates[np.argsort(-distances[candidates] if flag else distances[candidates])]
+        hardest = order[:1]
+        rest = rng.permutation(np.setdiff1d(candidates, hardest))[: count // 2 - 1]
+        chosen += hardest.tolist() + rest.tolist()
+    return np.asarray(chosen[:count], dtype=np.int64)
+
+
+def _draw(
+    out: Path,
+    folder: FaceFolder,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    distances: np.ndarray,
+    same: np.ndarray,
+    pair_paths: tuple[np.ndarray, np.ndarray],
+    result: Evaluation,
+    seed: int,
+    examples: int,
+) -> dict[str, str]:
+    figures = {
+        "roc": "roc.png",
+        "histograms": "distance_histograms.png",
+        "cmc": "cmc.png",
+        "pairs": "pairs.png",
+        "retrieval": "retrieval.png",
+    }
+    plots.plot_roc({"model": roc_curve(distances, same)}, out / figures["roc"])
+    plots.plot_distance_histograms(distances, same, result.threshold, out / figures["histograms"])
+    plots.plot_cmc(result.identification["cmc"], out / figures["cmc"])
+    grid = [
+        plots.PairExample(
+            image_a=load_image(pair_paths[0][k]),
+            image_b=load_image(pair_paths[1][k]),
+            distance=float(distances[k]),
+            same=bool(same[k]),
+            predicted_same=bool(distances[k] <= result.threshold),
+        )
+        for k in _example_pairs(distances, same, examples, seed)
+    ]
+    plots.plot_pair_grid(grid, out / figures["pairs"])
+    plots.plot_retrieval_grid(
+        _retrieval_examples(folder, embeddings, labels, result.metric, seed),
+        out / figures["retrieval"],
+    )
+    return figures
+
+
+def _retrieval_examples(
+    folder: FaceFolder, embeddings: np.ndarray, labels: np.ndarray, metric: str, seed: int,
+    queries: int = 6, k: int = 5,
+) -> list[plots.RetrievalExample]:  # fmt: skip
+    rng = np.random.default_rng(seed)
+    people = rng.permutation(np.unique(labels))[:queries]
+    dist = np.asarray(pairwise_distances(embeddings, None, metric), dtype=np.float64)
+    np.fill_diagonal(dist, np.inf)
+    rows = []
+    for person in people:
+        query = int(rng.choice(np.flatnonzero(labels == person)))
+        nearest = np.argsort(dist[query], kind="stable")[:k]
+        rows.append(
+            plots.RetrievalExample(
+                query=load_image(folder.paths[query]),
+                query_label=folder.classes[labels[query]],
+                matches=[
+                    (load_image(folder.paths[m]), folder.classes[labels[m]], float(dist[query, m]))
+                    for m in nearest
+                ],
+            )
+        )
+    return rows
