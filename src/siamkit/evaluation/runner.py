@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.utils.data import Subset
 
 from siamkit._atomic import write_json
 from siamkit.data.folder import FaceFolder
@@ -36,6 +37,41 @@ from siamkit.exceptions import DataError
 from siamkit.geometry import paired_distances, pairwise_distances
 
 FARS = (1e-1, 1e-2, 1e-3)
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """Image paths with integer labels and class names, from a folder, FaceFolder or Subset."""
+
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    root: Path
+    description: str
+
+    @classmethod
+    def of(cls, data: Any) -> LabelledImages:
+        """Accept a path, a :class:`~siamkit.data.FaceFolder`, or a ``Subset`` of one."""
+        indices = None
+        if isinstance(data, Subset):
+            data, indices = data.dataset, list(data.indices)
+        folder = data if isinstance(data, FaceFolder) else FaceFolder(data)
+        paths, labels = folder.paths, np.asarray(folder.targets)
+        if indices is not None:
+            paths, labels = [paths[i] for i in indices], labels[indices]
+        if len(paths) == 0:
+            raise DataError(f"no images to evaluate in {folder.root}")
+        people = sorted({folder.classes[y] for y in labels})
+        shown = (
+            f" ({len(people)} people: {', '.join(people[:12])}{'...' if len(people) > 12 else ''})"
+        )
+        return cls(
+            paths=paths,
+            labels=labels,
+            classes=list(folder.classes),
+            root=Path(folder.root),
+            description=str(folder.root) + (shown if indices is not None else ""),
+        )
 
 
 @dataclass
@@ -179,7 +215,9 @@ def evaluate_encoder(
 
     Args:
         encoder: The trained encoder.
-        data: An image folder, one sub-folder per person.
+        data: An image folder (one sub-folder per person), a
+            :class:`~siamkit.data.FaceFolder`, or a ``Subset`` of one (e.g. the
+            test people of :func:`~siamkit.data.split_by_class`).
         pairs: Optional pair list (see :func:`read_pairs`).
         out_dir: Where ``evaluation.json`` and the PNG pictures go.
         model_dir: The model's directory, to reuse the threshold fitted on its
@@ -193,9 +231,9 @@ def evaluate_encoder(
         >>> result.verification.auc  # doctest: +SKIP
         0.997
     """
-    folder = FaceFolder(data)
+    folder = LabelledImages.of(data)
     paths = folder.paths
-    labels = np.asarray(folder.targets)
+    labels = folder.labels
     if len(np.unique(labels)) < 2:
         raise DataError(f"{data} holds a single person: evaluation needs at least two")
     embeddings = _embed(encoder, paths, progress)
@@ -205,7 +243,7 @@ def evaluate_encoder(
         i, j = np.triu_indices(len(paths), k=1)
         pair_paths = (np.asarray(paths)[i], np.asarray(paths)[j])
     else:
-        firsts, seconds, same = read_pairs(pairs, data)
+        firsts, seconds, same = read_pairs(pairs, folder.root)
         vectors = _pair_vectors(encoder, paths, embeddings, firsts + seconds, progress)
         distances = np.asarray(
             paired_distances(
@@ -231,7 +269,7 @@ def evaluate_encoder(
     }
     result = Evaluation(
         model=str(model_dir) if model_dir else type(encoder).__name__,
-        data=str(data),
+        data=folder.description,
         metric=metric,
         num_images=len(paths),
         num_people=len(np.unique(labels)),
@@ -294,7 +332,7 @@ def _example_pairs(distances: np.ndarray, same: np.ndarray, count: int, seed: in
 
 def _draw(
     out: Path,
-    folder: FaceFolder,
+    folder: LabelledImages,
     embeddings: np.ndarray,
     labels: np.ndarray,
     distances: np.ndarray,
@@ -333,7 +371,7 @@ def _draw(
 
 
 def _retrieval_examples(
-    folder: FaceFolder, embeddings: np.ndarray, labels: np.ndarray, metric: str, seed: int,
+    folder: LabelledImages, embeddings: np.ndarray, labels: np.ndarray, metric: str, seed: int,
     queries: int = 6, k: int = 5,
 ) -> list[plots.RetrievalExample]:  # fmt: skip
     rng = np.random.default_rng(seed)
