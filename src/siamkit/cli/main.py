@@ -12,7 +12,7 @@ from siamkit.exceptions import SiamkitError
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``siamkit`` and all its sub-commands."""
-    from siamkit.cli import evaluate, train
+    from siamkit.cli import demo, evaluate, train
 
     parser = argparse.ArgumentParser(
         prog="siamkit",
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     train.add_parser(commands)
     evaluate.add_parser(commands)
+    demo.add_parser(commands)
     listing = commands.add_parser(
         "list",
         help="list the available encoders and miners, plugins included",

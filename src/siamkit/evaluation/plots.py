@@ -142,6 +142,10 @@ class RetrievalExample:
     query: Image.Image
     query_label: str
     matches: Sequence[tuple[Image.Image, str, float]]
+    #: Title above the query (default "query" and its label).
+    caption: str | None = None
+    #: Frame colour of the query (e.g. whether a decision about it was right).
+    colour: str | None = None
 
 
 def plot_retrieval_grid(rows: Sequence[RetrievalExample], path: str | os.PathLike) -> None:
@@ -153,8 +157,9 @@ def plot_retrieval_grid(rows: Sequence[RetrievalExample], path: str | os.PathLik
         ax.set_axis_off()
     for r, example in enumerate(rows):
         axes[r, 0].set_axis_on()
-        _show(axes[r, 0], example.query)
-        axes[r, 0].set_title(f"query\n{example.query_label}", fontsize=8)
+        _show(axes[r, 0], example.query, example.colour)
+        caption = example.caption or f"query\n{example.query_label}"
+        axes[r, 0].set_title(caption, fontsize=8, color=example.colour or "black")
         for c, (image, label, distance) in enumerate(example.matches, start=1):
             colour = GOOD if label == example.query_label else BAD
             axes[r, c].set_axis_on()
