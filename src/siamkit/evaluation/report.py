@@ -29,6 +29,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .card { border: 1px solid #cbd2d9; border-radius: 8px; padding: 12px 18px; min-width: 130px; }
 .card .v { font-size: 26px; font-weight: 600; } .card .k { color: #616e7c; font-size: 13px; }
 figure { margin: 16px 0; } figure img { max-width: 100%; border: 1px solid #e4e7eb; }
+.figs { display: flex; flex-wrap: wrap; gap: 0 24px; align-items: flex-start; }
+.figs figure { flex: 1 1 320px; max-width: 520px; }
 figcaption { color: #616e7c; font-size: 14px; }
 .warn { color: #b54708; } .ok { color: #2e7d32; } .bad { color: #c62828; }
 footer { margin-top: 48px; color: #616e7c; font-size: 13px; }
@@ -60,8 +62,9 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
         return f'<td class="num">{text}</td>' if numeric else f"<td>{html.escape(text)}</td>"
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    thead = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
     body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
 def _card(key: str, value: str) -> str:
