@@ -188,10 +188,12 @@ def write_report(
         "pairs": "Example pairs with their dissimilarity; green: the call was right, red: wrong",
         "retrieval": "Each query beside its five nearest faces; green: same person, red: another",
     }
-    figures = "".join(
-        _image(out / ev.figures[key], caption)
-        for key, caption in pictures.items()
-        if key in ev.figures
+    small, large = ("roc", "histograms", "cmc"), ("pairs", "retrieval")
+    figures = (
+        '<div class="figs">'
+        + "".join(_image(out / ev.figures[k], pictures[k]) for k in small if k in ev.figures)
+        + "</div>"
+        + "".join(_image(out / ev.figures[k], pictures[k]) for k in large if k in ev.figures)
     )
     body = (
         f"<h1>{html.escape(title)}</h1>"
