@@ -8,7 +8,10 @@ STAMP := $(VENV)/.siamkit-installed
 # pip finds them locally on the development machines.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-fast lint format docs docs-serve docs-cli bench clean
+# The AT&T faces, when this checkout sits beside a shared copy of them.
+ATT_DATA := $(wildcard ../shared/data/att_faces)
+
+.PHONY: install demo test test-fast lint format docs docs-serve docs-cli bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +47,11 @@ test: lint docs
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" -x
 
+demo: $(STAMP)
+	$(BIN)/siamkit demo --out demo $(if $(ATT_DATA),--data $(ATT_DATA))
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/orl_verification.py
 
 clean:
-	rm -rf $(VENV) site build dist .pytest_cache .ruff_cache
+	rm -rf $(VENV) site build dist demo .pytest_cache .ruff_cache
