@@ -62,3 +62,30 @@ class GeometryError(ConfigError):
 
 class TrainingError(SiamkitError, RuntimeError):
     """Training cannot go on (diverged, nothing to train on, a bad checkpoint...)."""
+
+
+class IndexFileError(SiamkitError, OSError):
+    """A saved face index is missing, corrupted, truncated or from a newer siamkit."""
+
+
+class EncoderMismatchError(SiamkitError, ValueError):
+    """A face index was built with another encoder (fingerprint or dimension differ)."""
+
+
+class DuplicateIdError(SiamkitError, ValueError):
+    """An id given to a face index is already taken, or repeated in one call."""
+
+
+class UnknownIdError(SiamkitError, KeyError):
+    """A face index was asked for an id it does not hold."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class EmptyIndexError(SiamkitError, ValueError):
+    """A face index holds no item, so it cannot be searched or calibrated."""
+
+
+class NotCalibratedError(SiamkitError, RuntimeError):
+    """A decision needs a threshold, but the index was never calibrated."""

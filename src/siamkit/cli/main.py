@@ -12,7 +12,7 @@ from siamkit.exceptions import SiamkitError
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``siamkit`` and all its sub-commands."""
-    from siamkit.cli import demo, evaluate, train
+    from siamkit.cli import demo, evaluate, index, train
 
     parser = argparse.ArgumentParser(
         prog="siamkit",
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"siamkit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     train.add_parser(commands)
+    index.add_parser(commands)
     evaluate.add_parser(commands)
     demo.add_parser(commands)
     listing = commands.add_parser(

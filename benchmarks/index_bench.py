@@ -1,0 +1,532 @@
+"""Speed of ``siamkit.FaceIndex`` against raw FAISS and numpy brute force, in one run.
+
+Data: random clustered unit vectors (``--dim``, 128 by default) standing in for
+face embeddings, clustered on two levels: groups of about 1,000 images, people
+in a group (1 to 19 images each, 10 on average; a person's centre at norm 1.0
+of noise from the group's), images around their person (noise of norm 0.6,
+so cosine ~0.75 within a person). Queries are fresh images of enrolled people.
+All vectors are unit length and the metric is cosine, so raw FAISS gets the
+same inner-product index FaceIndex builds.
+
+For each size and index kind (flat, hnsw, ivf) it measures, for FaceIndex and
+for raw FAISS built with the same settings:
+
+* add: seconds to build the index from the vectors;
+* batch QPS: queries per second of one ``search`` call on a batch, k = 10
+  (FaceIndex twice: ``search`` building ``Match`` objects, ``knn`` returning
+  arrays); best of ``--repeats`` interleaved runs;
+* single-query latency: median over one-at-a-time queries, interleaved with
+  raw FAISS, and their difference ("added");
+* recall@10 against exact search (flat), on ``--recall-queries`` queries;
+* bytes per vector: raw FAISS's index file, FaceIndex's saved folder (which
+  also keeps every vector, for removal and rebuilds), and FaceIndex's save and
+  load times;
+
+and numpy brute force (``queries @ vectors.T`` then ``argpartition``) on a
+subsample of queries. HNSW also reports recall and QPS at other efSearch
+values, IVF at other nprobe values. Above ``--raw-hnsw-max`` vectors raw FAISS
+HNSW is timed on FaceIndex's own graph instead of a second build (minutes at
+1M), its add time being FaceIndex's time inside FAISS. Torch runs one thread
+(``--torch-threads``): on 2 busy cores its OpenMP pool and FAISS's fight, and
+``geometry.prepare`` of a query batch then took 15 ms instead of 0.1 ms.
+
+The ORL faces, when present, give an end-to-end row: encoding and enrolling
+400 images, calibrating, and identifying one image.
+
+Targets (issue #3): FaceIndex batch search within 1.1x of raw FAISS, at most
+50 us added to a single query, default HNSW recall@10 >= 0.98 at 1M.
+
+Writes ``benchmarks/results/index_bench.json`` and ``.md``.
+
+Usage::
+
+    python benchmarks/index_bench.py [--sizes 100000 1000000] [--quick]
+        [--kinds flat hnsw ivf] [--threads 2] [--model MODEL_DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+
+import siamkit
+from siamkit.index import FaceIndex
+from siamkit.index.backends import HNSW_EF_CONSTRUCTION, HNSW_M, ivf_lists
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_ORL = ROOT.parent.parent / "shared" / "data" / "att_faces"
+K = 10
+GROUP_SIZE = 1000  # images per top-level cluster
+PERSON_SPREAD = 1.0  # norm of a person's offset from their group's centre
+IMAGE_NOISE = 0.6  # norm of an image's offset from its person's centre
+
+
+# -- data ------------------------------------------------------------------------------
+def clustered_unit_vectors(
+    n: int, dim: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(vectors, labels, person centres)``, all unit length.
+
+    Two levels of clusters, like face embeddings (which group by age, sex,
+    ethnicity...): groups of about 1,000 images, people within a group (1 to
+    19 images each, 10 on average), images around their person.
+    """
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1, 20, size=n // 5 + 1)
+    labels = np.repeat(np.arange(len(counts)), counts)[:n]
+    people = int(labels[-1]) + 1
+    groups = _unit(rng.standard_normal((max(1, n // GROUP_SIZE), dim), dtype=np.float32))
+    centres = _noisy(groups[rng.integers(0, len(groups), people)], PERSON_SPREAD, rng)
+    return _noisy(centres, IMAGE_NOISE, rng, labels), labels, centres
+
+
+def make_queries(centres: np.ndarray, labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Fresh images of enrolled people."""
+    rng = np.random.default_rng(seed + 1)
+    return _noisy(centres, IMAGE_NOISE, rng, rng.choice(np.unique(labels), size=count))
+
+
+def _noisy(
+    centres: np.ndarray, noise: float, rng: np.random.Generator, rows: np.ndarray | None = None
+) -> np.ndarray:
+    rows = np.arange(len(centres)) if rows is None else rows
+    out = np.empty((len(rows), centres.shape[1]), dtype=np.float32)
+    scale = np.float32(noise / np.sqrt(centres.shape[1]))  # noise of norm ~ `noise`
+    for start in range(0, len(rows), 100_000):  # bounded temporaries at 1M
+        part = rows[start : start + 100_000]
+        shape = (len(part), centres.shape[1])
+        out[start : start + len(part)] = _unit(
+            centres[part] + scale * rng.standard_normal(shape, dtype=np.float32)
+        )
+    return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+# -- timing helpers --------------------------------------------------------------------
+def best_qps(functions: dict[str, Callable[[], Any]], count: int, repeats: int) -> dict[str, float]:
+    """Queries per second of each function, best of ``repeats`` interleaved runs."""
+    best = dict.fromkeys(functions, 0.0)
+    for _ in range(repeats):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = max(best[name], count / (time.perf_counter() - start))
+    return best
+
+
+def single_latency(
+    ours: Callable[[np.ndarray], Any], raw: Callable[[np.ndarray], Any], queries: np.ndarray
+) -> dict[str, float]:
+    """Median single-query latencies (ms) and their difference (us).
+
+    Interleaved, alternating which goes first, on two disjoint halves of the
+    queries: the second search of one query would find the first one's path
+    through the index already in the CPU cache.
+    """
+    half = len(queries) // 2
+    for q in queries[: min(20, half)]:  # warm code paths
+        ours(q), raw(q)
+    ours_t, raw_t = [], []
+    for i in range(half):
+        order = [(raw, queries[i], raw_t), (ours, queries[half + i], ours_t)]
+        for fn, q, times in order if i % 2 else order[::-1]:
+            start = time.perf_counter()
+            fn(q)
+            times.append(time.perf_counter() - start)
+    ours_ms, raw_ms = 1e3 * statistics.median(ours_t), 1e3 * statistics.median(raw_t)
+    return {"ours_ms": ours_ms, "raw_ms": raw_ms, "added_us": 1e3 * (ours_ms - raw_ms)}
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    pairs = zip(found, truth, strict=True)
+    hits = [len(set(f[f >= 0].tolist()) & set(t.tolist())) for f, t in pairs]
+    return float(np.sum(hits) / truth.size)
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+
+
+# -- raw FAISS built the way FaceIndex builds it ---------------------------------------
+def build_raw(kind: str, x: np.ndarray, index: FaceIndex) -> Any:
+    d = x.shape[1]
+    if kind == "flat":
+        raw = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        raw = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        raw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        raw.hnsw.efSearch = index.ef_search
+    else:
+        raw = faiss.index_factory(d, f"IVF{ivf_lists(len(x))},Flat", faiss.METRIC_INNER_PRODUCT)
+        faiss.extract_index_ivf(raw).cp.min_points_per_centroid = 1
+        raw.train(x)
+        raw.nprobe = index.nprobe
+    raw.add(x)
+    return raw
+
+
+def bench_kind(
+    kind: str,
+    x: np.ndarray,
+    labels: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray | None,
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], np.ndarray]:
+    n = len(x)
+    index = FaceIndex(metric="cosine", index=kind, dim=x.shape[1])
+    inside = _time_faiss_work(index)
+    start = time.perf_counter()
+    index.add(x, labels=labels)
+    add_ours = time.perf_counter() - start
+    if kind == "hnsw" and n > args.raw_hnsw_max:
+        # Building HNSW twice at this size costs minutes: raw FAISS is timed on
+        # FaceIndex's own graph, and its add time is FaceIndex's time inside FAISS.
+        raw, add_raw, raw_source = index._backend.index, inside[0], "faceindex's graph"
+    else:
+        start = time.perf_counter()
+        raw = build_raw(kind, x, index)
+        add_raw, raw_source = time.perf_counter() - start, "built separately"
+
+    batch = queries[: _batch_size(lambda q: raw.search(q, K), queries, args)]
+    qps = best_qps(
+        {
+            "raw": lambda: raw.search(batch, K),
+            "search": lambda: index.search(batch, K),
+            "knn": lambda: index.knn(batch, K),
+        },
+        len(batch),
+        args.repeats,
+    )
+    singles = queries[: _single_count(kind, n, args)]
+    latency = single_latency(
+        lambda q: index.search(q, K), lambda q: raw.search(q[None], K), singles
+    )
+    probe = queries[: args.recall_queries]
+    found = index.knn(probe, K).ids.astype(np.int64)  # automatic ids are the rows
+    raw_found = raw.search(probe, K)[1]
+    reference = found if truth is None else truth
+    sweep = _sweep(kind, index, probe, reference, args)
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        raw_path = Path(tmp) / "raw.faiss"
+        faiss.write_index(raw, str(raw_path))
+        start = time.perf_counter()
+        folder = index.save(Path(tmp) / "index")
+        save_s = time.perf_counter() - start
+        start = time.perf_counter()
+        FaceIndex.load(folder)
+        load_s = time.perf_counter() - start
+        raw_bytes, ours_bytes = raw_path.stat().st_size, folder_bytes(folder)
+    row = {
+        "size": n,
+        "kind": kind,
+        "settings": {"ef_search": index.ef_search, "nprobe": index.nprobe},
+        "raw_index": raw_source,
+        "add_s": {"faceindex": add_ours, "faiss": add_raw, "faceindex_inside_faiss": inside[0]},
+        "batch_queries": len(batch),
+        "batch_qps": {
+            "faceindex_search": qps["search"],
+            "faceindex_knn": qps["knn"],
+            "faiss": qps["raw"],
+        },
+        "batch_slowdown": {"search": qps["raw"] / qps["search"], "knn": qps["raw"] / qps["knn"]},
+        "single": {"queries": len(singles), **latency},
+        "recall_at_10": {
+            "faceindex": recall_at_k(found, reference),
+            "faiss": recall_at_k(raw_found, reference),
+        },
+        "sweep": sweep,
+        "bytes_per_vector": {"faceindex_saved": ours_bytes / n, "faiss": raw_bytes / n},
+        "save_s": save_s,
+        "load_s": load_s,
+    }
+    return row, found
+
+
+def _time_faiss_work(index: FaceIndex) -> list[float]:
+    """Seconds FaceIndex spends in FAISS (train + add), accumulated in a one-item list."""
+    spent = [0.0]
+    backend = index._backend
+    real_sync = backend.sync
+
+    def timed(vectors: np.ndarray) -> None:
+        start = time.perf_counter()
+        real_sync(vectors)
+        spent[0] += time.perf_counter() - start
+
+    backend.sync = timed  # type: ignore[method-assign]
+    return spent
+
+
+def _batch_size(search: Callable[[np.ndarray], Any], queries: np.ndarray, args) -> int:
+    # About --batch-seconds of raw FAISS work per run, so slow indexes stay affordable.
+    probe = queries[:200]
+    start = time.perf_counter()
+    search(probe)
+    qps = len(probe) / (time.perf_counter() - start)
+    return int(min(len(queries), max(500, qps * args.batch_seconds)))
+
+
+def _sweep(
+    kind: str, index: FaceIndex, probe: np.ndarray, truth: np.ndarray, args
+) -> list[dict[str, Any]]:
+    """Recall@10 and QPS of FaceIndex at other efSearch / nprobe values."""
+    name, values = {"hnsw": ("ef_search", args.ef_sweep), "ivf": ("nprobe", args.nprobe_sweep)}.get(
+        kind, (None, [])
+    )
+    if name is None:
+        return []
+    default, out = getattr(index, name), []
+    for value in values:
+        setattr(index, name, value)
+        start = time.perf_counter()
+        found = index.knn(probe, K).ids.astype(np.int64)
+        seconds = time.perf_counter() - start
+        out.append({name: value, "recall_at_10": recall_at_k(found, truth),
+                    "qps": len(probe) / seconds})  # fmt: skip
+    setattr(index, name, default)
+    return out
+
+
+def _single_count(kind: str, n: int, args: argparse.Namespace) -> int:
+    if kind == "flat":
+        return int(min(args.single_queries, max(50, 2e7 // n)))
+    return args.single_queries
+
+
+def bench_numpy(x: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    count = max(50, min(len(queries), int(5e7 // len(x))))
+    batch = queries[:count]
+
+    def search(q: np.ndarray) -> np.ndarray:
+        scores = q @ x.T
+        top = np.argpartition(-scores, K, axis=1)[:, :K]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
+        return np.take_along_axis(top, order, axis=1)
+
+    start = time.perf_counter()
+    found = search(batch)
+    qps = count / (time.perf_counter() - start)
+    singles = [batch[i : i + 1] for i in range(min(20, count))]
+    times = []
+    for q in singles:
+        start = time.perf_counter()
+        search(q)
+        times.append(time.perf_counter() - start)
+    return {
+        "size": len(x),
+        "kind": "numpy",
+        "batch_queries": count,
+        "batch_qps": {"numpy": qps},
+        "single": {"queries": len(singles), "ms": 1e3 * statistics.median(times)},
+        "recall_at_10": recall_at_k(found, truth[:count]) if len(truth) >= count else None,
+        "bytes_per_vector": x.shape[1] * 4,
+    }
+
+
+# -- ORL end to end --------------------------------------------------------------------
+def bench_orl(root: Path, model: Path | None, kind: str = "hnsw") -> dict[str, Any]:
+    encoder = (siamkit.load_encoder(model) if model else siamkit.create_encoder("compact")).eval()
+    start = time.perf_counter()
+    index = FaceIndex(encoder, index=kind)
+    index.add_folder(root)
+    enrol_s = time.perf_counter() - start
+    start = time.perf_counter()
+    report = index.calibrate(target_far=0.001)
+    calibrate_s = time.perf_counter() - start
+    probe = sorted((root / "s1").iterdir())[0]
+    index.identify(probe)
+    times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        index.identify(probe)
+        times.append(time.perf_counter() - start)
+    return {
+        "images": len(index),
+        "people": len(index.labels()),
+        "model": str(model) if model else "untrained compact (timing only)",
+        "index": kind,
+        "enrol_s": enrol_s,
+        "calibrate_s": calibrate_s,
+        "calibration": report.to_dict(),
+        "identify_image_ms": 1e3 * statistics.median(times),
+    }
+
+
+# -- report ----------------------------------------------------------------------------
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# FaceIndex benchmark",
+        "",
+        f"{results['machine']['cpus']} CPUs, FAISS threads {results['machine']['faiss_threads']}, "
+        f"torch threads {results['machine']['torch_threads']}, "
+        f"faiss {results['machine']['faiss']}, siamkit {results['machine']['siamkit']}; "
+        f"dim {results['config']['dim']}, k = {K}, cosine.",
+        "",
+        "| size | index | add s (FaceIndex / faiss) | batch QPS FaceIndex search / knn / faiss "
+        "| slowdown search / knn | single ms (FaceIndex / faiss) | added µs | recall@10 "
+        "(FaceIndex / faiss) | bytes/vector (FaceIndex saved / faiss) | save / load s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        if row["kind"] == "numpy":
+            recall = "—" if row["recall_at_10"] is None else f"{row['recall_at_10']:.3f}"
+            lines.append(
+                f"| {row['size']:,} | numpy brute force | — | {row['batch_qps']['numpy']:,.0f} "
+                f"({row['batch_queries']} queries) | — | {row['single']['ms']:.2f} | — | {recall} "
+                f"| {row['bytes_per_vector']} | — |"
+            )
+            continue
+        q, s, a = row["batch_qps"], row["single"], row["add_s"]
+        settings = ", ".join(f"{k} {v}" for k, v in row["settings"].items() if v is not None)
+        mark = "" if row["raw_index"] == "built separately" else "*"
+        lines.append(
+            f"| {row['size']:,} | {row['kind']}{f' ({settings})' if settings else ''} "
+            f"| {a['faceindex']:.2f} / {a['faiss']:.2f}{mark} "
+            f"| {q['faceindex_search']:,.0f} / {q['faceindex_knn']:,.0f} / {q['faiss']:,.0f} "
+            f"| {row['batch_slowdown']['search']:.3f}× / {row['batch_slowdown']['knn']:.3f}× "
+            f"| {s['ours_ms']:.3f} / {s['raw_ms']:.3f} | {s['added_us']:.0f} "
+            f"| {row['recall_at_10']['faceindex']:.4f} / {row['recall_at_10']['faiss']:.4f} "
+            f"| {row['bytes_per_vector']['faceindex_saved']:.0f} / "
+            f"{row['bytes_per_vector']['faiss']:.0f} | {row['save_s']:.2f} / {row['load_s']:.2f} |"
+        )
+    lines += [
+        "",
+        "\\* raw FAISS searched on FaceIndex's own HNSW graph; its add time is the time "
+        "FaceIndex.add spent inside FAISS (building HNSW twice at this size costs minutes).",
+        "Batch QPS: best of interleaved runs; single: medians over one-at-a-time queries "
+        '(interleaved, disjoint halves of the queries), "added" their difference.',
+    ]
+    sweeps = [row for row in results["rows"] if row.get("sweep")]
+    if sweeps:
+        lines += ["", "| size | index | setting | recall@10 | QPS (FaceIndex.knn) |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for row in sweeps:
+            for point in row["sweep"]:
+                name = "ef_search" if "ef_search" in point else "nprobe"
+                lines.append(
+                    f"| {row['size']:,} | {row['kind']} | {name} {point[name]} "
+                    f"| {point['recall_at_10']:.4f} | {point['qps']:,.0f} |"
+                )
+    if results.get("orl"):
+        orl = results["orl"]
+        cal = orl["calibration"]
+        lines += [
+            "",
+            f"ORL end to end ({orl['images']} images, {orl['people']} people, {orl['index']}, "
+            f"model: {orl['model']}): enrol {orl['enrol_s']:.2f} s, calibrate "
+            f"{orl['calibrate_s']:.3f} s (threshold {cal['threshold']:.4f} at FAR "
+            f"{cal['far']:.4f}, TAR {cal['tar']:.3f}, {cal['num_genuine']} genuine / "
+            f"{cal['num_impostor']} impostor pairs), identify one image "
+            f"{orl['identify_image_ms']:.2f} ms.",
+        ]
+    lines += ["", f"Total run time {results['seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "ivf"])
+    parser.add_argument("--queries", type=int, default=10_000, help="batch queries")
+    parser.add_argument("--single-queries", type=int, default=1000)
+    parser.add_argument("--recall-queries", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--batch-seconds", type=float, default=2.0, help="raw FAISS seconds per batch run"
+    )
+    parser.add_argument("--ef-sweep", type=int, nargs="*", default=[32, 64, 96, 128, 192, 256])
+    parser.add_argument("--nprobe-sweep", type=int, nargs="*", default=[4, 8, 16, 32, 64])
+    parser.add_argument(
+        "--raw-hnsw-max",
+        type=int,
+        default=300_000,
+        help="above this size raw FAISS HNSW is not built again (timed on FaceIndex's graph)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="FAISS threads")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on 2 busy cores, torch's and FAISS's OpenMP "
+        "pools fight, and normalising a query batch with 2 torch threads took 15 ms, not 0.1)",
+    )
+    parser.add_argument("--quick", action="store_true", help="sizes 20000, fewer queries")
+    parser.add_argument("--orl", type=Path, default=DEFAULT_ORL)
+    parser.add_argument("--model", type=Path, default=None, help="trained model for ORL")
+    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument("--tmp", default=None, help="folder for temporary saves")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.queries, args.single_queries = [20_000], 2000, 200
+        args.recall_queries, args.repeats = 500, 2
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    began = time.perf_counter()
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "faiss_threads": faiss.omp_get_max_threads(),
+            "torch_threads": torch.get_num_threads(),
+            "faiss": faiss.__version__,
+            "numpy": np.__version__,
+            "siamkit": siamkit.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "rows": [],
+    }
+    for n in args.sizes:
+        x, labels, centres = clustered_unit_vectors(n, args.dim, args.seed)
+        queries = make_queries(centres, labels, args.queries, args.seed)
+        truth = None
+        for kind in sorted(args.kinds, key=lambda k: k != "flat"):  # flat first: ground truth
+            print(f"[{time.perf_counter() - began:6.0f} s] n={n:,} {kind}", flush=True)
+            row, found = bench_kind(kind, x, labels, queries, truth, args)
+            truth = found if kind == "flat" else truth
+            results["rows"].append(row)
+            print(json.dumps(row), flush=True)
+        if truth is None:
+            truth = np.zeros((0, K), dtype=np.int64)
+        results["rows"].append(bench_numpy(x, queries, truth))
+        del x, labels, centres, queries
+        gc.collect()
+    if args.orl.is_dir():
+        print(f"[{time.perf_counter() - began:6.0f} s] ORL", flush=True)
+        results["orl"] = bench_orl(args.orl, args.model)
+    results["seconds"] = time.perf_counter() - began
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "index_bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (args.out / "index_bench.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Face search: a FAISS gallery of embeddings with identify, verify, calibration and saving.
+
+Example:
+    >>> import numpy as np
+    >>> from siamkit.index import FaceIndex
+    >>> index = FaceIndex(metric="cosine", dim=3)
+    >>> _ = index.add(np.eye(3, dtype="float32"), labels=["ann", "bob", "cy"])
+    >>> index.identify(np.array([1, 0.1, 0], dtype="float32"), threshold=0.2).label
+    'ann'
+"""
+
+from siamkit.index.face_index import FaceIndex
+from siamkit.index.results import Calibration, Match, Neighbors, Record, Verification
+
+__all__ = ["Calibration", "FaceIndex", "Match", "Neighbors", "Record", "Verification"]

@@ -1,0 +1,193 @@
+"""Turning what users pass a face index into embeddings, ids, labels and metadata.
+
+The rule for items: numpy float arrays are embeddings; paths, PIL images,
+uint8 pictures and torch tensors are encoder inputs (torch tensors are
+embeddings when the index has no encoder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from siamkit.encoders.base import Encoder
+from siamkit.exceptions import ConfigError, NonFiniteError, ShapeError
+
+Paths = list[str | None]
+
+
+def to_embeddings(
+    items: Any,
+    encoder: Encoder | None,
+    dim: int | None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> tuple[np.ndarray, bool, Paths]:
+    """``(embeddings (N, D) float32, was_single_item, file path of each item or None)``.
+
+    Example:
+        >>> emb, single, _ = to_embeddings(np.zeros(3, dtype="float32"), None, 3)
+        >>> emb.shape, single
+        ((1, 3), True)
+    """
+    if isinstance(items, torch.Tensor) and encoder is None:
+        items = items.detach().cpu().numpy()
+    if isinstance(items, np.ndarray) and items.dtype != np.uint8:
+        embeddings = _checked(items, dim)
+        return embeddings, items.ndim == 1, [None] * len(embeddings)
+    if _is_single_input(items):
+        inputs, single = [items], True
+    elif isinstance(items, torch.Tensor):
+        inputs, single = items, False
+    elif isinstance(items, Iterable) and not isinstance(items, (str, bytes, dict)):
+        inputs, single = list(items), False
+        if inputs and all(isinstance(x, np.ndarray) and x.dtype != np.uint8 for x in inputs):
+            return _checked(_stack(inputs), dim), False, [None] * len(inputs)
+    else:
+        raise ConfigError(
+            f"cannot index an object of type {type(items).__name__}: pass embeddings "
+            "(a numpy float array) or images (paths, PIL images, torch tensors)"
+        )
+    if len(inputs) == 0:
+        return np.zeros((0, dim or 0), dtype=np.float32), single, []
+    if encoder is None:
+        raise ConfigError(
+            "this index has no encoder, so it takes embeddings only (numpy float arrays); "
+            "create it with FaceIndex(encoder=...) to index images"
+        )
+    paths = [os.fspath(x) if isinstance(x, (str, os.PathLike)) else None for x in inputs]
+    return _encode(encoder, inputs, batch_size, progress), single, paths
+
+
+def _is_single_input(item: Any) -> bool:
+    if isinstance(item, (str, os.PathLike, Image.Image)):
+        return True
+    if isinstance(item, np.ndarray):  # uint8 here: one (H, W) or (H, W, C) picture
+        return item.ndim in (2, 3)
+    return isinstance(item, torch.Tensor) and item.ndim in (1, 3)
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    if any(a.ndim != 1 for a in arrays) or len({a.shape for a in arrays}) != 1:
+        raise ShapeError(
+            "a list of embeddings must hold 1-D arrays of one size, got shapes "
+            f"{sorted({a.shape for a in arrays})[:3]}"
+        )
+    return np.stack(arrays)
+
+
+def _checked(array: np.ndarray, dim: int | None) -> np.ndarray:
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or (dim is not None and array.shape[1] != dim):
+        expected = f"(N, {dim})" if dim is not None else "(N, D)"
+        raise ShapeError(
+            f"embeddings must have shape {expected} (or ({dim},) for one), got "
+            f"{tuple(array.shape)}; to encode images pass paths, PIL images or torch tensors"
+        )
+    if not np.isfinite(array).all():
+        bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+        raise NonFiniteError(
+            f"embeddings contain NaN or infinity (rows {bad[:5].tolist()}): fix or drop them"
+        )
+    return np.ascontiguousarray(array)
+
+
+def _encode(encoder: Encoder, inputs: Any, batch_size: int, progress: bool) -> np.ndarray:
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    from tqdm.auto import tqdm
+
+    chunks = []
+    with tqdm(total=len(inputs), desc="encoding", unit="img", disable=not progress) as bar:
+        for start in range(0, len(inputs), batch_size):
+            batch = inputs[start : start + batch_size]
+            chunks.append(encoder.embed(batch, batch_size=batch_size))
+            bar.update(len(batch))
+    return np.concatenate(chunks)
+
+
+# -- ids, labels, metadata ------------------------------------------------------------
+def check_id(value: Any) -> str | int:
+    """An id as stored: a str or an int (numpy integers become int).
+
+    Example:
+        >>> check_id(np.int64(3)), check_id("a")
+        (3, 'a')
+    """
+    return _scalar(value, "id")
+
+
+def check_label(value: Any) -> str | int:
+    """A label as stored: a str or an int.
+
+    Example:
+        >>> check_label("ann")
+        'ann'
+    """
+    return _scalar(value, "label")
+
+
+def _scalar(value: Any, what: str) -> str | int:
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    raise ConfigError(f"{what} must be a string or an integer, got {value!r}")
+
+
+def per_item(
+    values: Any, count: int, name: str, check: Callable[[Any], Any], broadcast: bool
+) -> list[Any]:
+    """One checked value per item: a sequence of ``count``, or one scalar.
+
+    Example:
+        >>> per_item("ann", 2, "labels", check_label, broadcast=True)
+        ['ann', 'ann']
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        if broadcast or count == 1:
+            return [check(values)] * count
+        raise ShapeError(f"one {name[:-1]} given for {count} items: pass a list of {count} {name}")
+    values = list(np.asarray(values).tolist() if isinstance(values, np.ndarray) else values)
+    if len(values) != count:
+        raise ShapeError(f"{count} items but {len(values)} {name}: pass one per item")
+    return [check(v) for v in values]
+
+
+def check_metadata(metadata: Any, count: int, paths: Paths) -> list[dict[str, Any]]:
+    """One JSON-able dict per item; by default ``{"path": ...}`` for files, else ``{}``.
+
+    Example:
+        >>> check_metadata(None, 2, ["a.png", None])
+        [{'path': 'a.png'}, {}]
+    """
+    if metadata is None:
+        return [{"path": p} if p is not None else {} for p in paths]
+    if isinstance(metadata, dict):
+        metadata = [metadata] * count if count == 1 else metadata
+    if isinstance(metadata, dict) or len(metadata) != count:
+        given = "one dict" if isinstance(metadata, dict) else f"{len(metadata)} dicts"
+        raise ShapeError(f"{count} items but {given} of metadata: pass one dict per item")
+    return [_json_copy(m, i) for i, m in enumerate(metadata)]
+
+
+def _json_copy(meta: Any, position: int) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise ConfigError(f"metadata of item {position} must be a dict, got {type(meta).__name__}")
+    try:
+        return json.loads(json.dumps(meta))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"metadata of item {position} is not JSON-serialisable ({err}): keep it to "
+            "strings, numbers, booleans, lists and dicts"
+        ) from None
