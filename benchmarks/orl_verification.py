@@ -53,7 +53,7 @@ from siamkit.training import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = ROOT.parent.parent / "shared" / "data" / "att_faces"
-METHODS = ("siamkit", "tutorial", "pml", "eigenfaces")
+METHODS = ("siamkit", "eigenfaces", "pml", "tutorial")
 
 Embedder = Callable[[list[str]], np.ndarray]
 

@@ -358,3 +358,20 @@ def test_a_save_killed_at_any_moment_leaves_a_loadable_index(tmp_path: Path) -> 
         loaded.save(folder)  # the next save clears what the killed one left
         assert not [p for p in Path(folder).iterdir() if p.name.endswith(".tmp")]
         assert len(data_files(Path(folder))) == 4
+
+
+def test_upserted_then_saved_index_loads_with_the_new_item(tmp_path) -> None:
+    # A replaced item leaves a removed row with the same id until the next rebuild.
+    rng = np.random.default_rng(0)
+    index = FaceIndex(metric="cosine", dim=4)
+    index.add(rng.normal(size=(30, 4)).astype("float32"), labels=["a"] * 30)
+    index.add(rng.normal(size=(1, 4)).astype("float32"), labels=["old"], ids=["x"])
+    newer = rng.normal(size=(1, 4)).astype("float32")
+    index.upsert(newer, labels=["new"], ids=["x"])
+    index.save(tmp_path / "idx")
+    loaded = FaceIndex.load(tmp_path / "idx")
+    assert len(loaded) == 31 and loaded.get("x").label == "new"
+    match = loaded.search(newer[0], k=1)[0]
+    assert match.id == "x" and match.label == "new"
+    loaded.remove(["x"])
+    assert "x" not in loaded and len(loaded) == 30

@@ -3,7 +3,7 @@
 Example:
     >>> import siamkit
     >>> encoder = siamkit.create_encoder("compact")
-    >>> loss = siamkit.ContrastiveLoss(margin=0.5, distance=encoder.metric)
+    >>> loss = siamkit.ContrastiveLoss(margin=encoder.default_margin, distance=encoder.metric)
 """
 
 from siamkit._version import __version__

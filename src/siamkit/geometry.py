@@ -87,8 +87,11 @@ def prepare(x: ArrayT, metric: str) -> ArrayT:
     """
     if check_metric(metric) == "euclidean":
         return x
-    t = _as_tensor(x)
-    return _like(torch.nn.functional.normalize(t, dim=-1, eps=_EPS), x)
+    if isinstance(x, np.ndarray):
+        # NumPy directly: a search of one query should not pay for a trip through torch.
+        x32 = np.asarray(x, dtype=np.float32)
+        return x32 / np.maximum(np.linalg.norm(x32, axis=-1, keepdims=True), _EPS)
+    return torch.nn.functional.normalize(x, dim=-1, eps=_EPS)
 
 
 def paired_distances(a: ArrayT, b: ArrayT, metric: str) -> ArrayT:

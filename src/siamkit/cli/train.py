@@ -86,7 +86,8 @@ def add_parser(commands: Any) -> None:
         "--margin",
         type=float,
         default=None,
-        help="contrastive margin (default: 0.5 for cosine encoders, 1.0 for euclidean)",
+        help="contrastive margin (default: the encoder's own, e.g. 2.0 for compact; else 0.5 "
+        "for cosine encoders, 1.0 for euclidean)",
     )
     parser.add_argument(
         "--miner",

@@ -13,6 +13,7 @@ from siamkit.encoders.compact import CompactCNN
 from siamkit.encoders.mlp import MLPEncoder
 from siamkit.encoders.resnet import ResNetEncoder
 from siamkit.encoders.tutorial import TutorialCNN
+from siamkit.encoders.whitening import Whitening, whitening_layers
 
 __all__ = [
     "CompactCNN",
@@ -20,10 +21,12 @@ __all__ = [
     "MLPEncoder",
     "ResNetEncoder",
     "TutorialCNN",
+    "Whitening",
     "create_encoder",
     "default_transform",
     "encoder_registry",
     "list_encoders",
     "load_encoder",
     "register_encoder",
+    "whitening_layers",
 ]

@@ -48,7 +48,9 @@ class Encoder(nn.Module, metaclass=ABCMeta):
       the embeddings are compared in, used by the loss, thresholds and the index;
     * ``in_channels`` (1 for greyscale, 3 for RGB) and ``input_size`` ``(H, W)``,
       which drive the default :attr:`transform`; ``input_size=None`` means
-      no resizing (the model accepts any size, or inputs are vectors).
+      no resizing (the model accepts any size, or inputs are vectors);
+    * optionally ``default_margin``, the contrastive margin suited to the
+      embeddings' scale (e.g. 2.0 for unit vectors compared by Euclidean distance).
 
     The constructor's arguments are recorded automatically so :meth:`save` can
     rebuild the encoder; they must be JSON-serialisable (or override
@@ -73,6 +75,9 @@ class Encoder(nn.Module, metaclass=ABCMeta):
     metric: Metric = "euclidean"
     in_channels: int = 1
     input_size: tuple[int, int] | None = None
+    #: The contrastive margin that suits this encoder's embedding scale; the
+    #: Trainer uses it when ``TrainConfig.margin`` is None.
+    default_margin: float | None = None
     #: Set by the registry; the name :func:`load_encoder` rebuilds the class from.
     registry_name: ClassVar[str]
 

@@ -82,6 +82,14 @@ class RowStore:
         self._alive[rows] = False
         self.num_dead += len(rows)
 
+    def restore_removed(self, rows: list[int]) -> None:
+        """Flag rows removed while loading: a removed row may share its id with the
+        row that replaced it (an upsert), so the id map is rebuilt from live rows."""
+        self._alive[rows] = False
+        self.num_dead = len(rows)
+        live = np.flatnonzero(self.alive).tolist()
+        self.row_of = {self._ids[row]: row for row in live}
+
     def compact(self) -> None:
         """Drop removed rows, renumbering the others in order."""
         keep = np.flatnonzero(self.alive)

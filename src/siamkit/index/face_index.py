@@ -893,12 +893,13 @@ class FaceIndex:
         if not len(ids) == len(labels) == len(metadata) == len(vectors):
             raise ValueError(f"{len(vectors)} vectors but {len(ids)} ids, {len(labels)} labels")
         store = self._require_store()
+        removed = sorted({int(r) for r in records["removed"]})
+        if removed and not 0 <= removed[0] <= removed[-1] < len(ids):
+            raise ValueError("removed rows out of range")
         store.append(vectors, ids, labels, metadata)
-        if len(store.row_of) != len(ids):
+        store.restore_removed(removed)
+        if len(store.row_of) != store.num_alive:
             raise ValueError("repeated ids")
-        removed = [int(r) for r in records["removed"]]
-        if removed:
-            store.kill(removed)
         self._next_id = int(records["next_id"])
         backend = self._require_backend()
         if index is None:

@@ -19,9 +19,13 @@ class TrainConfig:
         lr: Peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
         warmup_epochs: Linear warm-up before the cosine decay.
-        margin: Contrastive margin; None picks 0.5 for cosine, 1.0 for Euclidean.
+        margin: Contrastive margin; None takes the encoder's ``default_margin``
+            if it has one, else 0.5 for cosine and 1.0 for Euclidean encoders.
         miner: Name of a registered pair miner (``"all"``, ``"hard"``...).
         augment: Apply :class:`~siamkit.training.FaceAugment` to training batches.
+        whiten: After training, fit the encoder's
+            :class:`~siamkit.encoders.Whitening` layers (if it has any) on the
+            training people.
         seed: Seeds initialisation, batches and augmentation.
         device: ``"cpu"``, ``"cuda"``, or ``"auto"``.
         monitor: Validation metric that picks the best checkpoint (``"auc"`` or ``"eer"``).
@@ -32,15 +36,16 @@ class TrainConfig:
         5
     """
 
-    epochs: int = 60
+    epochs: int = 150
     batch_size: int = 120
     m_per_class: int = 4
     lr: float = 3e-3
     weight_decay: float = 5e-4
-    warmup_epochs: int = 3
+    warmup_epochs: int = 15
     margin: float | None = None
     miner: str = "all"
     augment: bool = True
+    whiten: bool = True
     seed: int = 0
     device: str = "cpu"
     monitor: str = "auc"

@@ -18,6 +18,7 @@ from siamkit._atomic import write_json, write_with
 from siamkit.data.pairs import dataset_labels
 from siamkit.data.sampling import ClassBalancedBatchSampler
 from siamkit.encoders.base import Encoder
+from siamkit.encoders.whitening import whitening_layers
 from siamkit.evaluation.identification import rank1_leave_one_out
 from siamkit.evaluation.verification import all_pairs_distances, verification_metrics
 from siamkit.exceptions import (
@@ -163,7 +164,7 @@ class Trainer:
         >>> encoder = siamkit.create_encoder("compact")
         >>> trainer = Trainer(encoder, TrainConfig(epochs=1))
         >>> trainer.loss
-        ContrastiveLoss(margin=0.5, distance='cosine')
+        ContrastiveLoss(margin=2.0, distance='euclidean')
     """
 
     def __init__(
@@ -192,7 +193,11 @@ class Trainer:
 
     def _bind_loss(self, loss: ContrastiveLoss | None) -> ContrastiveLoss:
         if loss is None:
-            margin = self.config.margin or DEFAULT_MARGINS[self.metric]
+            margin = (
+                self.config.margin
+                or getattr(self.encoder, "default_margin", None)
+                or DEFAULT_MARGINS[self.metric]
+            )
             return ContrastiveLoss(margin=margin, distance=self.metric)
         if loss.distance is None:
             loss = copy.copy(loss)
@@ -257,6 +262,8 @@ class Trainer:
             train_labels, m_per_class=cfg.m_per_class, batch_size=cfg.batch_size, seed=cfg.seed
         )
         self.encoder.to(self.device)
+        for layer in whitening_layers(self.encoder):
+            layer.reset()  # training sees the identity; refitted after the last epoch
         optimizer = torch.optim.AdamW(
             self.encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
@@ -292,11 +299,16 @@ class Trainer:
             self.encoder.load_state_dict(best_weights)
         elif best["epoch"] and out is not None and best["epoch"] != len(history):
             self._restore_saved_best(out)
+        final = self._fit_whitening(train_source, val_source)
+        if final is not None and out is not None:
+            self.encoder.save(out, extra=self._model_extra(final, best["epoch"], whitened=True))
         if out is not None:
             from siamkit.training.plots import plot_history
 
             plot_history(history, out / PLOT_FILE)
         best_record = history[best["epoch"] - 1] if best["epoch"] else {}
+        if final is not None:
+            best_record = final
         return TrainResult(
             history=history,
             best_epoch=int(best["epoch"]),
@@ -421,10 +433,35 @@ class Trainer:
         return record[key] > best["value"]
 
     # -- persistence -----------------------------------------------------------------
-    def _model_extra(self, record: dict[str, Any], epoch: int) -> dict[str, Any]:
+    @torch.no_grad()
+    def _fit_whitening(
+        self, train: _ImageSource, val: _ImageSource | None
+    ) -> dict[str, Any] | None:
+        """Fit the encoder's Whitening layers on the training people; new val metrics."""
+        layers = whitening_layers(self.encoder) if self.config.whiten else []
+        if not layers:
+            return None
+        indices = list(range(len(train)))
+        for layer in layers:
+            captured: list[torch.Tensor] = []
+            hook = layer.register_forward_hook(
+                lambda _m, inputs, _o, store=captured: store.append(inputs[0])
+            )
+            try:
+                for start in range(0, len(indices), 256):
+                    self.encoder.embed(train.batch(indices[start : start + 256]).to(self.device))
+            finally:
+                hook.remove()
+            layer.fit(torch.cat(captured).cpu(), train.labels)
+        return self.evaluate_source(val) if val is not None else {}
+
+    def _model_extra(
+        self, record: dict[str, Any], epoch: int, whitened: bool = False
+    ) -> dict[str, Any]:
         return {
             "training": {
                 "config": self.config.to_dict(),
+                "whitened": whitened,
                 "epoch": epoch,
                 "metrics": {k: v for k, v in record.items() if k.startswith("val_")},
                 "margin": self.loss.margin,
