@@ -178,7 +178,7 @@ def test_truncated_checkpoint_is_refused(synthetic_faces: Path, tmp_path: Path) 
 
 
 def test_geometry_must_agree() -> None:
-    cosine_encoder = siamkit.create_encoder("compact", **SMALL)
+    cosine_encoder = siamkit.create_encoder("compact", metric="cosine", **SMALL)
     with pytest.raises(siamkit.GeometryError, match="cosine"):
         Trainer(cosine_encoder, loss=siamkit.ContrastiveLoss(distance="euclidean"))
     with pytest.raises(siamkit.GeometryError):
@@ -186,6 +186,9 @@ def test_geometry_must_agree() -> None:
     trainer = Trainer(cosine_encoder, loss=siamkit.ContrastiveLoss(margin=0.3))
     assert trainer.loss.distance == "cosine" and trainer.loss.margin == 0.3
     assert trainer.miner.metric == "cosine"
+    assert Trainer(cosine_encoder).loss.margin == 0.5  # no default_margin: the metric's
+    sphere = Trainer(siamkit.create_encoder("compact", **SMALL))
+    assert (sphere.loss.distance, sphere.loss.margin) == ("euclidean", 2.0)
     assert Trainer(UserCNN()).loss.distance == "euclidean"
 
 
