@@ -90,7 +90,8 @@ def prepare(x: ArrayT, metric: str) -> ArrayT:
     if isinstance(x, np.ndarray):
         # NumPy directly: a search of one query should not pay for a trip through torch.
         x32 = np.asarray(x, dtype=np.float32)
-        return x32 / np.maximum(np.linalg.norm(x32, axis=-1, keepdims=True), _EPS)
+        norms = np.sqrt(np.einsum("...i,...i->...", x32, x32))[..., None]
+        return x32 / np.maximum(norms, _EPS)
     return torch.nn.functional.normalize(x, dim=-1, eps=_EPS)
 
 

@@ -16,21 +16,42 @@ def add_parser(commands: Any) -> None:
         "those in a face index and query it with their other images and with people kept out "
         "of the gallery (who should come back unknown), then write an HTML report.",
     )
-    parser.add_argument("--data", type=Path, default=None, metavar="DIR",
-                        help="an existing copy of the AT&T faces (the folder of s1..s40) or any "
-                        "folder of people; default: download into OUT/data")
-    parser.add_argument("--out", type=Path, default=Path("siamkit-demo"), metavar="DIR",
-                        help="output directory (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="training epochs (default: the default recipe's)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the split, training and examples (default: %(default)s)")
-    parser.add_argument("--far", type=float, default=1e-3,
-                        help="false-accept rate the index threshold is calibrated for "
-                        "(default: %(default)s)")
-    parser.add_argument("--url", default=None,
-                        help="where to download the AT&T archive from (default: the official "
-                        "address, or $SIAMKIT_ATT_URL)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="an existing copy of the AT&T faces (the folder of s1..s40) or any "
+        "folder of people; default: download into OUT/data",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("siamkit-demo"),
+        metavar="DIR",
+        help="output directory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="training epochs (default: the default recipe's)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the split, training and examples (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--far",
+        type=float,
+        default=1e-3,
+        help="false-accept rate the index threshold is calibrated for (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="where to download the AT&T archive from (default: the official "
+        "address, or $SIAMKIT_ATT_URL)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
 

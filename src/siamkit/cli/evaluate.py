@@ -17,21 +17,44 @@ def add_parser(commands: Any) -> None:
         "precision@1, MAP@R and open-set rates. Writes evaluation.json, the pictures and "
         "report.html to --out.",
     )
-    parser.add_argument("--model", required=True, type=Path, metavar="DIR",
-                        help="model directory written by `siamkit train` or Encoder.save()")
-    parser.add_argument("--data", required=True, type=Path, metavar="DIR",
-                        help="image folder of the people to evaluate on (ideally not seen in "
-                        "training)")
-    parser.add_argument("--pairs", type=Path, default=None, metavar="FILE",
-                        help="CSV of image_a,image_b,same (paths relative to --data); default: "
-                        "all pairs of the folder's images")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="output directory (default: MODEL/evaluation)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the example pairs and of the open-set enrolment "
-                        "(default: %(default)s)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the results as JSON instead of a table")
+    parser.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="model directory written by `siamkit train` or Encoder.save()",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="image folder of the people to evaluate on (ideally not seen in training)",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="CSV of image_a,image_b,same (paths relative to --data); default: "
+        "all pairs of the folder's images",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="output directory (default: MODEL/evaluation)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the example pairs and of the open-set enrolment (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the results as JSON instead of a table"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
 

@@ -82,7 +82,12 @@ def _has_att_layout(path: Path) -> bool:
 
 
 def find_att_folder(root: str | os.PathLike) -> Path | None:
-    """The folder holding ``s1``..``s40`` at ``root`` or ``root/att_faces``, or None."""
+    """The folder holding ``s1``..``s40`` at ``root`` or ``root/att_faces``, or None.
+
+    Example:
+        >>> find_att_folder("/no/such/place") is None
+        True
+    """
     for candidate in (Path(root), Path(root) / FOLDER_NAME):
         if candidate.is_dir() and _has_att_layout(candidate):
             return candidate
@@ -100,6 +105,11 @@ def download_att_faces(
     Raises:
         DownloadError: the download failed, or the archive is not the AT&T
             faces, or a member would be written outside ``root``.
+
+    Example:
+        >>> folder = download_att_faces("data")  # doctest: +SKIP
+        >>> sorted(p.name for p in folder.iterdir())[:3]  # doctest: +SKIP
+        ['s1', 's10', 's11']
     """
     root = Path(root)
     existing = find_att_folder(root)
@@ -160,6 +170,16 @@ def check_att_archive(archive: str | os.PathLike) -> list[zipfile.ZipInfo]:
     Raises:
         DownloadError: not a zip, not 40 people × 10 images, or a member whose
             path is absolute, climbs out with ``..``, or is a link.
+
+    Example:
+        >>> import io, tempfile, zipfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "att_faces.zip")
+        >>> with zipfile.ZipFile(path, "w") as zf:
+        ...     zf.writestr("../evil.pgm", b"x")
+        >>> check_att_archive(path)
+        Traceback (most recent call last):
+        ...
+        siamkit.exceptions.DownloadError: refusing archive member '../evil.pgm': ...
     """
     try:
         with zipfile.ZipFile(archive) as zf:

@@ -17,6 +17,12 @@ def dataset_labels(dataset: Any) -> np.ndarray:
 
     Works for ImageFolders (``targets``), ``Subset``s of them, and any dataset
     returning ``(x, label)``.
+
+    Example:
+        >>> from torch.utils.data import Subset, TensorDataset
+        >>> data = TensorDataset(torch.zeros(3), torch.tensor([4, 5, 6]))
+        >>> dataset_labels(Subset(data, [2, 0])).tolist()
+        [6, 4]
     """
     if isinstance(dataset, torch.utils.data.Subset):
         return dataset_labels(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]

@@ -15,7 +15,16 @@ from siamkit.exceptions import ConfigError
 
 @dataclass(frozen=True)
 class ClassSplit:
-    """Train / validation / test subsets whose classes do not overlap."""
+    """Train / validation / test subsets whose classes do not overlap.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> data = TensorDataset(torch.zeros(6), torch.tensor([0, 0, 1, 1, 2, 2]))
+        >>> split = split_by_class(data, val=1, seed=0)
+        >>> len(split.train_classes), len(split.val_classes), len(split.test)
+        (2, 1, 0)
+    """
 
     train: Subset
     val: Subset

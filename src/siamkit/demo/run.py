@@ -42,6 +42,11 @@ class DemoResult:
         unknown_probes: Queries of people kept out of the gallery.
         unknown_rejected: Share of them answered "unknown".
         train_seconds: Wall time of training.
+
+    Example:
+        >>> result = run_demo("demo-out", data="data/att_faces")  # doctest: +SKIP
+        >>> result.unknown_rejected  # doctest: +SKIP
+        0.825
     """
 
     out_dir: Path

@@ -105,5 +105,11 @@ class Whitening(nn.Module):
 
 
 def whitening_layers(module: nn.Module) -> list[Whitening]:
-    """The :class:`Whitening` layers inside ``module``."""
+    """The :class:`Whitening` layers inside ``module``.
+
+    Example:
+        >>> import siamkit
+        >>> len(whitening_layers(siamkit.create_encoder("compact")))
+        1
+    """
     return [m for m in module.modules() if isinstance(m, Whitening)]

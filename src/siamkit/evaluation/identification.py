@@ -129,6 +129,10 @@ class OpenSetResult:
         unknown_rejection_rate: ``1 - false_alarm_rate``.
         num_known: Probes of enrolled people.
         num_unknown: Probes of never-enrolled people.
+
+    Example:
+        >>> OpenSetResult(0.5, 0.9, 0.05, 0.95, 100, 40).unknown_rejection_rate
+        0.95
     """
 
     threshold: float

@@ -39,7 +39,12 @@ footer { margin-top: 48px; color: #616e7c; font-size: 13px; }
 
 @dataclass(frozen=True)
 class Section:
-    """An extra report section: a title and trusted HTML (e.g. the demo's gallery search)."""
+    """An extra report section: a title and trusted HTML (e.g. the demo's gallery search).
+
+    Example:
+        >>> Section("Notes", "<p>Trained on 26 people.</p>").title
+        'Notes'
+    """
 
     title: str
     html: str

@@ -90,6 +90,11 @@ class Evaluation:
         identification: Leave-one-out rank-1, rank-5, precision@1, MAP@R and the CMC curve.
         open_set: Half the people enrolled, the others unknown (None when too few people).
         figures: Picture names -> file names in the output directory.
+
+    Example:
+        >>> result = evaluate_encoder(encoder, "faces/")  # doctest: +SKIP
+        >>> result.to_dict()["verification"]["auc"]  # doctest: +SKIP
+        0.987
     """
 
     model: str

@@ -42,7 +42,14 @@ DEFAULT_MARGINS = {"cosine": 0.5, "euclidean": 1.0}
 
 
 class Callback(Protocol):
-    """Hooks called by :class:`Trainer`; implement any subset of them."""
+    """Hooks called by :class:`Trainer`; implement any subset of them.
+
+    Example:
+        >>> class PrintLoss:
+        ...     def on_epoch_end(self, trainer, record):
+        ...         print(record["epoch"], round(record["loss"], 3))
+        >>> trainer = Trainer(encoder, callbacks=[PrintLoss()])  # doctest: +SKIP
+    """
 
     def on_batch_end(self, trainer: Trainer, epoch: int, step: int, loss: float) -> None: ...
 
@@ -59,6 +66,11 @@ class TrainResult:
         best: Validation metrics of that epoch (empty without validation data).
         out_dir: Where the model, checkpoint, history and plot were written.
         seconds: Wall time of this call.
+
+    Example:
+        >>> result = Trainer(encoder).fit(train, val, out_dir="runs/faces")  # doctest: +SKIP
+        >>> result.best_epoch, result.best["auc"]  # doctest: +SKIP
+        (150, 0.987)
     """
 
     history: list[dict[str, Any]]
@@ -526,6 +538,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises:
         ModelFileError: the file is missing, truncated or not a siamkit checkpoint.
+
+    Example:
+        >>> state = load_checkpoint("runs/faces/checkpoint.pt")  # doctest: +SKIP
+        >>> state["epoch"], len(state["history"])  # doctest: +SKIP
+        (150, 150)
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
