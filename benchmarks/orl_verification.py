@@ -244,6 +244,30 @@ def markdown_table(summary: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def plot_summary(report: dict, path: Path) -> None:
+    """Per-fold AUC and EER of every method, side by side, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    methods = list(report["per_fold"])
+    figure = Figure(figsize=(10, 4), dpi=100)
+    axes = figure.subplots(1, 2)
+    for ax, key, label in ((axes[0], "auc", "ROC AUC"), (axes[1], "eer", "EER (%)")):
+        scale = 100 if key == "eer" else 1
+        for position, method in enumerate(methods):
+            values = [scale * row[key] for row in report["per_fold"][method]]
+            ax.scatter([position] * len(values), values, alpha=0.6)
+            ax.hlines(np.mean(values), position - 0.3, position + 0.3, color="black")
+        ax.set_xticks(range(len(methods)), methods)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    figure.suptitle("ORL, people held out of training: each dot a fold, each bar the mean")
+    figure.tight_layout()
+    figure.savefig(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -253,7 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tutorial-epochs", type=int, default=100)
     parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument(
+        "--plot-only", action="store_true", help="redraw the figure from the saved JSON and stop"
+    )
     args = parser.parse_args(argv)
+    if args.plot_only:
+        saved = json.loads((args.out / "orl_verification.json").read_text())
+        plot_summary(saved, args.out / "orl_verification.png")
+        return 0
     torch.set_num_threads(args.threads)
     faces = siamkit.ATTFaces(args.data)
     per_fold: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
@@ -287,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_fold": per_fold,
     }
     (args.out / "orl_verification.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_summary(report, args.out / "orl_verification.png")
     (args.out / "orl_verification.md").write_text(
         "# ORL subject-disjoint verification\n\n"
         f"Folds {args.folds}, {args.threads} threads, seed {args.seed}. "
