@@ -16,6 +16,8 @@ import pytest
 from PIL import Image
 
 from siamkit.cli.reference import render_cli_reference
+from siamkit.encoders import encoder_registry
+from siamkit.miners import miner_registry
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = sorted([REPO / "README.md", *(REPO / "docs").rglob("*.md")])
@@ -49,6 +51,10 @@ def att_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ids=lambda p: str(p.relative_to(REPO)),
 )
 def test_page_code_runs(page: Path, att_layout: Path, tmp_path: Path, monkeypatch) -> None:
+    # Each page is a script of its own: names it registers must not leak into the next.
+    for registry in (encoder_registry, miner_registry):
+        monkeypatch.setattr(registry, "_classes", dict(registry._classes))
+        monkeypatch.setattr(registry, "_plugins_loaded", registry._plugins_loaded)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "att_faces").symlink_to(att_layout, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
