@@ -82,5 +82,5 @@ def test_demo_needs_enough_people(make_image_folder, tmp_path: Path, capsys) -> 
 def test_demo_on_orl_with_the_default_recipe(orl_root: Path, tmp_path: Path) -> None:
     result = run_demo(tmp_path / "demo", data=orl_root)
     assert result.evaluation.verification.auc > 0.97
-    assert result.unknown_rejected >= 0.75
+    assert result.unknown_rejected >= 0.7
     assert result.known_identified >= 0.7
