@@ -25,6 +25,7 @@ from PIL import Image
 from torch import nn
 
 from siamkit._atomic import sha256_file, write_json, write_with
+from siamkit._manifest import read_manifest
 from siamkit._version import __version__
 from siamkit.data.images import load_image
 from siamkit.exceptions import ConfigError, ModelFileError, NonFiniteError, ShapeError
@@ -390,25 +391,16 @@ def list_encoders() -> list[str]:
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / ENCODER_FILE
-    if not path.is_file():
-        raise ModelFileError(
-            f"{directory} is not a siamkit model directory: {ENCODER_FILE} is missing. "
-            "Pass the directory written by Encoder.save() or `siamkit train --out`"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ModelFileError(f"{path} is corrupted ({err}); save the model again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise ModelFileError(f"{path} is not a siamkit encoder manifest")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path} has format version {version!r}, newer than this siamkit "
-            f"({__version__}) reads ({FORMAT_VERSION}); upgrade siamkit"
-        )
-    return manifest
+    return read_manifest(
+        directory / ENCODER_FILE,
+        format_name=FORMAT_NAME,
+        max_version=FORMAT_VERSION,
+        error=ModelFileError,
+        what="encoder manifest",
+        missing=f"{directory} is not a siamkit model directory: {ENCODER_FILE} is missing. "
+        "Pass the directory written by Encoder.save() or `siamkit train --out`",
+        resave="save the model again",
+    )
 
 
 def load_encoder(

@@ -30,7 +30,7 @@ import faiss
 import numpy as np
 
 from siamkit._atomic import _fsync_dir, sha256_file, write_json
-from siamkit._version import __version__
+from siamkit._manifest import read_manifest as read_json_manifest
 from siamkit.exceptions import IndexFileError
 from siamkit.geometry import METRICS
 
@@ -152,25 +152,16 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST
     if not directory.is_dir():
         raise IndexFileError(f"face index folder {directory} does not exist")
-    if not path.is_file():
-        raise IndexFileError(
-            f"{directory} is not a saved face index: {MANIFEST} is missing. Pass the folder "
-            "written by FaceIndex.save() or `siamkit index build --out`"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise IndexFileError(
-            f"{path} is corrupted ({err}); save or build the index again"
-        ) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise IndexFileError(f"{path} is not a siamkit face index manifest")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise IndexFileError(
-            f"{path} has format version {version!r}, newer than this siamkit "
-            f"({__version__}) reads ({FORMAT_VERSION}); upgrade siamkit"
-        )
+    manifest = read_json_manifest(
+        path,
+        format_name=FORMAT_NAME,
+        max_version=FORMAT_VERSION,
+        error=IndexFileError,
+        what="face index manifest",
+        missing=f"{directory} is not a saved face index: {MANIFEST} is missing. Pass the "
+        "folder written by FaceIndex.save() or `siamkit index build --out`",
+        resave="save or build the index again",
+    )
     _check_manifest_fields(path, manifest)
     return manifest
 
