@@ -19,7 +19,7 @@ from siamkit.data.images import load_image
 from siamkit.data.splits import split_by_class
 from siamkit.encoders.base import create_encoder
 from siamkit.evaluation import plots
-from siamkit.evaluation.report import Section, table, write_report
+from siamkit.evaluation.report import Section, embedded_image, table, write_report
 from siamkit.evaluation.runner import Evaluation, evaluate_encoder
 from siamkit.exceptions import DataError
 from siamkit.index.face_index import FaceIndex
@@ -242,17 +242,11 @@ def _gallery_section(
     ]
     picture = report_dir / "gallery_search.png"
     plots.plot_retrieval_grid(_search_examples(probes, answers, set(enrolled), seed), picture)
-    import base64
-
-    data = base64.b64encode(picture.read_bytes()).decode()
     caption = (
         "Queries and the index's answer: known people should be named, people kept out of the "
         "gallery should come back unknown (green frame: right answer, red: wrong)"
     )
-    body = table(["", ""], rows) + (
-        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
+    body = table(["", ""], rows) + embedded_image(picture, caption)
     return Section("Gallery search with a FaceIndex", body)
 
 

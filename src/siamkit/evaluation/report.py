@@ -50,8 +50,13 @@ class Section:
     html: str
 
 
-def _image(path: Path, caption: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
+def embedded_image(path: str | os.PathLike, caption: str) -> str:
+    """A PNG file as an HTML figure with the picture inlined (a data URI) and a caption.
+
+    Example:
+        >>> html_text = embedded_image("roc.png", "ROC curve")  # doctest: +SKIP
+    """
+    data = base64.b64encode(Path(path).read_bytes()).decode()
     return (
         f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
@@ -145,7 +150,7 @@ def _identification(ev: Evaluation) -> str:
 def _training(model_dir: Path | None) -> str:
     if model_dir is None or not (model_dir / "loss_plot.png").is_file():
         return ""
-    return "<h2>Training</h2>" + _image(
+    return "<h2>Training</h2>" + embedded_image(
         model_dir / "loss_plot.png", "Training loss and validation AUC / EER per epoch"
     )
 
@@ -196,9 +201,13 @@ def write_report(
     small, large = ("roc", "histograms", "cmc"), ("pairs", "retrieval")
     figures = (
         '<div class="figs">'
-        + "".join(_image(out / ev.figures[k], pictures[k]) for k in small if k in ev.figures)
+        + "".join(
+            embedded_image(out / ev.figures[k], pictures[k]) for k in small if k in ev.figures
+        )
         + "</div>"
-        + "".join(_image(out / ev.figures[k], pictures[k]) for k in large if k in ev.figures)
+        + "".join(
+            embedded_image(out / ev.figures[k], pictures[k]) for k in large if k in ev.figures
+        )
     )
     body = (
         f"<h1>{html.escape(title)}</h1>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -171,8 +172,6 @@ def read_pairs(
 def _model_threshold(encoder_dir: str | os.PathLike | None) -> float | None:
     if encoder_dir is None:
         return None
-    import json
-
     manifest = Path(encoder_dir) / "encoder.json"
     if not manifest.is_file():
         return None
