@@ -44,7 +44,15 @@ from siamkit.exceptions import (
     UnknownComponentError,
     UnknownIdError,
 )
-from siamkit.index import Calibration, FaceIndex, Match, Neighbors, Record, Verification
+from siamkit.index import (
+    Calibration,
+    FaceIndex,
+    Match,
+    Neighbors,
+    Record,
+    SearchResults,
+    Verification,
+)
 from siamkit.losses import ContrastiveLoss
 from siamkit.miners import (
     AllPairsMiner,
@@ -92,6 +100,7 @@ __all__ = [
     "RandomPairMiner",
     "Record",
     "ResNetEncoder",
+    "SearchResults",
     "ShapeError",
     "SiameseNetwork",
     "SiamkitError",

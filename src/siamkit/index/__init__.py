@@ -10,6 +10,21 @@ Example:
 """
 
 from siamkit.index.face_index import FaceIndex
-from siamkit.index.results import Calibration, Match, Neighbors, Record, Verification
+from siamkit.index.results import (
+    Calibration,
+    Match,
+    Neighbors,
+    Record,
+    SearchResults,
+    Verification,
+)
 
-__all__ = ["Calibration", "FaceIndex", "Match", "Neighbors", "Record", "Verification"]
+__all__ = [
+    "Calibration",
+    "FaceIndex",
+    "Match",
+    "Neighbors",
+    "Record",
+    "SearchResults",
+    "Verification",
+]

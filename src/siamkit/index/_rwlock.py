@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 
 
 class RWLock:
@@ -22,30 +21,39 @@ class RWLock:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Entered directly rather than through the Condition, whose __enter__ is Python.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
+        # One guard object each, reused: a search takes the read lock on its hot
+        # path, and a contextlib generator cost it several microseconds.
+        self._read_guard = _Guard(self._acquire_read, self._release_read)
+        self._write_guard = _Guard(self._acquire_write, self._release_write)
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator[None]:
-        """Hold the lock shared."""
-        with self._cond:
+    def read(self) -> _Guard:
+        """Hold the lock shared (a context manager)."""
+        return self._read_guard
+
+    def write(self) -> _Guard:
+        """Hold the lock alone (a context manager)."""
+        return self._write_guard
+
+    def _acquire_read(self) -> None:
+        with self._mutex:
             while self._writing or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
 
-    @contextlib.contextmanager
-    def write(self) -> Iterator[None]:
-        """Hold the lock alone."""
-        with self._cond:
+    def _release_read(self) -> None:
+        with self._mutex:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
+    def _acquire_write(self) -> None:
+        with self._mutex:
             self._writers_waiting += 1
             try:
                 while self._writing or self._readers:
@@ -53,9 +61,25 @@ class RWLock:
             finally:
                 self._writers_waiting -= 1
             self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
+
+    def _release_write(self) -> None:
+        with self._mutex:
+            self._writing = False
+            self._cond.notify_all()
+
+
+class _Guard:
+    """``with guard:`` acquires on entry and releases on exit; it holds no state of its
+    own, so one instance serves every thread."""
+
+    __slots__ = ("_acquire", "_release")
+
+    def __init__(self, acquire: Callable[[], None], release: Callable[[], None]) -> None:
+        self._acquire = acquire
+        self._release = release
+
+    def __enter__(self) -> None:
+        self._acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._release()

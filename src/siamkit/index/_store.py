@@ -28,6 +28,8 @@ class RowStore:
         self._ids = np.empty(0, dtype=object)
         self._labels = np.empty(0, dtype=object)
         self._alive = np.zeros(0, dtype=bool)
+        # Append-only (compact makes a new list): search results keep a reference
+        # and read their rows' metadata after the index lock is released.
         self.metadata: list[dict[str, Any]] = []
         self.row_of: dict[Any, int] = {}
 

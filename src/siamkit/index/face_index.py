@@ -26,7 +26,7 @@ from siamkit.exceptions import (
     ShapeError,
     UnknownIdError,
 )
-from siamkit.geometry import check_metric, paired_distances, prepare
+from siamkit.geometry import check_metric, paired_distances, prepare, prepare_one
 from siamkit.index import storage
 from siamkit.index._inputs import (
     check_id,
@@ -46,12 +46,14 @@ from siamkit.index.results import (
     Match,
     Neighbors,
     Record,
+    SearchResults,
     Verification,
 )
 
 #: Removed rows are rebuilt away once they pass this share of the FAISS index.
 REBUILD_FRACTION = 0.2
 _RECOMPUTE_CHUNK = 4096  # queries per exact-distance block, to bound memory
+_FLOAT32 = np.dtype(np.float32)  # NumPy's native float32 dtype is one shared object
 
 
 class FaceIndex:
@@ -465,7 +467,7 @@ class FaceIndex:
             self._require_backend().rebuild(store.vectors)
 
     # -- searching -------------------------------------------------------------------
-    def search(self, queries: Any, k: int = 5) -> list[Match] | list[list[Match]]:
+    def search(self, queries: Any, k: int = 5) -> list[Match] | SearchResults:
         """The ``k`` nearest items of each query, nearest first.
 
         Args:
@@ -473,8 +475,10 @@ class FaceIndex:
             k: Neighbours per query; fewer come back when the index holds fewer.
 
         Returns:
-            For one query a list of :class:`Match`; for a batch, one such list
-            per query.
+            For one query a list of :class:`Match`; for a batch a
+            :class:`SearchResults`, a sequence of such lists (one per query)
+            that creates the ``Match`` objects as rows are read, with the
+            ``ids``, ``labels`` and ``distances`` as arrays too.
 
         Raises:
             EmptyIndexError: the index holds no item.
@@ -486,17 +490,18 @@ class FaceIndex:
             >>> _ = index.add(gallery, labels=["a", "b", "c"])
             >>> [(m.label, m.distance) for m in index.search(np.array([0.8], dtype="float32"), k=2)]
             [('b', 0.19999998807907104), ('a', 0.800000011920929)]
+            >>> index.search(np.array([[0.1], [4.0]], dtype="float32"), k=1).labels.tolist()
+            [['a'], ['c']]
         """
-        matches, single = self._search(queries, k)
-        return matches[0] if single else matches
-
-    def _search(self, queries: Any, k: int) -> tuple[list[list[Match]], bool]:
         vectors, single = self._queries(queries, k)
-        if not len(vectors):
-            return [], single
+        if not len(vectors):  # an empty batch has empty answers, even from an empty index
+            return SearchResults.empty(k)
         with self._lock.read():
+            if single:
+                return self._search_one(vectors, k)
             rows, distances = self._nearest(vectors, k)
-            return self._matches(rows, distances), single
+            ids, labels = self._lookup(rows)
+            return SearchResults(ids, labels, distances, rows, self._require_store().metadata)
 
     def knn(self, queries: Any, k: int = 5) -> Neighbors:
         """Batch search returning arrays (ids, labels, distances) instead of matches.
@@ -510,12 +515,7 @@ class FaceIndex:
         vectors, _ = self._queries(queries, k)
         with self._lock.read():
             rows, distances = self._nearest(vectors, k)
-            store = self._require_store()
-            missing = rows < 0
-            ids = store.ids[np.where(missing, 0, rows)]
-            labels = store.labels[np.where(missing, 0, rows)]
-        ids[missing] = None
-        labels[missing] = None
+            ids, labels = self._lookup(rows)
         return Neighbors(ids=ids, labels=labels, distances=distances)
 
     def identify(
@@ -548,9 +548,10 @@ class FaceIndex:
             True
         """
         limit = self._decision_threshold(threshold)
-        results, single = self._search(query, k)
-        answers = [_vote(matches, limit) for matches in results]
-        return answers[0] if single else answers
+        results = self.search(query, k)
+        if isinstance(results, SearchResults):
+            return [_vote(matches, limit) for matches in results]
+        return _vote(results, limit)
 
     def verify(self, a: Any, b: Any, threshold: float | None = None) -> Verification:
         """Do ``a`` and ``b`` (two faces, or two embeddings) show the same person?
@@ -590,19 +591,50 @@ class FaceIndex:
     def _queries(self, queries: Any, k: int) -> tuple[np.ndarray, bool]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
+        if (
+            type(queries) is np.ndarray
+            and queries.dtype is _FLOAT32
+            and queries.shape == (self._dim,)
+        ):
+            # One embedding, the commonest query, skips the general input handling
+            # (issue #3 allows a single query 50 µs on top of FAISS).
+            vector = prepare_one(queries, self._metric)
+            if vector is not None:  # else the general path says what is wrong
+                return vector, True
         embeddings, single, _ = to_embeddings(queries, self.encoder, self._dim)
         return prepare(embeddings, self._metric), single
 
+    def _search_one(self, vector: np.ndarray, k: int) -> list[Match]:
+        """One query's matches, with few NumPy calls in the common case: after FAISS has
+        swept the CPU caches each one costs microseconds."""
+        if not self._plain_search(k) or not self._backend.exact_distances:  # type: ignore[union-attr]
+            rows, distances = self._nearest(vector, k)
+            return self._match_list(rows[0], distances[0])
+        scores, rows = self._backend.search(vector, k)  # type: ignore[union-attr]
+        return self._match_list(rows[0], to_distances(scores[0], self._metric))
+
+    def _plain_search(self, k: int) -> bool:
+        """Whether FAISS alone answers: it is built, nothing removed, ``k`` below its size."""
+        store, backend = self._store, self._backend
+        return (
+            store is not None
+            and backend is not None
+            and backend.index is not None
+            and not store.num_dead
+            and k < store.num_rows
+        )
+
     def _nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, distances)``, ``(num_queries, min(k, len))``; rows -1 where none found."""
+        if self._plain_search(k):
+            backend = self._require_backend()
+            scores, rows = backend.search(queries, int(k))
+            return self._finish(queries, rows, scores, backend.exact_distances)
         store = self._store
         if store is None or store.num_alive == 0:
             raise EmptyIndexError("the index is empty: add items before searching it")
         backend = self._require_backend()
         k = min(int(k), store.num_alive)
-        if backend.index is not None and not store.num_dead and k < store.num_rows:
-            scores, rows = backend.search(queries, k)  # the common case, kept lean
-            return self._finish(queries, rows, scores, backend.exact_distances)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
         scores = np.zeros((len(queries), k), dtype=np.float32)
         # Removed rows are still in FAISS: fetch enough extra to cover them and
@@ -658,29 +690,24 @@ class FaceIndex:
                 out[block] = np.sqrt(np.einsum("qkd,qkd->qk", near - query, near - query))
         return out
 
-    def _matches(self, rows: np.ndarray, distances: np.ndarray) -> list[list[Match]]:
+    def _match_list(self, rows: np.ndarray, distances: np.ndarray) -> list[Match]:
+        """One query's matches; rows of -1 (nothing found) are left out."""
         store = self._require_store()
-        if (rows < 0).any():  # an approximate index came up short for some query
-            return [
-                [m for m, r in zip(row, row_rows, strict=True) if r >= 0]
-                for row, row_rows in zip(
-                    self._matches(np.where(rows < 0, 0, rows), distances), rows, strict=True
-                )
-            ]
-        # One flat map() over all neighbours: a third faster than nested comprehensions.
-        flat = rows.ravel()
-        metadata = map(dict, map(store.metadata.__getitem__, flat.tolist()))
-        matches = list(
-            map(
-                Match,
-                store.ids[flat].tolist(),
-                store.labels[flat].tolist(),
-                distances.ravel().tolist(),
-                metadata,
-            )
-        )
-        k = rows.shape[1]
-        return [matches[start : start + k] for start in range(0, len(matches), k)]
+        ids, labels, metadata = store.ids, store.labels, store.metadata
+        found = zip(rows.tolist(), distances.tolist(), strict=True)
+        return [Match(ids[r], labels[r], d, dict(metadata[r])) for r, d in found if r >= 0]
+
+    def _lookup(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ids and labels of ``rows``, None where a row is -1."""
+        store = self._require_store()
+        missing = rows < 0
+        if not missing.any():
+            return store.ids[rows], store.labels[rows]
+        safe = np.where(missing, 0, rows)
+        ids, labels = store.ids[safe], store.labels[safe]
+        ids[missing] = None
+        labels[missing] = None
+        return ids, labels
 
     # -- calibration -----------------------------------------------------------------
     def calibrate(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -149,3 +150,126 @@ class Neighbors:
     ids: np.ndarray
     labels: np.ndarray
     distances: np.ndarray
+
+
+class SearchResults(Sequence[list[Match]]):
+    """A batch search's answers: a list of :class:`Match` lists, built as they are read.
+
+    Row ``i`` is query ``i``'s matches, nearest first. The ids, labels and
+    distances are taken from the index when the search runs (a consistent
+    snapshot, whatever changes the index afterwards); the ``Match`` objects are
+    only created when a row is read, and kept, so code that looks at a few rows,
+    or uses the arrays, does not pay for the rest. Compares equal to the
+    list of lists it stands for.
+
+    Attributes:
+        ids: ``(num_queries, k)`` object array of ids, ``None`` where an
+            approximate index found fewer than ``k``.
+        labels: ``(num_queries, k)`` object array of labels, likewise.
+        distances: ``(num_queries, k)`` float32 distances, NaN likewise.
+
+    Example:
+        >>> results = SearchResults(
+        ...     np.array([["a", "b"]], dtype=object), np.array([["ann", "bob"]], dtype=object),
+        ...     np.array([[0.1, 0.4]], dtype="float32"), np.array([[0, 1]]), [{}, {}])
+        >>> [m.id for m in results[0]], len(results)
+        (['a', 'b'], 1)
+    """
+
+    __slots__ = ("_built", "_metadata", "_rows", "distances", "ids", "labels")
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        labels: np.ndarray,
+        distances: np.ndarray,
+        rows: np.ndarray,
+        metadata: list[dict[str, Any]],
+    ) -> None:
+        self.ids = ids
+        self.labels = labels
+        self.distances = distances
+        # The index's row numbers (-1: nothing found) and its metadata list, which
+        # only ever grows at the end, so these rows keep pointing at these items.
+        self._rows = rows
+        self._metadata = metadata
+        self._built: list[list[Match] | None] = [None] * len(rows)
+
+    @classmethod
+    def empty(cls, k: int) -> SearchResults:
+        """The answers to a batch of no queries."""
+        nothing = np.empty((0, k), dtype=object)
+        return cls(nothing, nothing.copy(), np.empty((0, k), np.float32), np.empty((0, k), int), [])
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, position: int) -> list[Match]: ...
+
+    @overload
+    def __getitem__(self, position: slice) -> list[list[Match]]: ...
+
+    def __getitem__(self, position: int | slice) -> list[Match] | list[list[Match]]:
+        if isinstance(position, slice):
+            return [self[i] for i in range(*position.indices(len(self)))]
+        position = range(len(self))[position]  # negative positions; IndexError past the end
+        row = self._built[position]
+        if row is None:
+            row = self._built[position] = self._build(position)
+        return row
+
+    def __iter__(self) -> Iterator[list[Match]]:
+        if any(row is None for row in self._built):
+            self._build_all()
+        return iter(self._built)  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SearchResults({len(self)} queries, k={self._rows.shape[1]})"
+
+    def to_list(self) -> list[list[Match]]:
+        """Every row as a plain list of lists of :class:`Match`."""
+        return list(self)
+
+    def _build(self, position: int) -> list[Match]:
+        rows = self._rows[position].tolist()
+        values = zip(
+            self.ids[position].tolist(),
+            self.labels[position].tolist(),
+            self.distances[position].tolist(),
+            rows,
+            strict=True,
+        )
+        meta = self._metadata
+        return [Match(i, label, d, dict(meta[r])) for i, label, d, r in values if r >= 0]
+
+    def _build_all(self) -> None:
+        if (self._rows < 0).any():  # some rows came up short: build them one by one
+            self._built = [
+                row if row is not None else self._build(i) for i, row in enumerate(self._built)
+            ]
+            return
+        # One flat map() over all neighbours: a third faster than row by row.
+        metadata = map(dict, map(self._metadata.__getitem__, self._rows.ravel().tolist()))
+        matches = list(
+            map(
+                Match,
+                self.ids.ravel().tolist(),
+                self.labels.ravel().tolist(),
+                self.distances.ravel().tolist(),
+                metadata,
+            )
+        )
+        k = self._rows.shape[1]
+        fresh = (matches[start : start + k] for start in range(0, len(matches), k))
+        # Rows already read keep their objects: a row is the same list every time.
+        self._built = [
+            old if old is not None else new for old, new in zip(self._built, fresh, strict=True)
+        ]

@@ -1,0 +1,218 @@
+"""Batch results made as they are read, and the single-query fast path, against the general path."""
+
+from __future__ import annotations
+
+import threading
+
+import faiss
+import numpy as np
+import pytest
+
+import siamkit
+from siamkit.geometry import prepare, prepare_one
+from siamkit.index import FaceIndex, Match, SearchResults
+from siamkit.index._rwlock import RWLock
+
+faiss.omp_set_num_threads(2)
+
+
+def gallery(n: int = 60, dim: int = 8, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, dim)).astype(np.float32), [f"p{i // 3}" for i in range(n)]
+
+
+def filled(kind: str = "flat", metric: str = "cosine") -> tuple[FaceIndex, np.ndarray]:
+    vectors, labels = gallery()
+    index = FaceIndex(metric=metric, index=kind, dim=8)
+    ids = [f"item{i}" for i in range(len(vectors))]
+    index.add(vectors, labels=labels, ids=ids, metadata=[{"n": i} for i in range(len(vectors))])
+    return index, vectors
+
+
+def eager(index: FaceIndex, queries: np.ndarray, k: int) -> list[list[tuple]]:
+    """What each row must hold, from knn's arrays and the stored metadata."""
+    found = index.knn(queries, k)
+    rows = []
+    for ids, labels, distances in zip(found.ids, found.labels, found.distances, strict=True):
+        rows.append(
+            [
+                (i, label, float(d), index.get(i).metadata)
+                for i, label, d in zip(ids, labels, distances, strict=True)
+                if i is not None
+            ]
+        )
+    return rows
+
+
+def as_tuples(row: list[Match]) -> list[tuple]:
+    return [(m.id, m.label, m.distance, m.metadata) for m in row]
+
+
+# -- SearchResults ----------------------------------------------------------------------
+def test_rows_read_one_by_one_or_all_at_once_are_the_same_matches() -> None:
+    index, vectors = filled()
+    queries = vectors[:7] + 0.05
+    expected = eager(index, queries, 4)
+    one_by_one = index.search(queries, k=4)
+    assert isinstance(one_by_one, SearchResults) and len(one_by_one) == 7
+    assert [as_tuples(one_by_one[i]) for i in range(7)] == expected
+    all_at_once = index.search(queries, k=4)
+    assert [as_tuples(row) for row in all_at_once] == expected  # iteration builds every row
+    assert [as_tuples(row) for row in all_at_once.to_list()] == expected
+    assert all_at_once == one_by_one == all_at_once.to_list()
+    assert all_at_once != one_by_one[:6]
+
+
+def test_results_behave_like_a_list_of_lists() -> None:
+    index, vectors = filled()
+    results = index.search(vectors[:5], k=3)
+    rows = results.to_list()
+    assert results[-1] == rows[-1] and results[1:4] == rows[1:4] and results[::2] == rows[::2]
+    assert results[0] is results[0]  # a row is built once and kept
+    assert list(results)[2] is results[2]
+    with pytest.raises(IndexError):
+        results[5]
+    assert results.ids.shape == results.labels.shape == results.distances.shape == (5, 3)
+    assert results.ids[0].tolist() == [m.id for m in rows[0]]
+    np.testing.assert_array_equal(results.distances[0], [m.distance for m in rows[0]])
+    assert "5 queries" in repr(results)
+    with pytest.raises(TypeError):
+        hash(results)
+
+
+def test_match_metadata_is_a_copy() -> None:
+    index, vectors = filled()
+    row = index.search(vectors[:2], k=1)[0]
+    row[0].metadata["n"] = -1
+    assert index.get(row[0].id).metadata["n"] != -1
+
+
+def test_results_are_a_snapshot_of_the_index_when_searched() -> None:
+    index, vectors = filled()
+    queries = vectors[:10]
+    expected = eager(index, queries, 3)
+    results = index.search(queries, k=3)
+    first = results[0]
+    # Remove most items (the index compacts and renumbers its rows), add others.
+    index.remove([f"item{i}" for i in range(40)])
+    assert index._store.num_dead == 0  # compacted
+    index.add(vectors[:20] * 2, labels="new", ids=[f"new{i}" for i in range(20)])
+    assert results[0] is first
+    assert [as_tuples(row) for row in results] == expected
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_rows_short_of_k_leave_the_missing_out(kind: str) -> None:
+    index, vectors = filled(kind)
+    index.remove([f"item{i}" for i in range(5)])  # dead rows: the filtering path
+    results = index.search(vectors[:4], k=len(index) + 10)
+    assert results.ids.shape[1] == len(index)  # k capped at the items there are
+    for row in results:
+        assert len(row) == len(index)
+        assert all(np.isfinite(m.distance) for m in row)
+    # An approximate search that finds fewer than k: None ids, NaN distances.
+    rows = np.array([[3, -1]])
+    short = SearchResults(
+        np.array([["a", None]], dtype=object),
+        np.array([["ann", None]], dtype=object),
+        np.array([[0.25, np.nan]], dtype=np.float32),
+        rows,
+        [{}, {}, {}, {"n": 3}],
+    )
+    assert as_tuples(short[0]) == [("a", "ann", 0.25, {"n": 3})]
+    assert [as_tuples(r) for r in short] == [[("a", "ann", 0.25, {"n": 3})]]
+
+
+def test_empty_batch_gives_empty_results_even_from_an_empty_index() -> None:
+    index = FaceIndex(metric="cosine", dim=8)
+    results = index.search(np.zeros((0, 8), dtype=np.float32), k=3)
+    assert len(results) == 0 and results == [] and results.ids.shape == (0, 3)
+
+
+def test_identify_a_batch_reads_the_results() -> None:
+    index, vectors = filled()
+    answers = index.identify(vectors[[0, 4]] + 0.01, threshold=0.5)
+    assert [a.id for a in answers] == ["item0", "item4"]
+    assert index.identify(-vectors[[0]], threshold=0.01) == [None]
+
+
+# -- one query --------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "IVF4,PQ4"])
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_one_query_answers_as_a_batch_of_one(kind: str, metric: str) -> None:
+    index, vectors = filled(kind, metric)
+    for query in vectors[:5] * 3 + 0.1:
+        single = index.search(query, k=5)
+        batch = index.search(query[None], k=5)[0]
+        as_float64 = index.search(query.astype(np.float64), k=5)  # the general path
+        assert [m.id for m in single] == [m.id for m in batch] == [m.id for m in as_float64]
+        assert [m.metadata for m in single] == [m.metadata for m in batch]
+        np.testing.assert_allclose(
+            [m.distance for m in single], [m.distance for m in batch], atol=1e-6
+        )
+    index.remove(["item0"])  # a removed item: the filtering path
+    assert "item0" not in [m.id for m in index.search(vectors[0], k=5)]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_one_query_refuses_what_a_batch_refuses() -> None:
+    index, vectors = filled()
+    for bad in (np.nan, np.inf, -np.inf):
+        query = vectors[0].copy()
+        query[3] = bad
+        with pytest.raises(siamkit.NonFiniteError, match="NaN or infinity"):
+            index.search(query)
+    with pytest.raises(siamkit.ShapeError, match=r"\(N, 8\)"):
+        index.search(vectors[0][:7])
+    huge = vectors[0] * np.float32(1e30)  # squares overflow: handled by the general path
+    assert [m.id for m in index.search(huge, k=2)] == [m.id for m in index.search(huge[None], 2)[0]]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_prepare_one_matches_prepare() -> None:
+    vectors, _ = gallery(20, 16, seed=4)
+    for metric in ("cosine", "euclidean"):
+        for vector in vectors:
+            np.testing.assert_allclose(
+                prepare_one(vector, metric), prepare(vector[None], metric), rtol=1e-6, atol=1e-7
+            )
+    assert prepare_one(np.array([np.nan, 1], dtype=np.float32), "cosine") is None
+    assert prepare_one(np.array([1e30, 1], dtype=np.float32), "cosine") is None
+    np.testing.assert_array_equal(prepare_one(np.zeros(3, dtype=np.float32), "cosine"), 0)
+    with pytest.raises(siamkit.ConfigError, match="unknown metric"):
+        prepare_one(vectors[0], "manhattan")
+
+
+# -- the lock ---------------------------------------------------------------------------
+def test_lock_shares_reading_and_a_writer_waits_for_readers() -> None:
+    lock = RWLock()
+    events: list[str] = []
+    reading, release = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        with lock.read():
+            reading.set()
+            release.wait(5)
+            events.append("read done")
+
+    def writer() -> None:
+        with lock.write():
+            events.append("write")
+
+    first = threading.Thread(target=reader)
+    first.start()
+    assert reading.wait(5)
+    with lock.read():  # a second reader gets in while the first holds the lock
+        events.append("second read")
+    second = threading.Thread(target=writer)
+    second.start()
+    second.join(0.2)
+    assert second.is_alive() and "write" not in events  # the writer waits for the reader
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert events == ["second read", "read done", "write"]
+    with pytest.raises(RuntimeError), lock.write():  # an exception inside releases the lock
+        raise RuntimeError
+    with lock.read():
+        pass
