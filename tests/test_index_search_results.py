@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import siamkit
-from siamkit.geometry import prepare, prepare_one
+from siamkit.geometry import pairwise_distances
 from siamkit.index import FaceIndex, Match, SearchResults
 from siamkit.index._rwlock import RWLock
+from siamkit.index.backends import unscaled_query_distances
 
 faiss.omp_set_num_threads(2)
 
@@ -168,19 +169,20 @@ def test_one_query_refuses_what_a_batch_refuses() -> None:
     assert [m.id for m in index.search(huge, k=2)] == [m.id for m in index.search(huge[None], 2)[0]]
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered")
-def test_prepare_one_matches_prepare() -> None:
-    vectors, _ = gallery(20, 16, seed=4)
+def test_one_query_distances_are_the_geometry_distances() -> None:
+    vectors, _ = gallery(40, 16, seed=4)
     for metric in ("cosine", "euclidean"):
-        for vector in vectors:
-            np.testing.assert_allclose(
-                prepare_one(vector, metric), prepare(vector[None], metric), rtol=1e-6, atol=1e-7
-            )
-    assert prepare_one(np.array([np.nan, 1], dtype=np.float32), "cosine") is None
-    assert prepare_one(np.array([1e30, 1], dtype=np.float32), "cosine") is None
-    np.testing.assert_array_equal(prepare_one(np.zeros(3, dtype=np.float32), "cosine"), 0)
-    with pytest.raises(siamkit.ConfigError, match="unknown metric"):
-        prepare_one(vectors[0], "manhattan")
+        index = FaceIndex(metric=metric, index="hnsw", dim=16)
+        index.add(vectors, labels="x")
+        for query in vectors[:5] * 7 + 0.3:  # far from unit length
+            matches = index.search(query, k=6)
+            expected = pairwise_distances(query[None], vectors[[m.id for m in matches]], metric)
+            np.testing.assert_allclose([m.distance for m in matches], expected[0], atol=1e-5)
+            truth = np.argsort(pairwise_distances(query[None], vectors, metric)[0])[:6]
+            assert [m.id for m in matches] == truth.tolist()
+    assert unscaled_query_distances([2.0, -4.0], "cosine", 4.0) == [0.5, 2.0]
+    assert unscaled_query_distances([1.0, 0.0], "cosine", 0.0) == [np.float32(1.0 - 1e12), 1.0]
+    assert unscaled_query_distances([9.0, -1e-7], "euclidean", 1.0) == [3.0, 0.0]
 
 
 # -- the lock ---------------------------------------------------------------------------

@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -94,28 +93,6 @@ def prepare(x: ArrayT, metric: str) -> ArrayT:
         norms = np.sqrt(np.vecdot(x32, x32))[..., None]
         return x32 / np.maximum(norms, _EPS)
     return torch.nn.functional.normalize(x, dim=-1, eps=_EPS)
-
-
-def prepare_one(vector: np.ndarray, metric: str) -> np.ndarray | None:
-    """:func:`prepare` for one float32 vector, as a ``(1, D)`` row; None if it is not finite.
-
-    Two NumPy calls instead of six: a face index's single-query search runs this
-    after FAISS has swept the CPU caches, where each call costs microseconds.
-    None also when squaring overflows (entries past about 1e19): :func:`prepare`
-    handles those.
-
-    Example:
-        >>> prepare_one(np.array([3.0, 4.0], dtype=np.float32), "cosine").tolist()
-        [[0.6000000238418579, 0.800000011920929]]
-        >>> prepare_one(np.array([np.nan, 1.0], dtype=np.float32), "euclidean") is None
-        True
-    """
-    squared = float(np.dot(vector, vector))  # NaN or inf anywhere makes this non-finite
-    if not math.isfinite(squared):
-        return None
-    if metric != "cosine" and check_metric(metric) == "euclidean":
-        return vector[None]
-    return (vector / np.float32(max(math.sqrt(squared), _EPS)))[None]
 
 
 def paired_distances(a: ArrayT, b: ArrayT, metric: str) -> ArrayT:

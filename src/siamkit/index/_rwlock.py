@@ -49,7 +49,8 @@ class RWLock:
     def _release_read(self) -> None:
         with self._mutex:
             self._readers -= 1
-            if not self._readers:
+            # Only writers wait on readers (readers wait on writers alone).
+            if not self._readers and self._writers_waiting:
                 self._cond.notify_all()
 
     def _acquire_write(self) -> None:

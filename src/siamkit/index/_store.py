@@ -28,9 +28,13 @@ class RowStore:
         self._ids = np.empty(0, dtype=object)
         self._labels = np.empty(0, dtype=object)
         self._alive = np.zeros(0, dtype=bool)
-        # Append-only (compact makes a new list): search results keep a reference
+        # Append-only (compact makes new lists): search results keep a reference
         # and read their rows' metadata after the index lock is released.
         self.metadata: list[dict[str, Any]] = []
+        # The ids and labels again, as lists: a single-query search reads ten of
+        # them, and indexing a NumPy object array costs it ~1 µs each, cold.
+        self.id_list: list[Any] = []
+        self.label_list: list[Any] = []
         self.row_of: dict[Any, int] = {}
 
     @property
@@ -74,6 +78,8 @@ class RowStore:
         self._labels[start:stop] = _object_array(labels)
         self._alive[start:stop] = True
         self.metadata.extend(metadata)
+        self.id_list.extend(ids)
+        self.label_list.extend(labels)
         self.row_of.update(zip(ids, range(start, stop), strict=True))
         self.num_rows = stop
 
@@ -100,8 +106,9 @@ class RowStore:
         self._labels = self.labels[keep]
         self._alive = np.ones(len(keep), dtype=bool)
         self.metadata = [self.metadata[row] for row in keep.tolist()]
+        self.id_list, self.label_list = self._ids.tolist(), self._labels.tolist()
         self.num_rows, self.num_dead = len(keep), 0
-        self.row_of = dict(zip(self._ids.tolist(), range(len(keep)), strict=True))
+        self.row_of = dict(zip(self.id_list, range(len(keep)), strict=True))
 
     def _reserve(self, rows: int) -> None:
         capacity = len(self._vectors)

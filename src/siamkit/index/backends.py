@@ -9,6 +9,7 @@ which works the same for every FAISS index (HNSW cannot remove at all).
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ import faiss
 import numpy as np
 
 from siamkit.exceptions import ConfigError
-from siamkit.geometry import check_metric
+from siamkit.geometry import _EPS, check_metric
 
 BUILTIN_KINDS: tuple[str, ...] = ("flat", "hnsw", "ivf")
 
@@ -81,6 +82,28 @@ def to_distances(scores: np.ndarray, metric: str) -> np.ndarray:
     if metric == "cosine":
         return 1.0 - scores
     return np.sqrt(np.maximum(scores, 0.0))
+
+
+def unscaled_query_distances(scores: list[float], metric: str, query_norm: float) -> list[float]:
+    """:func:`to_distances` for one query FAISS searched as given, not normalised.
+
+    Scaling a query does not change which items are nearest by inner product,
+    so a single cosine query can skip normalisation: its scores are divided by
+    its norm here instead, in plain Python (no NumPy call, see
+    ``FaceIndex._search_one``).
+
+    Example:
+        >>> unscaled_query_distances([1.5, 0.0], "cosine", query_norm=2.0)
+        [0.25, 1.0]
+        >>> unscaled_query_distances([0.25], "euclidean", query_norm=9.0)
+        [0.5]
+    """
+    if metric == "cosine":
+        scale = 1.0 / max(query_norm, _EPS)
+        distances = [1.0 - score * scale for score in scores]
+    else:
+        distances = [math.sqrt(max(score, 0.0)) for score in scores]
+    return array("f", distances).tolist()  # rounded to float32, like every other distance
 
 
 def ivf_lists(num_vectors: int) -> int:

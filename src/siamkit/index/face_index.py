@@ -26,7 +26,7 @@ from siamkit.exceptions import (
     ShapeError,
     UnknownIdError,
 )
-from siamkit.geometry import check_metric, paired_distances, prepare, prepare_one
+from siamkit.geometry import check_metric, paired_distances, prepare
 from siamkit.index import storage
 from siamkit.index._inputs import (
     check_id,
@@ -37,7 +37,13 @@ from siamkit.index._inputs import (
 )
 from siamkit.index._rwlock import RWLock
 from siamkit.index._store import RowStore
-from siamkit.index.backends import Backend, IndexSpec, faiss_metric, to_distances
+from siamkit.index.backends import (
+    Backend,
+    IndexSpec,
+    faiss_metric,
+    to_distances,
+    unscaled_query_distances,
+)
 from siamkit.index.calibration import MAX_PAIRS, check_far, fit_far_threshold, gallery_pairs
 from siamkit.index.results import (
     Calibration,
@@ -493,12 +499,17 @@ class FaceIndex:
             >>> index.search(np.array([[0.1], [4.0]], dtype="float32"), k=1).labels.tolist()
             [['a'], ['c']]
         """
+        if type(queries) is np.ndarray and queries.dtype is _FLOAT32:
+            found = self._search_one_embedding(queries, k)
+            if found is not None:
+                return found
         vectors, single = self._queries(queries, k)
         if not len(vectors):  # an empty batch has empty answers, even from an empty index
             return SearchResults.empty(k)
         with self._lock.read():
             if single:
-                return self._search_one(vectors, k)
+                rows, distances = self._nearest(vectors, k)
+                return self._match_list(rows[0].tolist(), distances[0].tolist())
             rows, distances = self._nearest(vectors, k)
             ids, labels = self._lookup(rows)
             return SearchResults(ids, labels, distances, rows, self._require_store().metadata)
@@ -591,43 +602,43 @@ class FaceIndex:
     def _queries(self, queries: Any, k: int) -> tuple[np.ndarray, bool]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
-        if (
-            type(queries) is np.ndarray
-            and queries.dtype is _FLOAT32
-            and queries.shape == (self._dim,)
-        ):
-            # One embedding, the commonest query, skips the general input handling
-            # (issue #3 allows a single query 50 µs on top of FAISS).
-            vector = prepare_one(queries, self._metric)
-            if vector is not None:  # else the general path says what is wrong
-                return vector, True
         embeddings, single, _ = to_embeddings(queries, self.encoder, self._dim)
         return prepare(embeddings, self._metric), single
 
-    def _search_one(self, vector: np.ndarray, k: int) -> list[Match]:
-        """One query's matches, with few NumPy calls in the common case: after FAISS has
-        swept the CPU caches each one costs microseconds."""
-        if not self._plain_search(k) or not self._backend.exact_distances:  # type: ignore[union-attr]
-            rows, distances = self._nearest(vector, k)
-            return self._match_list(rows[0], distances[0])
-        scores, rows = self._backend.search(vector, k)  # type: ignore[union-attr]
-        return self._match_list(rows[0], to_distances(scores[0], self._metric))
+    def _search_one_embedding(self, vector: np.ndarray, k: Any) -> list[Match] | None:
+        """The matches of one float32 embedding in the common case, else None.
 
-    def _plain_search(self, k: int) -> bool:
-        """Whether FAISS alone answers: it is built, nothing removed, ``k`` below its size."""
+        Issue #3 allows a single query 50 µs on top of FAISS, and after FAISS has
+        swept the CPU caches every NumPy call costs microseconds. So this path
+        makes one (the squared norm, which is also the check for NaN and inf)
+        besides the search: FAISS searches the query as given, since scaling
+        does not change the order, and the scores become distances in Python.
+        None (nothing done) for anything else: the general path handles it.
+        """
+        if vector.shape != (self._dim,) or type(k) is not int or k <= 0:
+            return None
+        squared = float(np.dot(vector, vector))
+        if not math.isfinite(squared):  # NaN or inf, or an overflow: said by the general path
+            return None
+        with self._lock.read():
+            backend = self._plain_backend(k)
+            if backend is None or not backend.exact_distances:
+                return None
+            scores, rows = backend.search(vector[None], k)
+            distances = unscaled_query_distances(scores[0].tolist(), self._metric, squared**0.5)
+            return self._match_list(rows[0].tolist(), distances)
+
+    def _plain_backend(self, k: int) -> Backend | None:
+        """The backend if FAISS alone answers (built, nothing removed, ``k`` below its size)."""
         store, backend = self._store, self._backend
-        return (
-            store is not None
-            and backend is not None
-            and backend.index is not None
-            and not store.num_dead
-            and k < store.num_rows
-        )
+        if store is None or backend is None or backend.index is None or store.num_dead:
+            return None
+        return backend if k < store.num_rows else None
 
     def _nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, distances)``, ``(num_queries, min(k, len))``; rows -1 where none found."""
-        if self._plain_search(k):
-            backend = self._require_backend()
+        backend = self._plain_backend(k)
+        if backend is not None:
             scores, rows = backend.search(queries, int(k))
             return self._finish(queries, rows, scores, backend.exact_distances)
         store = self._store
@@ -690,11 +701,11 @@ class FaceIndex:
                 out[block] = np.sqrt(np.einsum("qkd,qkd->qk", near - query, near - query))
         return out
 
-    def _match_list(self, rows: np.ndarray, distances: np.ndarray) -> list[Match]:
+    def _match_list(self, rows: list[int], distances: list[float]) -> list[Match]:
         """One query's matches; rows of -1 (nothing found) are left out."""
         store = self._require_store()
-        ids, labels, metadata = store.ids, store.labels, store.metadata
-        found = zip(rows.tolist(), distances.tolist(), strict=True)
+        ids, labels, metadata = store.id_list, store.label_list, store.metadata
+        found = zip(rows, distances, strict=True)
         return [Match(ids[r], labels[r], d, dict(metadata[r])) for r, d in found if r >= 0]
 
     def _lookup(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
