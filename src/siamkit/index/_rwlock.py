@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 
 class RWLock:
@@ -28,59 +27,64 @@ class RWLock:
         self._writing = False
         self._writers_waiting = 0
         # One guard object each, reused: a search takes the read lock on its hot
-        # path, and a contextlib generator cost it several microseconds.
-        self._read_guard = _Guard(self._acquire_read, self._release_read)
-        self._write_guard = _Guard(self._acquire_write, self._release_write)
+        # path, where a contextlib generator cost several microseconds.
+        self._read_guard = _ReadGuard(self)
+        self._write_guard = _WriteGuard(self)
 
-    def read(self) -> _Guard:
+    def read(self) -> _ReadGuard:
         """Hold the lock shared (a context manager)."""
         return self._read_guard
 
-    def write(self) -> _Guard:
+    def write(self) -> _WriteGuard:
         """Hold the lock alone (a context manager)."""
         return self._write_guard
 
-    def _acquire_read(self) -> None:
-        with self._mutex:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
 
-    def _release_read(self) -> None:
-        with self._mutex:
-            self._readers -= 1
-            # Only writers wait on readers (readers wait on writers alone).
-            if not self._readers and self._writers_waiting:
-                self._cond.notify_all()
+class _ReadGuard:
+    """``with`` it to read; it holds no state of its own, so one serves every thread."""
 
-    def _acquire_write(self) -> None:
-        with self._mutex:
-            self._writers_waiting += 1
-            try:
-                while self._writing or self._readers:
-                    self._cond.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writing = True
+    __slots__ = ("_lock",)
 
-    def _release_write(self) -> None:
-        with self._mutex:
-            self._writing = False
-            self._cond.notify_all()
-
-
-class _Guard:
-    """``with guard:`` acquires on entry and releases on exit; it holds no state of its
-    own, so one instance serves every thread."""
-
-    __slots__ = ("_acquire", "_release")
-
-    def __init__(self, acquire: Callable[[], None], release: Callable[[], None]) -> None:
-        self._acquire = acquire
-        self._release = release
+    def __init__(self, lock: RWLock) -> None:
+        self._lock = lock
 
     def __enter__(self) -> None:
-        self._acquire()
+        lock = self._lock
+        with lock._mutex:
+            while lock._writing or lock._writers_waiting:
+                lock._cond.wait()
+            lock._readers += 1
 
     def __exit__(self, *exc_info: object) -> None:
-        self._release()
+        lock = self._lock
+        with lock._mutex:
+            lock._readers -= 1
+            # Only writers wait on readers (readers wait on writers alone).
+            if not lock._readers and lock._writers_waiting:
+                lock._cond.notify_all()
+
+
+class _WriteGuard:
+    """``with`` it to write; like :class:`_ReadGuard`, shared by every thread."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: RWLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        lock = self._lock
+        with lock._mutex:
+            lock._writers_waiting += 1
+            try:
+                while lock._writing or lock._readers:
+                    lock._cond.wait()
+            finally:
+                lock._writers_waiting -= 1
+            lock._writing = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        lock = self._lock
+        with lock._mutex:
+            lock._writing = False
+            lock._cond.notify_all()

@@ -625,8 +625,9 @@ class FaceIndex:
             if backend is None or not backend.exact_distances:
                 return None
             scores, rows = backend.search(vector[None], k)
-            distances = unscaled_query_distances(scores[0].tolist(), self._metric, squared**0.5)
-            return self._match_list(rows[0].tolist(), distances)
+            # tolist()[0], not [0].tolist(): NumPy indexing is one more cold call.
+            distances = unscaled_query_distances(scores.tolist()[0], self._metric, squared**0.5)
+            return self._match_list(rows.tolist()[0], distances)
 
     def _plain_backend(self, k: int) -> Backend | None:
         """The backend if FAISS alone answers (built, nothing removed, ``k`` below its size)."""
