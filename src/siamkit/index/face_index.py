@@ -494,8 +494,9 @@ class FaceIndex:
             >>> index = FaceIndex(metric="euclidean", dim=1)
             >>> gallery = np.array([[0.0], [1.0], [5.0]], dtype="float32")
             >>> _ = index.add(gallery, labels=["a", "b", "c"])
-            >>> [(m.label, m.distance) for m in index.search(np.array([0.8], dtype="float32"), k=2)]
-            [('b', 0.19999998807907104), ('a', 0.800000011920929)]
+            >>> query = np.array([0.75], dtype="float32")
+            >>> [(m.label, m.distance) for m in index.search(query, k=2)]
+            [('b', 0.25), ('a', 0.75)]
             >>> index.search(np.array([[0.1], [4.0]], dtype="float32"), k=1).labels.tolist()
             [['a'], ['c']]
         """

@@ -24,8 +24,10 @@ class Match:
     Attributes:
         id: The item's id.
         label: The person (or class) it shows.
-        distance: Its distance to the query, in the index's geometry: the same
-            number :func:`siamkit.geometry.pairwise_distances` gives.
+        distance: Its distance to the query, in the index's geometry: the
+            number :func:`siamkit.geometry.pairwise_distances` gives, to float32
+            precision (a single query's is worked out in double precision from
+            FAISS's float32 score, so may differ from a batch's in the last digits).
         metadata: The item's metadata (a copy).
 
     Example:
