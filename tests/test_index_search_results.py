@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import faiss
@@ -79,6 +80,33 @@ def test_results_behave_like_a_list_of_lists() -> None:
     assert "5 queries" in repr(results)
     with pytest.raises(TypeError):
         hash(results)
+
+
+def test_reading_every_row_holds_off_the_garbage_collector_and_restores_it() -> None:
+    index, vectors = filled()
+    queries = np.repeat(vectors, 40, axis=0)  # 2,400 queries, 24,000 matches
+    collections: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    results = index.search(queries, k=10)
+    gc.collect()  # counts from zero: the few objects made before the pause set off nothing
+    gc.callbacks.append(count)
+    try:
+        rows = results.to_list()
+    finally:
+        gc.callbacks.remove(count)
+    # At most the one young-generation pass the pause defers; never a full one.
+    assert collections in ([], [0]) and gc.isenabled()
+    assert len(rows) == 2400 and all(len(row) == 10 for row in rows)
+    gc.disable()
+    try:
+        index.search(queries[:5], k=3).to_list()
+        assert not gc.isenabled()  # left off, as the caller had it
+    finally:
+        gc.enable()
 
 
 def test_match_metadata_is_a_copy() -> None:
