@@ -90,7 +90,7 @@ def prepare(x: ArrayT, metric: str) -> ArrayT:
     if isinstance(x, np.ndarray):
         # NumPy directly: a search of one query should not pay for a trip through torch.
         x32 = np.asarray(x, dtype=np.float32)
-        norms = np.sqrt(np.vecdot(x32, x32))[..., None]
+        norms = np.sqrt(np.einsum("...i,...i->...", x32, x32))[..., None]
         return x32 / np.maximum(norms, _EPS)
     return torch.nn.functional.normalize(x, dim=-1, eps=_EPS)
 

@@ -40,13 +40,20 @@ class RWLock:
         return self._write_guard
 
 
-class _ReadGuard:
-    """``with`` it to read; it holds no state of its own, so one serves every thread."""
+class _Guard:
+    """A context manager over an :class:`RWLock` holding no state of its own, so one
+    serves every thread."""
 
     __slots__ = ("_lock",)
 
     def __init__(self, lock: RWLock) -> None:
         self._lock = lock
+
+
+class _ReadGuard(_Guard):
+    """``with`` it to read."""
+
+    __slots__ = ()
 
     def __enter__(self) -> None:
         lock = self._lock
@@ -64,13 +71,10 @@ class _ReadGuard:
                 lock._cond.notify_all()
 
 
-class _WriteGuard:
-    """``with`` it to write; like :class:`_ReadGuard`, shared by every thread."""
+class _WriteGuard(_Guard):
+    """``with`` it to write."""
 
-    __slots__ = ("_lock",)
-
-    def __init__(self, lock: RWLock) -> None:
-        self._lock = lock
+    __slots__ = ()
 
     def __enter__(self) -> None:
         lock = self._lock

@@ -508,11 +508,10 @@ class FaceIndex:
         vectors, single = self._queries(queries, k)
         if not len(vectors):  # an empty batch has empty answers, even from an empty index
             return SearchResults.empty(k)
-        with self._lock.read():
-            if single:
-                rows, distances = self._nearest(vectors, k)
-                return self._match_list(rows[0].tolist(), distances[0].tolist())
+        with self._reading:
             rows, distances = self._nearest(vectors, k)
+            if single:
+                return self._match_list(rows[0].tolist(), distances[0].tolist())
             ids, labels = self._lookup(rows)
             return SearchResults(ids, labels, distances, rows, self._require_store().metadata)
 
