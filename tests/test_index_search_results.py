@@ -183,6 +183,18 @@ def test_one_query_answers_as_a_batch_of_one(kind: str, metric: str) -> None:
     assert "item0" not in [m.id for m in index.search(vectors[0], k=5)]
 
 
+def test_one_query_may_be_a_strided_or_read_only_view() -> None:
+    index, vectors = filled("hnsw")
+    strided = np.repeat(vectors[3], 2)[::2]  # every other element of a copy
+    assert not strided.flags["C_CONTIGUOUS"]
+    read_only = vectors[3].copy()
+    read_only.setflags(write=False)
+    expected = [m.id for m in index.search(vectors[3], k=4)]
+    assert expected[0] == "item3"
+    assert [m.id for m in index.search(strided, k=4)] == expected
+    assert [m.id for m in index.search(read_only, k=4)] == expected
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered")
 def test_one_query_refuses_what_a_batch_refuses() -> None:
     index, vectors = filled()
