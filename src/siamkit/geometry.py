@@ -11,6 +11,12 @@ Mixing them (training with one, thresholding with the other) is the most common
 mistake in similarity search; routing every distance through this module makes
 it impossible inside siamkit.
 
+Huge but finite embeddings are safe here: rows whose largest entry exceeds
+``2**40`` are scaled by a power of two before anything is squared (exactly, so
+ordinary embeddings get the same distances, bit for bit), and scaled back
+after. The face index is stricter, as FAISS computes in float32 without such
+care: it refuses embeddings whose L2 norm exceeds ``MAX_EMBEDDING_NORM`` (1e18).
+
 Example:
     >>> import torch
     >>> from siamkit.geometry import paired_distances
@@ -23,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -38,6 +45,17 @@ ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 # sqrt has an infinite gradient at 0; identical embeddings (a positive pair of
 # one image seen twice) would otherwise poison training with NaN.
 _EPS = 1e-12
+
+#: The largest L2 norm of an embedding a face index accepts (``NonFiniteError``
+#: above it). FAISS computes squared distances in float32 (largest 3.4e38); two
+#: vectors of this norm are at most ``(2e18)**2 = 4e36`` apart, a margin of 85x.
+#: Real encoders produce norms near 1 (cosine) or at most thousands.
+MAX_EMBEDDING_NORM = 1e18
+_MAX_SQUARED_NORM = MAX_EMBEDDING_NORM**2
+
+# Entries above this are scaled down before squaring (float32 squares overflow
+# past 1.8e19); below it nothing changes, bit for bit.
+_HUGE = 2.0**40
 
 
 def check_metric(metric: str) -> Metric:
@@ -78,12 +96,36 @@ def check_embeddings(x: torch.Tensor | np.ndarray, name: str = "embeddings") -> 
         )
 
 
+def _scales(peak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(down, up)``: powers of two taking ``peak`` to about 1 where it exceeds 2**40, else 1.
+
+    Powers of two multiply exactly, so scaled rows keep every bit of precision.
+    """
+    top = math.frexp(torch.finfo(peak.dtype).max)[1] - 2  # 2**top and 2**-top are normal
+    exponent = torch.frexp(peak).exponent.clamp(max=top)
+    exponent = torch.where(peak > _HUGE, exponent, torch.zeros_like(exponent))
+    one = torch.ones_like(peak)
+    return torch.ldexp(one, -exponent), torch.ldexp(one, exponent)
+
+
+def _row_peak(t: torch.Tensor) -> torch.Tensor:
+    """The largest magnitude of each row, ``(..., 1)``; 0 for rows of no entries."""
+    if t.shape[-1] == 0:
+        return t.new_zeros((*t.shape[:-1], 1))
+    return t.detach().abs().amax(dim=-1, keepdim=True)
+
+
 def prepare(x: ArrayT, metric: str) -> ArrayT:
     """Put embeddings in the form the geometry compares: L2-normalised for cosine.
+
+    Norms are computed without overflow: a row of ``1e30`` normalises to the
+    same unit vector as a row of ones.
 
     Example:
         >>> prepare(np.array([[3.0, 4.0]], dtype=np.float32), "cosine").tolist()
         [[0.6000000238418579, 0.800000011920929]]
+        >>> prepare(np.full((1, 4), 1e30, dtype=np.float32), "cosine").tolist()
+        [[0.5, 0.5, 0.5, 0.5]]
     """
     if check_metric(metric) == "euclidean":
         return x
@@ -91,8 +133,20 @@ def prepare(x: ArrayT, metric: str) -> ArrayT:
         # NumPy directly: a search of one query should not pay for a trip through torch.
         x32 = np.asarray(x, dtype=np.float32)
         norms = np.sqrt(np.einsum("...i,...i->...", x32, x32))[..., None]
+        if not np.isfinite(norms).all():  # squares overflowed: redo those rows scaled
+            x32, norms = _rescaled_rows(x32, ~np.isfinite(norms))
         return x32 / np.maximum(norms, _EPS)
-    return torch.nn.functional.normalize(x, dim=-1, eps=_EPS)
+    if not x.is_floating_point() or x.numel() == 0:
+        return torch.nn.functional.normalize(x, dim=-1, eps=_EPS)
+    down, _ = _scales(_row_peak(x))
+    return torch.nn.functional.normalize(x * down, dim=-1, eps=_EPS)
+
+
+def _rescaled_rows(x: np.ndarray, huge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` with its ``huge`` rows divided by their largest entry, and the new norms."""
+    peak = np.maximum(np.abs(x).max(axis=-1, keepdims=True), np.finfo(np.float32).tiny)
+    x = np.where(huge, x / peak, x)
+    return x, np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
 
 
 def paired_distances(a: ArrayT, b: ArrayT, metric: str) -> ArrayT:
@@ -117,10 +171,20 @@ def paired_distances(a: ArrayT, b: ArrayT, metric: str) -> ArrayT:
             f"paired embeddings differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}"
         )
     if metric == "euclidean":
-        d = ((ta - tb) ** 2).sum(-1).clamp_min(_EPS).sqrt()
+        d = _paired_euclidean(ta, tb)
     else:
         d = 1.0 - (prepare(ta, metric) * prepare(tb, metric)).sum(-1)
     return _like(d, a)
+
+
+def _paired_euclidean(ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
+    if not ta.is_floating_point() or ta.numel() == 0:
+        return ((ta - tb) ** 2).sum(-1).clamp_min(_EPS).sqrt()
+    down, up = _scales(torch.maximum(_row_peak(ta), _row_peak(tb)))
+    down, up = down.squeeze(-1), up.squeeze(-1)
+    sq = ((ta * down[..., None] - tb * down[..., None]) ** 2).sum(-1)
+    # A scalar floor, as before scaling: a tensor one would round to 0 in float16.
+    return sq.clamp_min(_EPS).sqrt() * up
 
 
 def pairwise_distances(a: ArrayT, b: ArrayT | None, metric: str) -> ArrayT:
@@ -136,10 +200,22 @@ def pairwise_distances(a: ArrayT, b: ArrayT | None, metric: str) -> ArrayT:
     if ta.shape[-1] != tb.shape[-1]:
         raise ShapeError(f"embedding sizes differ: {ta.shape[-1]} vs {tb.shape[-1]}")
     if metric == "euclidean":
-        sq = (ta * ta).sum(-1, keepdim=True) - 2 * ta @ tb.T + (tb * tb).sum(-1)
-        d = sq.clamp_min(_EPS).sqrt()
+        d = _pairwise_euclidean(ta, tb)
     else:
         d = 1.0 - prepare(ta, metric) @ prepare(tb, metric).T
     if b is None:
         d = d - torch.diag_embed(torch.diagonal(d))  # self-distance is exactly zero
     return _like(d, a)
+
+
+def _pairwise_euclidean(ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
+    if ta.is_floating_point() and ta.numel() and tb.numel():
+        # One scale for all rows: the cross term mixes every row of a with every row of b.
+        down, up = _scales(torch.maximum(_row_peak(ta).max(), _row_peak(tb).max()))
+        scaled = ta * down
+        ta, tb = scaled, scaled if tb is ta else tb * down
+    else:
+        up = None
+    sq = (ta * ta).sum(-1, keepdim=True) - 2 * ta @ tb.T + (tb * tb).sum(-1)
+    d = sq.clamp_min(_EPS).sqrt()
+    return d if up is None else d * up

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from importlib import metadata
 from typing import Any, Generic, TypeVar
@@ -118,8 +119,22 @@ class Registry(Generic[T]):
             ) from None
 
     def create(self, name: str, **kwargs: Any) -> T:
-        """Instantiate the class registered as ``name`` with ``kwargs``."""
-        return self.get(name)(**kwargs)
+        """Instantiate the class registered as ``name`` with ``kwargs``.
+
+        Raises:
+            UnknownComponentError: no class is registered as ``name``.
+            ConfigError: ``kwargs`` do not fit the class's constructor.
+        """
+        cls = self.get(name)
+        _check_arguments(cls, name, self.kind, kwargs)
+        try:
+            return cls(**kwargs)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as err:  # a value of the wrong type or range
+            raise ConfigError(
+                f"cannot build the {self.kind} {name!r} with {kwargs}: {err}"
+            ) from None
 
     def names(self) -> list[str]:
         """All registered names, plugins included, sorted."""
@@ -136,3 +151,18 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         self._load_plugins()
         return name in self._classes
+
+
+def _check_arguments(cls: type, name: str, kind: str, kwargs: dict[str, Any]) -> None:
+    # Binding first tells a wrong argument name from a TypeError inside __init__.
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return
+    try:
+        signature.bind(**kwargs)
+    except TypeError as err:
+        accepted = ", ".join(signature.parameters) or "none"
+        raise ConfigError(
+            f"the {kind} {name!r} does not take these arguments ({err}); it accepts: {accepted}"
+        ) from None

@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     from siamkit.evaluation.runner import evaluate_encoder
 
     encoder = load_encoder(args.model)
-    out = args.out or args.model / "evaluation"
+    from siamkit.cli.train import EVAL_FOLDER
+
+    out = args.out or args.model / EVAL_FOLDER
     result = evaluate_encoder(
         encoder, args.data, pairs=args.pairs, out_dir=out, model_dir=args.model, seed=args.seed,
         progress=not (args.quiet or args.json),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -47,8 +48,10 @@ def _list_components(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status.
 
-    Errors siamkit raises on purpose are printed as one line (exit status 2);
-    anything else is a bug and keeps its traceback.
+    Every failure is printed as one line, never a traceback: errors siamkit
+    raises on purpose (exit status 2), the system's (a full disk, a folder
+    without write permission: 1) and, as a last resort, anything else, which
+    is a bug in siamkit (1; ``SIAMKIT_DEBUG=1`` shows its traceback).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -63,6 +66,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("siamkit: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        print(f"siamkit: error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:
+        if os.environ.get("SIAMKIT_DEBUG"):
+            raise
+        print(
+            f"siamkit: internal error: {type(err).__name__}: {err}. This is a bug in siamkit: "
+            "please report it with the command you ran (SIAMKIT_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

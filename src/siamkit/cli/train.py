@@ -12,6 +12,8 @@ from siamkit.exceptions import ConfigError, TrainingError
 from siamkit.training.config import TrainConfig
 
 SPLIT_FILE = "split.json"
+#: Where `siamkit eval --model DIR` writes its report by default.
+EVAL_FOLDER = "evaluation"
 
 
 def add_parser(commands: Any) -> None:
@@ -153,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
     from siamkit.encoders.base import create_encoder
     from siamkit.training.trainer import Trainer
 
+    _check_out_folder(args.out, resume=args.resume)
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -182,8 +185,6 @@ def run(args: argparse.Namespace) -> int:
     encoder = create_encoder(args.encoder, **parse_encoder_args(args.encoder_arg))
     trainer = Trainer(encoder, config, progress=not args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
-    if not args.resume:
-        _refuse_existing_run(args.out)
     write_json(args.out / SPLIT_FILE, split_info)
     result = trainer.fit(split.train, split.val if len(split.val) else None, args.out, args.resume)
     last = result.history[-1]
@@ -200,23 +201,54 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_existing_run(out: Path) -> None:
+def _check_out_folder(out: Path, resume: bool) -> None:
+    """Refuse an --out that holds anything but a training run (or a run without --resume)."""
     from siamkit.training.trainer import CHECKPOINT_FILE
 
-    if (out / CHECKPOINT_FILE).exists():
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: pass a folder for the model")
+    if not out.exists():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if not _is_run_file(p.name))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise ConfigError(
+            f"--out {out} holds files that are not from a training run ({shown}): pick a "
+            "new or empty folder, so nothing there is overwritten or deleted"
+        )
+    if (out / CHECKPOINT_FILE).exists() and not resume:
         raise TrainingError(
             f"{out} already holds a training run: add --resume to continue it, "
             "or pick another --out"
         )
 
 
+def _is_run_file(name: str) -> bool:
+    from siamkit.encoders.base import ENCODER_FILE, WEIGHTS_FILE
+    from siamkit.training.trainer import CHECKPOINT_FILE, HISTORY_FILE, PLOT_FILE
+
+    written = {ENCODER_FILE, CHECKPOINT_FILE, HISTORY_FILE, PLOT_FILE, SPLIT_FILE, EVAL_FOLDER}
+    temporary = name.startswith(".") and (name.endswith(".tmp") or name == ".encoder-weights.pt")
+    return name in written or bool(WEIGHTS_FILE.fullmatch(name)) or temporary
+
+
 def _check_resume_split(args: argparse.Namespace, split_info: dict[str, Any]) -> None:
     path = args.out / SPLIT_FILE
     if not args.resume or not path.exists():
         return
-    saved = json.loads(path.read_text())
-    if saved.get("val_classes") != split_info["val_classes"]:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
         raise TrainingError(
-            f"cannot resume {args.out}: it held out {saved.get('val_classes')}, this call "
+            f"cannot resume {args.out}: {path} is unreadable ({err}); restore it, or start "
+            "a new run in another --out"
+        ) from None
+    if not isinstance(saved, dict) or saved.get("val_classes") != split_info["val_classes"]:
+        raise TrainingError(
+            f"cannot resume {args.out}: it held out {_held_out(saved)}, this call "
             f"{split_info['val_classes']}; use the same --seed and --val-classes"
         )
+
+
+def _held_out(saved: object) -> object:
+    return saved.get("val_classes") if isinstance(saved, dict) else saved

@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -25,9 +26,9 @@ from PIL import Image
 from torch import nn
 
 from siamkit._atomic import sha256_file, write_json, write_with
-from siamkit._manifest import read_manifest
+from siamkit._manifest import plain_file_name, read_manifest
 from siamkit._version import __version__
-from siamkit.data.images import load_image
+from siamkit.data.images import load_image, to_8bit
 from siamkit.exceptions import ConfigError, ModelFileError, NonFiniteError, ShapeError
 from siamkit.geometry import Metric, check_metric
 from siamkit.registry import Registry
@@ -35,6 +36,11 @@ from siamkit.registry import Registry
 ENCODER_FILE = "encoder.json"
 FORMAT_NAME = "siamkit-encoder"
 FORMAT_VERSION = 1
+#: The only weights file names a manifest may name: what :meth:`Encoder.save` writes.
+WEIGHTS_FILE = re.compile(r"encoder-[0-9a-f]{16}\.pt")
+_STAGING_FILE = ".encoder-weights.pt"
+#: NumPy arrays of these types are pictures (``(H, W)`` or ``(H, W, C)``), not tensors.
+_PICTURE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
 ImageLike = Image.Image | str | os.PathLike | torch.Tensor | np.ndarray
 
@@ -121,19 +127,20 @@ class Encoder(nn.Module, metaclass=ABCMeta):
     def preprocess(self, item: ImageLike) -> torch.Tensor:
         """One image, path or tensor as a model input tensor.
 
-        Tensors and float arrays are taken as already preprocessed; a uint8 array
-        is a picture and is preprocessed like a PIL image.
+        Tensors and float arrays are taken as already preprocessed; a uint8 or
+        uint16 array is a picture and is preprocessed like a PIL image. Images
+        of more than 8 bits are scaled to 8 (:func:`~siamkit.data.images.to_8bit`).
         """
         if isinstance(item, torch.Tensor):
             return item.float()
-        if isinstance(item, np.ndarray) and item.dtype == np.uint8:
+        if isinstance(item, np.ndarray) and item.dtype in _PICTURE_DTYPES:
             item = Image.fromarray(item)
         elif isinstance(item, np.ndarray):
             return torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32))
         if isinstance(item, (str, os.PathLike)):
             item = load_image(item, mode=self.image_mode)
         if isinstance(item, Image.Image):
-            return self.transform(item.convert(self.image_mode))
+            return self.transform(to_8bit(item).convert(self.image_mode))
         raise ConfigError(
             f"cannot embed an object of type {type(item).__name__}: pass PIL images, "
             "file paths, or preprocessed tensors"
@@ -241,9 +248,9 @@ class Encoder(nn.Module, metaclass=ABCMeta):
             ) from None
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
-        previous = _read_manifest(directory) if (directory / ENCODER_FILE).exists() else None
+        _check_previous_save(directory)  # before anything is written or deleted
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        staging = directory / ".encoder-weights.pt"
+        staging = directory / _STAGING_FILE
         write_with(staging, lambda handle: torch.save(state, handle))
         weights_sha = sha256_file(staging)
         weights_name = f"encoder-{weights_sha[:16]}.pt"
@@ -264,10 +271,34 @@ class Encoder(nn.Module, metaclass=ABCMeta):
             "extra": extra or {},
         }
         write_json(directory / ENCODER_FILE, manifest)
-        old_weights = (previous or {}).get("weights")
-        if old_weights and old_weights != weights_name:
-            (directory / old_weights).unlink(missing_ok=True)
+        _collect_garbage(directory, keep=weights_name)
         return directory
+
+
+def _check_previous_save(directory: Path) -> None:
+    """Refuse to save over a manifest that names a file siamkit would not write."""
+    if (directory / ENCODER_FILE).exists():
+        _weights_name(_read_manifest(directory), directory)
+
+
+def _weights_name(manifest: dict[str, Any], directory: Path) -> str:
+    return plain_file_name(
+        manifest.get("weights"),
+        WEIGHTS_FILE,
+        error=ModelFileError,
+        manifest=directory / ENCODER_FILE,
+    )
+
+
+def _collect_garbage(directory: Path, keep: str) -> None:
+    # Old weights, and what a save killed midway left behind: its staging file,
+    # write_with's temporary copy of it, or weights no manifest names.
+    for path in directory.iterdir():
+        name = path.name
+        stale = (WEIGHTS_FILE.fullmatch(name) and name != keep) or name == _STAGING_FILE
+        temporary = name.startswith((f".{_STAGING_FILE}.", f".{ENCODER_FILE}."))
+        if stale or (temporary and name.endswith(".tmp")):
+            path.unlink(missing_ok=True)
 
 
 def default_transform(
@@ -289,12 +320,12 @@ def default_transform(
 
 
 def _as_item_list(images: Any) -> list[ImageLike]:
-    # A 4-D tensor is a batch of images and a 2-D one a batch of vectors; a uint8
+    # A 4-D tensor is a batch of images and a 2-D one a batch of vectors; a uint8 (or uint16)
     # array is a single picture (H, W) or (H, W, C).
     if isinstance(images, torch.Tensor):
         return list(images) if images.ndim in (2, 4) else [images]
     if isinstance(images, np.ndarray):
-        if images.dtype == np.uint8:
+        if images.dtype in _PICTURE_DTYPES:
             return [images]
         return list(images) if images.ndim in (2, 4) else [images]
     if isinstance(images, (str, os.PathLike, Image.Image)):
@@ -428,7 +459,7 @@ def load_encoder(
     directory = Path(path)
     manifest = _read_manifest(directory)
     cls = encoder_class or encoder_registry.get(manifest["name"])
-    weights_path = directory / str(manifest.get("weights", ""))
+    weights_path = directory / _weights_name(manifest, directory)
     if not weights_path.is_file():
         raise ModelFileError(f"weights file {weights_path} is missing; save the model again")
     if sha256_file(weights_path) != manifest.get("weights_sha256"):

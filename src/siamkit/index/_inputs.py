@@ -18,6 +18,7 @@ from PIL import Image
 
 from siamkit.encoders.base import Encoder
 from siamkit.exceptions import ConfigError, NonFiniteError, ShapeError
+from siamkit.geometry import _MAX_SQUARED_NORM, MAX_EMBEDDING_NORM
 
 Paths = list[str | None]
 
@@ -83,7 +84,8 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 def _checked(array: np.ndarray, dim: int | None) -> np.ndarray:
-    array = np.asarray(array, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32: inf, refused
+        array = np.asarray(array, dtype=np.float32)
     if array.ndim == 1:
         array = array[None, :]
     if array.ndim != 2 or (dim is not None and array.shape[1] != dim):
@@ -92,12 +94,43 @@ def _checked(array: np.ndarray, dim: int | None) -> np.ndarray:
             f"embeddings must have shape {expected} (or ({dim},) for one), got "
             f"{tuple(array.shape)}; to encode images pass paths, PIL images or torch tensors"
         )
-    if not np.isfinite(array).all():
-        bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
-        raise NonFiniteError(
-            f"embeddings contain NaN or infinity (rows {bad[:5].tolist()}): fix or drop them"
-        )
+    check_vectors(array)
     return np.ascontiguousarray(array)
+
+
+def check_vectors(vectors: np.ndarray, what: str = "embeddings") -> None:
+    """Raise ``NonFiniteError`` unless every row of a float32 ``(N, D)`` array is usable.
+
+    A row is usable when it is finite and its L2 norm is at most
+    ``siamkit.geometry.MAX_EMBEDDING_NORM`` (1e18): FAISS computes
+    squared distances in float32, which larger vectors overflow into NaN. One
+    pass decides: the float32 squared norms are NaN or infinite for non-finite
+    rows, and over the bound (or overflowed) for huge ones.
+
+    Example:
+        >>> check_vectors(np.full((1, 4), 1e30, dtype="float32"))
+        Traceback (most recent call last):
+        ...
+        siamkit.exceptions.NonFiniteError: embeddings of L2 norm above 1e+18 (rows [0]) ...
+    """
+    squared = np.einsum("ij,ij->i", vectors, vectors)  # einsum: no overflow warning
+    usable = squared <= _MAX_SQUARED_NORM  # False for NaN too
+    if usable.all():
+        return
+    finite = np.isfinite(vectors).all(axis=1)
+    broken = np.flatnonzero(~finite)
+    if broken.size:
+        raise NonFiniteError(
+            f"{what} contain NaN or infinity, or values beyond float32's range (rows "
+            f"{broken[:5].tolist()}): fix or drop them"
+        )
+    huge = np.flatnonzero(~usable)
+    raise NonFiniteError(
+        f"{what} of L2 norm above {MAX_EMBEDDING_NORM:g} (rows {huge[:5].tolist()}) cannot "
+        "be indexed or searched: FAISS computes their squared distances in float32, which "
+        "overflow. Rescale them (for cosine, normalise them first); real encoders give norms "
+        "near 1"
+    )
 
 
 def _encode(encoder: Encoder, inputs: Any, batch_size: int, progress: bool) -> np.ndarray:
@@ -111,7 +144,9 @@ def _encode(encoder: Encoder, inputs: Any, batch_size: int, progress: bool) -> n
             batch = inputs[start : start + batch_size]
             chunks.append(encoder.embed(batch, batch_size=batch_size))
             bar.update(len(batch))
-    return np.concatenate(chunks)
+    embeddings = np.concatenate(chunks)
+    check_vectors(embeddings, f"the embeddings {type(encoder).__name__} produced")
+    return embeddings
 
 
 # -- ids, labels, metadata ------------------------------------------------------------

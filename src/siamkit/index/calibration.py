@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,26 @@ def check_far(target_far: float) -> float:
     return float(target_far)
 
 
+def check_threshold(threshold: Any) -> float:
+    """``threshold`` as a float if it is a usable distance: a finite number, not negative.
+
+    Example:
+        >>> check_threshold(0.5)
+        0.5
+        >>> check_threshold("abc")
+        Traceback (most recent call last):
+        ...
+        siamkit.exceptions.ConfigError: threshold must be a finite, non-negative distance ...
+    """
+    number = isinstance(threshold, (int, float, np.integer, np.floating))
+    if isinstance(threshold, bool) or not number or not 0.0 <= float(threshold) < math.inf:
+        raise ConfigError(
+            f"threshold must be a finite, non-negative distance (e.g. 0.5), got {threshold!r}; "
+            "calibrate the index to get one"
+        )
+    return float(threshold)
+
+
 def fit_far_threshold(
     distances: Any, same: Any, target_far: float, source: str = "pairs"
 ) -> Calibration:
@@ -49,7 +70,8 @@ def fit_far_threshold(
     point = int(np.searchsorted(curve.far, target_far, side="right")) - 1
     threshold = float(curve.thresholds[point])
     if not np.isfinite(threshold):
-        threshold = float(np.nextafter(d[~s].min(), -np.inf))
+        # No distance can be negative, so an impostor pair at 0 stays accepted.
+        threshold = max(0.0, float(np.nextafter(d[~s].min(), -np.inf)))
     impostor, genuine = d[~s], d[s]
     return Calibration(
         threshold=threshold,

@@ -26,7 +26,7 @@ from siamkit.exceptions import (
     ShapeError,
     UnknownIdError,
 )
-from siamkit.geometry import check_metric, paired_distances, prepare
+from siamkit.geometry import _MAX_SQUARED_NORM, check_metric, paired_distances, prepare
 from siamkit.index import storage
 from siamkit.index._inputs import (
     check_id,
@@ -44,7 +44,13 @@ from siamkit.index.backends import (
     to_distances,
     unscaled_query_distances,
 )
-from siamkit.index.calibration import MAX_PAIRS, check_far, fit_far_threshold, gallery_pairs
+from siamkit.index.calibration import (
+    MAX_PAIRS,
+    check_far,
+    check_threshold,
+    fit_far_threshold,
+    gallery_pairs,
+)
 from siamkit.index.results import (
     Calibration,
     ItemId,
@@ -151,9 +157,7 @@ class FaceIndex:
 
     @threshold.setter
     def threshold(self, value: float | None) -> None:
-        if value is not None and (isinstance(value, bool) or not math.isfinite(float(value))):
-            raise ConfigError(f"threshold must be a finite distance or None, got {value!r}")
-        self._threshold = None if value is None else float(value)
+        self._threshold = None if value is None else check_threshold(value)
         if self.calibration is not None and self.calibration.threshold != self._threshold:
             self.calibration = None  # the report no longer describes the threshold
 
@@ -596,9 +600,7 @@ class FaceIndex:
                 "no decision threshold: call index.calibrate(target_far=...) on a gallery "
                 "with several images per person, or pass threshold="
             )
-        if isinstance(threshold, bool) or not math.isfinite(float(threshold)):
-            raise ConfigError(f"threshold must be a finite distance, got {threshold!r}")
-        return float(threshold)
+        return check_threshold(threshold)
 
     def _queries(self, queries: Any, k: int) -> tuple[np.ndarray, bool]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
@@ -611,15 +613,18 @@ class FaceIndex:
 
         Issue #3 allows a single query 50 µs on top of FAISS, and after FAISS has
         swept the CPU caches every NumPy call costs microseconds. So this path
-        makes one (the squared norm, which is also the check for NaN and inf)
-        besides the search: FAISS searches the query as given, since scaling
-        does not change the order, and the scores become distances in Python.
-        None (nothing done) for anything else: the general path handles it.
+        makes one (the squared norm, which is also the check for NaN, inf and
+        norms over ``MAX_EMBEDDING_NORM``, whose float32 distances would
+        overflow) besides the search: FAISS searches the query as given, since
+        scaling does not change the order, and the scores become distances in
+        Python. None (nothing done) for anything else: the general path handles
+        it, and raises for what this refuses.
         """
         if vector.shape != (self._dim,) or type(k) is not int or k <= 0:
             return None
-        squared = float(np.dot(vector, vector))
-        if not math.isfinite(squared):  # NaN or inf, or an overflow: said by the general path
+        # vdot, not dot: as fast, and silent when the float32 square overflows to inf.
+        squared = float(np.vdot(vector, vector))
+        if not squared <= _MAX_SQUARED_NORM:  # also False for NaN and inf
             return None
         with self._reading:
             backend = self._plain_backend(k)
@@ -913,17 +918,17 @@ class FaceIndex:
         manifest, vectors, records, faiss_index = storage.load_index_files(directory)
         _check_encoder(manifest, encoder, directory)
         params = manifest["params"]
-        index = cls(
-            encoder,
-            metric=manifest["metric"],
-            index=manifest["index"],
-            dim=manifest["dim"],
-            ef_search=params.get("ef_search"),
-            nprobe=params.get("nprobe"),
-        )
         try:
+            index = cls(
+                encoder,
+                metric=manifest["metric"],
+                index=manifest["index"],
+                dim=manifest["dim"],
+                ef_search=params["ef_search"],
+                nprobe=params["nprobe"],
+            )
             index._restore(manifest, vectors, records, faiss_index)
-        except (KeyError, TypeError, ValueError, IndexError) as err:
+        except (ConfigError, ValueError) as err:
             raise IndexFileError(
                 f"the face index in {directory} is inconsistent ({err}); save or build it again"
             ) from None
@@ -932,31 +937,24 @@ class FaceIndex:
     def _restore(
         self, manifest: dict[str, Any], vectors: np.ndarray, records: dict[str, Any], index: Any
     ) -> None:
-        ids = [check_id(i) for i in records["ids"]]
-        labels = [check_label(label) for label in records["labels"]]
-        metadata = records["metadata"]
-        if not len(ids) == len(labels) == len(metadata) == len(vectors):
-            raise ValueError(f"{len(vectors)} vectors but {len(ids)} ids, {len(labels)} labels")
+        """Fill a new index from checked files (see :mod:`siamkit.index._schema`)."""
         store = self._require_store()
-        removed = sorted({int(r) for r in records["removed"]})
-        if removed and not 0 <= removed[0] <= removed[-1] < len(ids):
-            raise ValueError("removed rows out of range")
-        store.append(vectors, ids, labels, metadata)
-        store.restore_removed(removed)
-        if len(store.row_of) != store.num_alive:
-            raise ValueError("repeated ids")
-        self._next_id = int(records["next_id"])
+        store.append(vectors, records["ids"], records["labels"], records["metadata"])
+        store.restore_removed(records["removed"])
+        self._next_id = records["next_id"]
         backend = self._require_backend()
-        if index is None:
-            backend.rebuild(store.vectors)
-        else:
-            backend.attach(index, manifest["params"].get("trained_rows", 0), store.num_rows)
-        calibration = manifest.get("calibration")
+        if index is not None:
+            backend.attach(index, manifest["params"]["trained_rows"], store.num_rows)
+        elif self._spec.kind == "flat" or 0 < store.num_rows < backend.min_train():
+            backend.rebuild(store.vectors)  # cheap: no FAISS file was saved for these
+        elif store.num_rows:
+            raise ValueError(f"the FAISS file of this {self._spec.name!r} index is missing")
+        calibration = manifest["calibration"]
         self.calibration = None if calibration is None else Calibration(**calibration)
-        self.threshold = manifest.get("threshold")
-        self.extra = dict(manifest.get("extra") or {})
+        self.threshold = manifest["threshold"]
+        self.extra = dict(manifest["extra"])
         if self.encoder is None:
-            self._encoder_info = manifest.get("encoder")
+            self._encoder_info = manifest["encoder"]
 
     # -- internals -------------------------------------------------------------------
     def _create_storage(self, dim: int) -> RowStore:

@@ -1,4 +1,4 @@
-"""Crash-safe files of a saved face index.
+"""Crash-safe files of a saved face index, and their checked loading.
 
 Layout of an index directory::
 
@@ -12,6 +12,14 @@ manifest, which is replaced last by an atomic rename; files the new manifest
 does not name are deleted only after that. A process killed at any moment
 leaves the old manifest with its old files, or the new one with its new
 files: always a loadable index, never a mix.
+
+Loading trusts nothing: the manifest's schema and checksum
+(:mod:`siamkit.index._schema`), each file's size and checksum, the vectors'
+header, the records, and the FAISS file's header and body
+(:mod:`siamkit.index._faiss_file`). Each file is opened once and checked and
+read through that one handle, so a save in another process that deletes it
+meanwhile cannot pull it away; a load that finds a file already gone starts
+over with the new manifest.
 """
 
 from __future__ import annotations
@@ -20,26 +28,31 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import faiss
 import numpy as np
 
-from siamkit._atomic import _fsync_dir, sha256_file, write_json
+from siamkit._atomic import _fsync_dir, honour_umask, write_json
 from siamkit._manifest import read_manifest as read_json_manifest
-from siamkit.exceptions import IndexFileError
-from siamkit.geometry import METRICS
+from siamkit.exceptions import IndexFileError, NonFiniteError
+from siamkit.index import _schema
+from siamkit.index._faiss_file import read_faiss_index
+from siamkit.index._inputs import check_vectors
+from siamkit.index.backends import IndexSpec
 
 MANIFEST = "face_index.json"
-FORMAT_NAME = "siamkit-face-index"
-FORMAT_VERSION = 1
-_DATA_FILE = re.compile(r"^(vectors|records|faiss)-[0-9a-f]{16}\.(npy|json|faiss)$")
+FORMAT_NAME = _schema.FORMAT_NAME
+FORMAT_VERSION = _schema.FORMAT_VERSION
 _TEMP_PREFIX = ".face_index-"
 _LOCK_FILE = ".face_index.lock"
+#: A load retries this many times when saves in other processes keep replacing the files.
+LOAD_ATTEMPTS = 20
+#: Stored cosine vectors are unit vectors (or zero); this much rounding is allowed.
+_UNIT_TOLERANCE = 1e-3
 
 
 class _HashingWriter:
@@ -56,18 +69,19 @@ class _HashingWriter:
 
 
 def write_data_file(
-    directory: Path, stem: str, suffix: str, writer: Callable[[_HashingWriter], Any]
+    directory: Path, kind: str, writer: Callable[[_HashingWriter], Any]
 ) -> dict[str, Any]:
     """Write a file named by its content hash, durably; returns its manifest entry."""
     fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=".tmp", dir=directory)
     try:
+        honour_umask(fd)
         with os.fdopen(fd, "wb") as handle:
             hashing = _HashingWriter(handle)
             writer(hashing)
             handle.flush()
             os.fsync(handle.fileno())
         sha = hashing.digest.hexdigest()
-        name = f"{stem}-{sha[:16]}{suffix}"
+        name = _schema.data_file_name(kind, sha)
         os.replace(tmp, directory / name)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -89,18 +103,16 @@ def save_index_files(
     with _directory_lock(directory):
         files = {
             "vectors": write_data_file(
-                directory, "vectors", ".npy", lambda f: np.save(f, vectors, allow_pickle=False)
+                directory, "vectors", lambda f: np.save(f, vectors, allow_pickle=False)
             ),
             "records": write_data_file(
-                directory, "records", ".json", lambda f: f.write(json.dumps(records).encode())
+                directory, "records", lambda f: f.write(json.dumps(records).encode())
             ),
         }
         if write_faiss is not None:
-            files["faiss"] = write_data_file(
-                directory, "faiss", ".faiss", lambda f: write_faiss(f.write)
-            )
+            files["faiss"] = write_data_file(directory, "faiss", lambda f: write_faiss(f.write))
         _fsync_dir(directory)
-        write_json(directory / MANIFEST, {**manifest, "files": files})
+        write_json(directory / MANIFEST, _schema.with_checksum({**manifest, "files": files}))
         _collect_garbage(directory, keep={entry["name"] for entry in files.values()})
 
 
@@ -110,7 +122,8 @@ def _refuse_foreign(directory: Path) -> None:
         read_manifest(directory)  # refuses what is not (or is a newer) face index
         return
     if any(directory.iterdir()) and not any(
-        _DATA_FILE.match(p.name) or p.name.startswith(".face_index") for p in directory.iterdir()
+        _schema.is_data_file_name(p.name) or p.name.startswith(".face_index")
+        for p in directory.iterdir()
     ):
         raise IndexFileError(
             f"{directory} is a non-empty folder that holds no face index: save the "
@@ -119,29 +132,58 @@ def _refuse_foreign(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def _directory_lock(directory: Path) -> Iterator[None]:
-    # Two processes saving into one folder would otherwise delete each other's
-    # fresh files; fcntl is POSIX-only, and elsewhere saves are not serialised.
+def _directory_lock(directory: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold the folder's save lock; yields False when ``wait`` is off and a save holds it.
+
+    Two processes saving into one folder would otherwise delete each other's
+    fresh files; fcntl is POSIX-only, and elsewhere saves are not serialised.
+    """
     try:
         import fcntl
     except ImportError:  # pragma: no cover
-        yield
+        yield wait
         return
     with open(directory / _LOCK_FILE, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
         try:
-            yield
+            fcntl.flock(handle.fileno(), flags)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _collect_garbage(directory: Path, keep: set[str]) -> None:
     for path in directory.iterdir():
-        stale_data = _DATA_FILE.match(path.name) and path.name not in keep
-        stale_temp = path.name.startswith((_TEMP_PREFIX, f".{MANIFEST}.")) and path.name.endswith(
-            ".tmp"
-        )
-        if stale_data or stale_temp:
+        stale_data = _schema.is_data_file_name(path.name) and path.name not in keep
+        if stale_data or _is_temporary(path.name):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith((_TEMP_PREFIX, f".{MANIFEST}.")) and name.endswith(".tmp")
+
+
+def remove_leftovers(directory: Path) -> None:
+    """Delete temporary files of a save that was killed, unless a save is running now.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".face_index-x.tmp").write_bytes(b"half")
+        >>> remove_leftovers(folder); sorted(p.name for p in folder.iterdir())
+        ['.face_index.lock']
+    """
+    leftovers = [p for p in directory.iterdir() if _is_temporary(p.name)]
+    if not leftovers:
+        return
+    # A read-only folder (a shared copy) cannot be cleaned, and need not be.
+    with contextlib.suppress(OSError), _directory_lock(directory, wait=False) as locked:
+        for path in leftovers if locked else ():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
@@ -162,87 +204,122 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         "folder written by FaceIndex.save() or `siamkit index build --out`",
         resave="save or build the index again",
     )
-    _check_manifest_fields(path, manifest)
+    _schema.check_manifest(manifest, path)
     return manifest
-
-
-def _check_manifest_fields(path: Path, manifest: dict[str, Any]) -> None:
-    checks = {
-        "dim": lambda v: isinstance(v, int) and v > 0,
-        "metric": lambda v: v in METRICS,
-        "index": lambda v: isinstance(v, str) and bool(v),
-        "rows": lambda v: isinstance(v, int) and v >= 0,
-        "files": lambda v: isinstance(v, dict) and {"vectors", "records"} <= set(v),
-        "params": lambda v: isinstance(v, dict),
-    }
-    bad = [key for key, ok in checks.items() if not ok(manifest.get(key))]
-    if bad:
-        raise IndexFileError(
-            f"{path} is damaged: missing or invalid {', '.join(bad)}; save or build the index again"
-        )
 
 
 def load_index_files(
     directory: Path,
 ) -> tuple[dict[str, Any], np.ndarray, dict[str, Any], Any]:
     """``(manifest, vectors, records, faiss index or None)``, every file checked."""
-    for attempt in range(3):
+    remove_leftovers(directory) if directory.is_dir() else None
+    for attempt in range(LOAD_ATTEMPTS):
         manifest = read_manifest(directory)
         try:
             return manifest, *_load_data(directory, manifest)
         except FileNotFoundError as err:
-            # A save in another process may have just replaced the files: retry
-            # with its manifest; a file missing for good is reported.
-            if attempt == 2 or read_manifest(directory) == manifest:
+            # A save in another process replaced the files after we read its
+            # manifest: start over with the new one. A file missing for good
+            # (the manifest unchanged) is reported.
+            if attempt == LOAD_ATTEMPTS - 1 or read_manifest(directory) == manifest:
                 raise IndexFileError(
                     f"{err.filename} is missing from the face index in {directory}; "
                     "save or build the index again"
                 ) from None
+            time.sleep(0.001 * attempt)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _load_data(directory: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, dict, Any]:
     files = manifest["files"]
-    vectors_path = _checked_file(directory, files["vectors"])
-    records_path = _checked_file(directory, files["records"])
-    faiss_path = _checked_file(directory, files["faiss"]) if files.get("faiss") else None
-    try:
-        vectors = np.load(vectors_path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise IndexFileError(f"cannot read {vectors_path}: {err}") from None
-    if vectors.dtype != np.float32 or vectors.shape != (manifest["rows"], manifest["dim"]):
-        raise IndexFileError(
-            f"{vectors_path} holds {vectors.dtype} {vectors.shape}, the manifest says "
-            f"float32 ({manifest['rows']}, {manifest['dim']}); save or build the index again"
-        )
-    try:
-        records = json.loads(records_path.read_text())
-    except (OSError, ValueError) as err:
-        raise IndexFileError(f"cannot read {records_path}: {err}") from None
-    index = None
-    if faiss_path is not None:
-        try:
-            index = faiss.read_index(str(faiss_path))
-        except RuntimeError as err:
-            raise IndexFileError(f"cannot read the FAISS index {faiss_path}: {err}") from None
+    with contextlib.ExitStack() as stack:
+        handles = {
+            kind: stack.enter_context(_open_checked(directory, entry))
+            for kind, entry in files.items()
+        }
+        vectors = _read_vectors(handles["vectors"], manifest, directory / files["vectors"]["name"])
+        records = _read_records(handles["records"], manifest, directory / files["records"]["name"])
+        index = None
+        if "faiss" in handles:
+            expected = {
+                "kind": IndexSpec.parse(manifest["index"]).kind,
+                "dim": manifest["dim"],
+                "rows": manifest["rows"],
+                "metric": manifest["metric"],
+            }
+            try:
+                index = read_faiss_index(handles["faiss"], files["faiss"]["bytes"], expected)
+            except IndexFileError as err:
+                raise IndexFileError(
+                    f"{directory / files['faiss']['name']}: {err}; save or build the index again"
+                ) from None
     return vectors, records, index
 
 
-def _checked_file(directory: Path, entry: Any) -> Path:
-    if not isinstance(entry, dict) or not _DATA_FILE.match(str(entry.get("name", ""))):
-        raise IndexFileError(f"{directory / MANIFEST} names an invalid data file: {entry!r}")
-    path = directory / entry["name"]
-    if not path.is_file():
-        raise FileNotFoundError(2, "missing", str(path))
-    size = path.stat().st_size
-    if size != entry.get("bytes"):
-        raise IndexFileError(
-            f"{path} has {size} bytes, {entry.get('bytes')} were saved: the file is truncated "
-            "or was replaced; save or build the index again"
-        )
-    if sha256_file(path) != entry.get("sha256"):
-        raise IndexFileError(
-            f"{path} does not match its checksum in {MANIFEST}: the file is corrupted or "
-            "was replaced; save or build the index again"
-        )
-    return path
+@contextlib.contextmanager
+def _open_checked(directory: Path, entry: dict[str, Any]) -> Iterator[IO[bytes]]:
+    """Open a data file and check its size and checksum through the same handle."""
+    path = directory / entry["name"]  # a plain name: the schema checked its shape
+    with open(path, "rb") as handle:  # FileNotFoundError: a save replaced it
+        size = os.fstat(handle.fileno()).st_size
+        if size != entry["bytes"]:
+            raise IndexFileError(
+                f"{path} has {size} bytes, {entry['bytes']} were saved: the file is truncated "
+                "or was replaced; save or build the index again"
+            )
+        digest = hashlib.sha256()
+        while block := handle.read(1 << 20):
+            digest.update(block)
+        if digest.hexdigest() != entry["sha256"]:
+            raise IndexFileError(
+                f"{path} does not match its checksum in {MANIFEST}: the file is corrupted or "
+                "was replaced; save or build the index again"
+            )
+        handle.seek(0)
+        yield handle
+
+
+def _read_vectors(handle: IO[bytes], manifest: dict[str, Any], path: Path) -> np.ndarray:
+    rows, dim = manifest["rows"], manifest["dim"]
+    try:
+        # The header first: a hostile one could ask np.load for any amount of memory.
+        shape, fortran, dtype = _npy_header(handle)
+        body = os.fstat(handle.fileno()).st_size - handle.tell()
+        if shape != (rows, dim) or fortran or dtype != np.dtype("<f4") or body != rows * dim * 4:
+            raise ValueError(f"it holds {dtype} {shape}, the manifest says float32 ({rows}, {dim})")
+        vectors = np.fromfile(handle, dtype="<f4", count=rows * dim).reshape(rows, dim)
+    except (OSError, ValueError) as err:
+        raise IndexFileError(f"cannot read {path}: {err}; save or build the index again") from None
+    _check_vector_values(vectors, manifest["metric"], path)
+    return vectors.astype(np.float32, copy=False)
+
+
+def _npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}  # fmt: skip
+    version = np.lib.format.read_magic(handle)
+    if version not in readers:
+        raise ValueError(f"unsupported .npy format version {version}")
+    return readers[version](handle)
+
+
+def _check_vector_values(vectors: np.ndarray, metric: str, path: Path) -> None:
+    try:
+        check_vectors(vectors, "stored vectors")  # what add() refuses cannot come back
+    except NonFiniteError as err:
+        raise IndexFileError(f"{path}: {err}; save or build the index again") from None
+    if metric == "cosine" and len(vectors):
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
+        if not (np.abs(norms - 1.0) <= _UNIT_TOLERANCE)[norms > 0].all():
+            raise IndexFileError(
+                f"{path} holds vectors that are not unit vectors, so they were not stored "
+                "by a cosine index: the manifest's metric was edited; build the index again"
+            )
+
+
+def _read_records(handle: IO[bytes], manifest: dict[str, Any], path: Path) -> dict[str, Any]:
+    try:
+        records = json.loads(handle.read())
+    except (OSError, ValueError) as err:
+        raise IndexFileError(f"cannot read {path}: {err}") from None
+    return _schema.check_records(records, manifest)
