@@ -8,6 +8,13 @@ pairs only and its accuracy reported on the held-out pairs; rank-1 is
 leave-one-out nearest neighbour among the held-out images. Training seconds
 are wall time on this machine (``--threads``, 2 by default).
 
+Every learned method is trained once per fold and per seed (``--seeds``, 0 1 2
+by default); the table gives, for each metric, the mean over seeds of the
+mean over folds, and its spread: the standard deviation of that fold mean
+over the seeds (``std``, ddof 1). A seed fixes initial weights, batches and
+augmentation; siamkit's runs repeat bit for bit with the same seed and
+``--threads``. Eigenfaces has no randomness and runs once per fold.
+
 Methods, in one run on the same folds:
 
 * ``siamkit``: the default ``siamkit train`` recipe (CompactCNN + TrainConfig()
@@ -23,7 +30,14 @@ The faces are from the Olivetti Research Laboratory, Cambridge (AT&T).
 Usage::
 
     python benchmarks/orl_verification.py [--data ../shared/data/att_faces]
-        [--methods siamkit tutorial pml eigenfaces] [--folds 0 1 2 3]
+        [--methods siamkit tutorial pml eigenfaces] [--folds 0 1 2 3] [--seeds 0 1 2]
+
+At 2 threads the default run takes about 1 h 50 min, most of it the tutorial
+(about 7 min per fold and seed); ``--methods siamkit pml eigenfaces`` takes
+about 25 min. A smoke test of the script itself, in about a minute::
+
+    python benchmarks/orl_verification.py --folds 0 --seeds 0 1 \
+        --methods siamkit eigenfaces --siamkit-epochs 2 --out /tmp/orl-smoke
 """
 
 from __future__ import annotations
@@ -54,6 +68,9 @@ from siamkit.training import TrainConfig, Trainer
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = ROOT.parent.parent / "shared" / "data" / "att_faces"
 METHODS = ("siamkit", "eigenfaces", "pml", "tutorial")
+#: Methods without randomness: one run per fold whatever the seeds.
+DETERMINISTIC = frozenset({"eigenfaces"})
+METRICS = ("auc", "eer", "accuracy", "rank1", "train_seconds")
 
 Embedder = Callable[[list[str]], np.ndarray]
 
@@ -66,11 +83,16 @@ def fold_people(fold: int, num_people: int = 40) -> list[str]:
 # -- methods: each trains on (paths, labels) and returns (embed, metric) -------------------
 
 
-def train_siamkit(paths: list[str], labels: np.ndarray, seed: int) -> tuple[Embedder, str]:
+def train_siamkit(
+    paths: list[str], labels: np.ndarray, seed: int, epochs: int | None = None
+) -> tuple[Embedder, str]:
     torch.manual_seed(seed)
     encoder = siamkit.create_encoder("compact")
     data = _ListDataset(paths, labels)
-    Trainer(encoder, TrainConfig(seed=seed)).fit(data)
+    settings = {"epochs": epochs} if epochs else {}
+    # The Trainer runs on its own fixed thread count; give it the benchmark's.
+    config = TrainConfig(seed=seed, num_threads=torch.get_num_threads(), **settings)
+    Trainer(encoder, config).fit(data)
     return encoder.embed, encoder.metric
 
 
@@ -205,15 +227,16 @@ class _ListDataset(torch.utils.data.Dataset):
 
 
 def evaluate_fold(
-    method: str, faces: siamkit.FaceFolder, fold: int, seed: int, tutorial_epochs: int
+    method: str, faces: siamkit.FaceFolder, fold: int, seed: int, epochs: int | None = None
 ) -> dict[str, float]:
+    """Train ``method`` on the fold's 30 training people and measure it on its 10 others."""
     held_out = set(fold_people(fold))
     labels = dataset_labels(faces)
     is_test = np.array([faces.classes[y] in held_out for y in labels])
     paths = np.array(faces.paths)
     train_paths, train_labels = paths[~is_test].tolist(), labels[~is_test]
     test_paths, test_labels = paths[is_test].tolist(), labels[is_test]
-    kwargs = {"epochs": tutorial_epochs} if method == "tutorial" else {}
+    kwargs = {"epochs": epochs} if epochs and method != "eigenfaces" else {}
     started = time.perf_counter()
     embed, metric = TRAINERS[method](train_paths, train_labels, seed, **kwargs)
     seconds = time.perf_counter() - started
@@ -223,6 +246,8 @@ def evaluate_fold(
     test_d, test_same = all_pairs_distances(test_emb, test_labels, metric)
     result = verification_metrics(test_d, test_same)
     return {
+        "fold": fold,
+        "seed": seed,
         "auc": result.auc,
         "eer": result.eer,
         "accuracy": accuracy_at(test_d, test_same, threshold),
@@ -231,97 +256,158 @@ def evaluate_fold(
     }
 
 
-def markdown_table(summary: dict[str, dict[str, float]]) -> str:
+def summarise(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and spread over seeds of each metric's mean over folds.
+
+    Example:
+        >>> runs = [{"fold": f, "seed": s, "auc": 0.9 + 0.01 * s} for f in (0, 1) for s in (0, 2)]
+        >>> row = summarise(runs)["auc"]
+        >>> round(row["mean"], 3), round(row["std"], 4), row["seeds"]
+        (0.91, 0.0141, 2)
+    """
+    seeds = sorted({row["seed"] for row in runs})
+    summary = {}
+    for key in (k for k in METRICS if k in runs[0]):
+        per_seed = [np.mean([r[key] for r in runs if r["seed"] == seed]) for seed in seeds]
+        summary[key] = {
+            "mean": float(np.mean(per_seed)),
+            "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
+            "seeds": len(seeds),
+        }
+    return summary
+
+
+def _cell(stats: dict[str, float], scale: float, digits: int, unit: str = "") -> str:
+    mean = f"{scale * stats['mean']:.{digits}f}{unit}"
+    if stats["seeds"] < 2:
+        return mean
+    return f"{mean} ± {scale * stats['std']:.{digits}f}{unit}"
+
+
+def markdown_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    """One row per method: mean ± std over seeds of the fold means."""
     lines = [
-        "| method | ROC AUC | EER | accuracy @ train threshold | rank-1 | training s / fold |",
-        "|---|---|---|---|---|---|",
+        "| method | seeds | ROC AUC | EER | accuracy @ train threshold | rank-1 "
+        "| training s / fold |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method, m in summary.items():
         lines.append(
-            f"| {method} | {m['auc']:.4f} | {100 * m['eer']:.2f}% | {100 * m['accuracy']:.2f}% "
-            f"| {m['rank1']:.3f} | {m['train_seconds']:.0f} |"
+            f"| {method} | {m['auc']['seeds']} | {_cell(m['auc'], 1, 4)} "
+            f"| {_cell(m['eer'], 100, 2, '%')} | {_cell(m['accuracy'], 100, 2, '%')} "
+            f"| {_cell(m['rank1'], 1, 3)} | {m['train_seconds']['mean']:.0f} |"
         )
     return "\n".join(lines)
 
 
 def plot_summary(report: dict, path: Path) -> None:
-    """Per-fold AUC and EER of every method, side by side, as a PNG."""
+    """AUC and EER of every run (fold × seed) of every method, side by side, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    methods = list(report["per_fold"])
+    runs = report.get("runs") or report["per_fold"]  # "per_fold": reports before --seeds
+    methods = list(runs)
     figure = Figure(figsize=(10, 4), dpi=100)
     axes = figure.subplots(1, 2)
     for ax, key, label in ((axes[0], "auc", "ROC AUC"), (axes[1], "eer", "EER (%)")):
         scale = 100 if key == "eer" else 1
         for position, method in enumerate(methods):
-            values = [scale * row[key] for row in report["per_fold"][method]]
+            values = [scale * row[key] for row in runs[method]]
             ax.scatter([position] * len(values), values, alpha=0.6)
             ax.hlines(np.mean(values), position - 0.3, position + 0.3, color="black")
         ax.set_xticks(range(len(methods)), methods)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    figure.suptitle("ORL, people held out of training: each dot a fold, each bar the mean")
+    figure.suptitle("ORL, people held out of training: each dot a fold and seed, each bar the mean")
     figure.tight_layout()
     figure.savefig(path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0, 1, 2],
+        help="train every learned method once per seed; the table shows mean ± std over them",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tutorial-epochs", type=int, default=100)
+    parser.add_argument(
+        "--siamkit-epochs", type=int, default=None, help="default: TrainConfig's (the CLI's)"
+    )
+    parser.add_argument("--pml-epochs", type=int, default=60)
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument(
         "--plot-only", action="store_true", help="redraw the figure from the saved JSON and stop"
     )
     args = parser.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error("--seeds must be distinct")
+    return args
+
+
+def run_all(args: argparse.Namespace, faces: siamkit.FaceFolder) -> dict[str, list[dict]]:
+    epochs = {"siamkit": args.siamkit_epochs, "pml": args.pml_epochs}
+    epochs["tutorial"] = args.tutorial_epochs
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
+    for method in args.methods:
+        seeds = args.seeds[:1] if method in DETERMINISTIC else args.seeds
+        for seed in seeds:
+            for fold in args.folds:
+                row = evaluate_fold(method, faces, fold, seed, epochs.get(method))
+                runs[method].append(row)
+                print(
+                    f"{method:>10} seed {seed} fold {fold}: AUC {row['auc']:.4f}  "
+                    f"EER {100 * row['eer']:.2f}%  acc {100 * row['accuracy']:.2f}%  "
+                    f"rank-1 {row['rank1']:.3f}  train {row['train_seconds']:.0f} s",
+                    flush=True,
+                )
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.plot_only:
         saved = json.loads((args.out / "orl_verification.json").read_text())
         plot_summary(saved, args.out / "orl_verification.png")
         return 0
     torch.set_num_threads(args.threads)
-    faces = siamkit.ATTFaces(args.data)
-    per_fold: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
-    for method in args.methods:
-        for fold in args.folds:
-            row = evaluate_fold(method, faces, fold, args.seed, args.tutorial_epochs)
-            per_fold[method].append(row)
-            print(
-                f"{method:>10} fold {fold}: AUC {row['auc']:.4f}  EER {100 * row['eer']:.2f}%  "
-                f"acc {100 * row['accuracy']:.2f}%  rank-1 {row['rank1']:.3f}  "
-                f"train {row['train_seconds']:.0f} s",
-                flush=True,
-            )
-    summary = {
-        m: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-        for m, rows in per_fold.items()
-    }
+    runs = run_all(args, siamkit.ATTFaces(args.data))
+    summary = {m: summarise(rows) for m, rows in runs.items()}
     table = markdown_table(summary)
-    print("\nMeans over folds " + ", ".join(map(str, args.folds)) + ":\n" + table)
+    seeds = ", ".join(map(str, args.seeds))
+    folds = ", ".join(map(str, args.folds))
+    print(f"\nMean ± std over seeds {seeds} of the mean over folds {folds}:\n{table}")
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
         "protocol": "ORL, 4 folds of 10 held-out people, all pairs; "
-        "threshold fitted on training people",
+        "threshold fitted on training people; mean and std over seeds of the fold means",
         "folds": args.folds,
-        "seed": args.seed,
+        "seeds": args.seeds,
         "threads": args.threads,
-        "tutorial_epochs": args.tutorial_epochs,
+        "epochs": {
+            "siamkit": args.siamkit_epochs or TrainConfig().epochs,
+            "pml": args.pml_epochs,
+            "tutorial": args.tutorial_epochs,
+        },
         "machine": f"{platform.machine()}, {platform.python_version()}, torch {torch.__version__}",
         "siamkit_version": siamkit.__version__,
-        "mean": summary,
-        "per_fold": per_fold,
+        "summary": summary,
+        "runs": runs,
     }
     (args.out / "orl_verification.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_summary(report, args.out / "orl_verification.png")
     (args.out / "orl_verification.md").write_text(
         "# ORL subject-disjoint verification\n\n"
-        f"Folds {args.folds}, {args.threads} threads, seed {args.seed}. "
+        f"Folds {args.folds}, seeds {args.seeds}, {args.threads} threads; each cell is the mean "
+        "over seeds of the mean over folds, ± its standard deviation over seeds. "
         "Faces: Olivetti Research Laboratory (AT&T).\n\n" + table + "\n"
     )
     return 0

@@ -1,6 +1,6 @@
 """siamkit: similarity learning with Siamese networks and contrastive loss, and face search.
 
-Example:
+Examples:
     >>> import siamkit
     >>> encoder = siamkit.create_encoder("compact")
     >>> loss = siamkit.ContrastiveLoss(margin=encoder.default_margin, distance=encoder.metric)

@@ -39,7 +39,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
 def honour_umask(fd: int) -> None:
     """Give a file made by ``tempfile.mkstemp`` (always 0600) the mode ``open`` would.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> fd, name = tempfile.mkstemp()
         >>> honour_umask(fd)
@@ -54,7 +54,7 @@ def honour_umask(fd: int) -> None:
 def current_umask() -> int:
     """The process's umask, read without changing it where the system allows.
 
-    Example:
+    Examples:
         >>> 0 <= current_umask() <= 0o777
         True
     """

@@ -32,7 +32,7 @@ def read_manifest(
         missing: The message when the file does not exist.
         resave: How to get a good file again ("save the model again").
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> from siamkit.exceptions import ModelFileError
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.json"
@@ -70,7 +70,7 @@ def plain_file_name(
     or delete a file outside the folder. Only names of the exact shape siamkit
     gives its own files pass, so nothing is ever touched before this check.
 
-    Example:
+    Examples:
         >>> import re, pathlib
         >>> from siamkit.exceptions import ModelFileError
         >>> pattern = re.compile(r"encoder-[0-9a-f]{16}\\.pt")

@@ -1,6 +1,6 @@
 """Ready-made datasets (the torchvision-style entry point; they live in :mod:`siamkit.data`).
 
-Example:
+Examples:
     >>> from siamkit.datasets import ATTFaces, FaceFolder
 """
 

@@ -5,7 +5,7 @@ Every error siamkit raises on bad input derives from :class:`SiamkitError`, so
 closest built-in type (``ValueError``, ``FileNotFoundError``...) so existing
 handlers keep working.
 
-Example:
+Examples:
     >>> import siamkit
     >>> try:
     ...     siamkit.create_encoder("no-such-encoder")

@@ -17,7 +17,7 @@ ordinary embeddings get the same distances, bit for bit), and scaled back
 after. The face index is stricter, as FAISS computes in float32 without such
 care: it refuses embeddings whose L2 norm exceeds ``MAX_EMBEDDING_NORM`` (1e18).
 
-Example:
+Examples:
     >>> import torch
     >>> from siamkit.geometry import paired_distances
     >>> a = torch.tensor([[3.0, 0.0]]); b = torch.tensor([[0.0, 4.0]])
@@ -61,7 +61,7 @@ _HUGE = 2.0**40
 def check_metric(metric: str) -> Metric:
     """Return ``metric`` lower-cased if siamkit knows it, else raise ``ConfigError``.
 
-    Example:
+    Examples:
         >>> check_metric("Cosine")
         'cosine'
     """
@@ -84,7 +84,7 @@ def _like(result: torch.Tensor, template: ArrayT) -> ArrayT:
 def check_embeddings(x: torch.Tensor | np.ndarray, name: str = "embeddings") -> None:
     """Raise if ``x`` is not a 2-D matrix of finite numbers.
 
-    Example:
+    Examples:
         >>> check_embeddings(np.zeros((2, 3)))
     """
     t = _as_tensor(x)
@@ -121,7 +121,7 @@ def prepare(x: ArrayT, metric: str) -> ArrayT:
     Norms are computed without overflow: a row of ``1e30`` normalises to the
     same unit vector as a row of ones.
 
-    Example:
+    Examples:
         >>> prepare(np.array([[3.0, 4.0]], dtype=np.float32), "cosine").tolist()
         [[0.6000000238418579, 0.800000011920929]]
         >>> prepare(np.full((1, 4), 1e30, dtype=np.float32), "cosine").tolist()
@@ -160,7 +160,7 @@ def paired_distances(a: ArrayT, b: ArrayT, metric: str) -> ArrayT:
     Returns:
         ``(N,)`` distances, a tensor or an array like ``a``.
 
-    Example:
+    Examples:
         >>> paired_distances(np.ones((2, 2)), np.zeros((2, 2)), "euclidean")
         array([1.4142135, 1.4142135], dtype=float32)
     """
@@ -190,7 +190,7 @@ def _paired_euclidean(ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
 def pairwise_distances(a: ArrayT, b: ArrayT | None, metric: str) -> ArrayT:
     """All distances between the rows of ``a`` and the rows of ``b`` (``a`` itself if None).
 
-    Example:
+    Examples:
         >>> pairwise_distances(np.eye(2), None, "cosine").tolist()
         [[0.0, 1.0], [1.0, 0.0]]
     """

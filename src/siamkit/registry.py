@@ -9,7 +9,7 @@ user code::
     [project.entry-points."siamkit.encoders"]
     tiny = "my_plugin:TinyEncoder"
 
-Example:
+Examples:
     >>> from siamkit.registry import Registry
     >>> colours = Registry("colour", group="example.colours")
     >>> @colours.register("red")

@@ -74,7 +74,7 @@ class ATTFaces(FaceFolder):
         url: Where to download from (``http(s)://`` or ``file://``).
         progress: Show a download progress bar.
 
-    Example:
+    Examples:
         >>> faces = ATTFaces("../shared/data/att_faces")  # doctest: +SKIP
         >>> len(faces), len(faces.classes)  # doctest: +SKIP
         (400, 40)
@@ -108,7 +108,7 @@ def _has_att_layout(path: Path) -> bool:
 def find_att_folder(root: str | os.PathLike) -> Path | None:
     """The folder holding ``s1``..``s40`` at ``root`` or ``root/att_faces``, or None.
 
-    Example:
+    Examples:
         >>> find_att_folder("/no/such/place") is None
         True
     """
@@ -132,7 +132,7 @@ def download_att_faces(
             archive breaks a size cap (see the module's documentation), or
             ``root/att_faces`` is taken (by a folder of something else or a link).
 
-    Example:
+    Examples:
         >>> folder = download_att_faces("data")  # doctest: +SKIP
         >>> sorted(p.name for p in folder.iterdir())[:3]  # doctest: +SKIP
         ['s1', 's10', 's11']
@@ -221,7 +221,7 @@ def check_att_archive(archive: str | os.PathLike) -> list[zipfile.ZipInfo]:
             path is absolute, climbs out with ``..``, is a link or collides with
             another, or sizes beyond the caps (see the module's documentation).
 
-    Example:
+    Examples:
         >>> import io, tempfile, zipfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "att_faces.zip")
         >>> with zipfile.ZipFile(path, "w") as zf:

@@ -31,7 +31,7 @@ class FaceFolder(ImageFolder):
     Raises:
         DataError: ``root`` is missing, holds no class folder, or holds no image.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> from PIL import Image
         >>> root = tempfile.mkdtemp()
@@ -73,7 +73,7 @@ def check_image_folder(root: str | os.PathLike, min_images_per_class: int = 1) -
         DataError: naming the missing folder, the empty one, or the classes with
             too few images.
 
-    Example:
+    Examples:
         >>> check_image_folder("/no/such/folder")
         Traceback (most recent call last):
         ...

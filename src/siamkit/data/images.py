@@ -29,7 +29,7 @@ _MAX_16 = 65535
 def is_image_file(path: str | os.PathLike) -> bool:
     """True if ``path`` has an image file extension siamkit reads.
 
-    Example:
+    Examples:
         >>> is_image_file("s1/1.pgm"), is_image_file("README")
         (True, False)
     """
@@ -54,7 +54,7 @@ def load_image(path: str | os.PathLike, mode: str | None = None) -> Image.Image:
         ImageReadError: the file is missing, not an image, truncated, corrupt,
             too large, or of an unusable bit depth; the message names the file.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> p = os.path.join(tempfile.mkdtemp(), "x.png")
         >>> Image.new("RGB", (4, 3)).save(p)
@@ -126,7 +126,7 @@ def to_8bit(image: Image.Image, name: str | os.PathLike = "image") -> Image.Imag
         ImageReadError: pixels out of the ranges above; the message names
             ``name``.
 
-    Example:
+    Examples:
         >>> img = Image.fromarray(np.array([[0, 257, 65535]], dtype=np.uint16))
         >>> img.mode, np.asarray(to_8bit(img)).tolist()
         ('I;16', [[0, 1, 255]])

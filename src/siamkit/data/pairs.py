@@ -18,7 +18,7 @@ def dataset_labels(dataset: Any) -> np.ndarray:
     Works for ImageFolders (``targets``), ``Subset``s of them, and any dataset
     returning ``(x, label)``.
 
-    Example:
+    Examples:
         >>> from torch.utils.data import Subset, TensorDataset
         >>> data = TensorDataset(torch.zeros(3), torch.tensor([4, 5, 6]))
         >>> dataset_labels(Subset(data, [2, 0])).tolist()
@@ -46,7 +46,7 @@ def make_pairs(
     Raises:
         DataError: no class has two items, or there is only one class.
 
-    Example:
+    Examples:
         >>> pairs, same = make_pairs([0, 0, 1, 1], num_pairs=4, seed=0)
         >>> same.tolist()
         [True, False, True, False]
@@ -85,7 +85,7 @@ class PairDataset(Dataset):
         num_pairs: How many pairs (default: as many as items).
         seed: Seeds the pair draw.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch.utils.data import TensorDataset
         >>> base = TensorDataset(torch.arange(4.0), torch.tensor([0, 0, 1, 1]))

@@ -21,7 +21,7 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
     resumed (pytorch-metric-learning's ``MPerClassSampler`` works too, but draws
     from a global random state).
 
-    Example:
+    Examples:
         >>> sampler = ClassBalancedBatchSampler([0, 0, 1, 1, 2, 2], m_per_class=2, batch_size=4)
         >>> [len(batch) for batch in sampler]
         [4, 4]

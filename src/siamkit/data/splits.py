@@ -17,7 +17,7 @@ from siamkit.exceptions import ConfigError
 class ClassSplit:
     """Train / validation / test subsets whose classes do not overlap.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch.utils.data import TensorDataset
         >>> data = TensorDataset(torch.zeros(6), torch.tensor([0, 0, 1, 1, 2, 2]))
@@ -69,7 +69,7 @@ def split_by_class(
         ConfigError: unknown class names, overlapping explicit lists, or no
             class left for training.
 
-    Example:
+    Examples:
         >>> from torch.utils.data import TensorDataset
         >>> import torch
         >>> data = TensorDataset(torch.zeros(8), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))

@@ -43,7 +43,7 @@ class DemoResult:
         unknown_rejected: Share of them answered "unknown".
         train_seconds: Wall time of training.
 
-    Example:
+    Examples:
         >>> result = run_demo("demo-out", data="data/att_faces")  # doctest: +SKIP
         >>> result.unknown_rejected  # doctest: +SKIP
         0.825
@@ -135,7 +135,7 @@ def run_demo(
        with every image of the held-out people kept out of the gallery, who
        should come back unknown; 6. writes ``report.html``.
 
-    Example:
+    Examples:
         >>> result = run_demo("demo-out", data="data/att_faces")  # doctest: +SKIP
         >>> print(result.summary())  # doctest: +SKIP
     """

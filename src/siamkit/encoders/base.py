@@ -63,7 +63,7 @@ class Encoder(nn.Module, metaclass=ABCMeta):
     rebuild the encoder; they must be JSON-serialisable (or override
     :meth:`get_config`).
 
-    Example:
+    Examples:
         >>> import torch, siamkit
         >>> class Tiny(siamkit.Encoder):
         ...     def __init__(self, embedding_dim: int = 8):
@@ -204,7 +204,7 @@ class Encoder(nn.Module, metaclass=ABCMeta):
     def fingerprint(self) -> str:
         """A SHA-256 of the class name, config and weights: equal fingerprints, equal models.
 
-        Example:
+        Examples:
             >>> import siamkit
             >>> enc = siamkit.create_encoder("mlp", input_dim=4, embedding_dim=2)
             >>> len(enc.fingerprint())
@@ -225,7 +225,7 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         replaced last, atomically: a crash at any moment leaves the previous save
         or the new one loadable, never a mix.
 
-        Example:
+        Examples:
             >>> import tempfile, siamkit
             >>> enc = siamkit.create_encoder("mlp", input_dim=4, embedding_dim=2)
             >>> out = enc.save(tempfile.mkdtemp())
@@ -306,7 +306,7 @@ def default_transform(
 ) -> torch.Tensor:
     """Convert, resize to ``size`` ``(H, W)`` and scale a PIL image to a ``[-1, 1]`` tensor.
 
-    Example:
+    Examples:
         >>> default_transform(Image.new("L", (92, 112)), size=(56, 46)).shape
         torch.Size([1, 56, 46])
     """
@@ -383,7 +383,7 @@ def register_encoder(name: str | type | None = None, *, overwrite: bool = False)
     Registered encoders can be created by name (:func:`create_encoder`, the CLI's
     ``--encoder``) and rebuilt by :func:`load_encoder`.
 
-    Example:
+    Examples:
         >>> import torch, siamkit
         >>> @siamkit.register_encoder("doc-linear")
         ... class Linear(siamkit.Encoder):
@@ -402,7 +402,7 @@ def register_encoder(name: str | type | None = None, *, overwrite: bool = False)
 def create_encoder(name: str, **kwargs: Any) -> Encoder:
     """Build the encoder registered as ``name`` (built-in or plugin) with ``kwargs``.
 
-    Example:
+    Examples:
         >>> import siamkit
         >>> siamkit.create_encoder("compact").embedding_dim
         128
@@ -413,7 +413,7 @@ def create_encoder(name: str, **kwargs: Any) -> Encoder:
 def list_encoders() -> list[str]:
     """Names of all available encoders, plugins included.
 
-    Example:
+    Examples:
         >>> import siamkit
         >>> {"compact", "tutorial", "resnet", "mlp"} <= set(siamkit.list_encoders())
         True
@@ -450,7 +450,7 @@ def load_encoder(
             corrupted or from a newer siamkit.
         UnknownComponentError: the encoder's class is not registered here.
 
-    Example:
+    Examples:
         >>> import tempfile, siamkit
         >>> d = siamkit.create_encoder("mlp", input_dim=4, embedding_dim=2).save(tempfile.mkdtemp())
         >>> type(siamkit.load_encoder(d)).__name__

@@ -45,7 +45,7 @@ class CompactCNN(Encoder):
         whitening: End with a :class:`~siamkit.encoders.Whitening` layer.
         dropout: Dropout before the embedding layer.
 
-    Example:
+    Examples:
         >>> import torch
         >>> CompactCNN()(torch.zeros(2, 1, 56, 46)).shape
         torch.Size([2, 128])

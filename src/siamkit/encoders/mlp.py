@@ -22,7 +22,7 @@ class MLPEncoder(Encoder):
         metric: ``"euclidean"`` or ``"cosine"``.
         dropout: Dropout before the projection.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> MLPEncoder(input_dim=10, embedding_dim=4).embed(np.zeros((3, 10), "float32")).shape
         (3, 4)

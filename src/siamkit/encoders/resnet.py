@@ -29,7 +29,7 @@ class ResNetEncoder(Encoder):
         metric: ``"cosine"`` (default) or ``"euclidean"``.
         weights: A torchvision weights name, or None.
 
-    Example:
+    Examples:
         >>> import torch
         >>> ResNetEncoder("resnet18", embedding_dim=16)(torch.zeros(2, 1, 64, 64)).shape
         torch.Size([2, 16])

@@ -31,7 +31,7 @@ class TutorialCNN(Encoder):
         embedding_dim: Output size (5 in the tutorial).
         input_size: ``(H, W)`` the images are resized to.
 
-    Example:
+    Examples:
         >>> import torch
         >>> TutorialCNN()(torch.zeros(2, 1, 100, 100)).shape
         torch.Size([2, 5])

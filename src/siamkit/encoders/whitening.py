@@ -33,7 +33,7 @@ class Whitening(nn.Module):
         shrinkage: Added to the covariance's eigenvalues, as a multiple of their
             mean; larger is gentler (0 whitens fully, infinity only centres).
 
-    Example:
+    Examples:
         >>> layer = Whitening(2, normalize=False, shrinkage=0.0)
         >>> x = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 1.0], [0.0, 1.2]])
         >>> layer.fit(x, torch.tensor([0, 0, 1, 1]))
@@ -107,7 +107,7 @@ class Whitening(nn.Module):
 def whitening_layers(module: nn.Module) -> list[Whitening]:
     """The :class:`Whitening` layers inside ``module``.
 
-    Example:
+    Examples:
         >>> import siamkit
         >>> len(whitening_layers(siamkit.create_encoder("compact")))
         1

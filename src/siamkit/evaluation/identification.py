@@ -34,7 +34,7 @@ def rank1_leave_one_out(embeddings: Any, labels: Any, metric: str) -> float:
 
     Each item in turn is the probe and all the others the gallery.
 
-    Example:
+    Examples:
         >>> emb = np.array([[0.0], [0.1], [1.0], [1.2]], dtype="float32")
         >>> rank1_leave_one_out(emb, [0, 0, 1, 1], "euclidean")
         1.0
@@ -60,7 +60,7 @@ def cmc_curve(
     other probes (leave-one-out). Probes whose identity is not in the gallery
     are left out (closed-set identification).
 
-    Example:
+    Examples:
         >>> g = np.array([[0.0], [1.0], [2.0]], dtype="float32")
         >>> p = np.array([[0.1], [1.9], [1.4]], dtype="float32")
         >>> cmc_curve(p, ["a", "c", "a"], g, ["a", "b", "c"], max_rank=3).tolist()
@@ -91,7 +91,7 @@ def cmc_curve(
 def retrieval_metrics(embeddings: Any, labels: Any, metric: str) -> dict[str, float]:
     """Leave-one-out precision@1 and MAP@R, computed by pytorch-metric-learning.
 
-    Example:
+    Examples:
         >>> emb = np.array([[0.0], [0.1], [1.0], [1.2]], dtype="float32")
         >>> retrieval_metrics(emb, [0, 0, 1, 1], "euclidean")
         {'mean_average_precision_at_r': 1.0, 'precision_at_1': 1.0}
@@ -130,7 +130,7 @@ class OpenSetResult:
         num_known: Probes of enrolled people.
         num_unknown: Probes of never-enrolled people.
 
-    Example:
+    Examples:
         >>> OpenSetResult(0.5, 0.9, 0.05, 0.95, 100, 40).unknown_rejection_rate
         0.95
     """
@@ -165,7 +165,7 @@ def open_set_identification(
     unknown probes it rejects, or ``false_alarm_rate`` to pick the threshold that
     lets through at most that share of unknown probes and report the DIR there.
 
-    Example:
+    Examples:
         >>> g = np.array([[0.0], [1.0]], dtype="float32")
         >>> p = np.array([[0.1], [0.95], [5.0]], dtype="float32")
         >>> labels = ["a", "b", "z"]

@@ -39,7 +39,7 @@ def _save(figure: Any, path: str | os.PathLike) -> None:
 def plot_roc(curves: dict[str, RocCurve], path: str | os.PathLike) -> None:
     """ROC curves (TAR against FAR, FAR on a log axis) of one or more models.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> from siamkit.evaluation import roc_curve
         >>> p = os.path.join(tempfile.mkdtemp(), "roc.png")

@@ -41,7 +41,7 @@ footer { margin-top: 48px; color: #616e7c; font-size: 13px; }
 class Section:
     """An extra report section: a title and trusted HTML (e.g. the demo's gallery search).
 
-    Example:
+    Examples:
         >>> Section("Notes", "<p>Trained on 26 people.</p>").title
         'Notes'
     """
@@ -53,7 +53,7 @@ class Section:
 def embedded_image(path: str | os.PathLike, caption: str) -> str:
     """A PNG file as an HTML figure with the picture inlined (a data URI) and a caption.
 
-    Example:
+    Examples:
         >>> html_text = embedded_image("roc.png", "ROC curve")  # doctest: +SKIP
     """
     data = base64.b64encode(Path(path).read_bytes()).decode()
@@ -167,7 +167,7 @@ def write_report(
     ``evaluation`` must come from :func:`~siamkit.evaluation.evaluate_encoder`
     with the same ``out_dir`` (which drew the pictures).
 
-    Example:
+    Examples:
         >>> path = write_report(result, "eval/", model_dir="runs/faces")  # doctest: +SKIP
     """
     out = Path(out_dir)

@@ -92,7 +92,7 @@ class Evaluation:
         open_set: Half the people enrolled, the others unknown (None when too few people).
         figures: Picture names -> file names in the output directory.
 
-    Example:
+    Examples:
         >>> result = evaluate_encoder(encoder, "faces/")  # doctest: +SKIP
         >>> result.to_dict()["verification"]["auc"]  # doctest: +SKIP
         0.987
@@ -131,7 +131,7 @@ def read_pairs(
         DataError: a line is malformed or names an image that does not exist
             (the message lists them).
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp()); (d / "a.png").touch(); (d / "b.png").touch()
         >>> _ = (d / "pairs.csv").write_text("a.png,b.png,1\\n")
@@ -230,7 +230,7 @@ def evaluate_encoder(
         progress: Show a progress bar while embedding.
         examples: Pairs in the pair grid.
 
-    Example:
+    Examples:
         >>> result = evaluate_encoder(encoder, "faces/", out_dir="eval/")  # doctest: +SKIP
         >>> result.verification.auc  # doctest: +SKIP
         0.997

@@ -31,7 +31,7 @@ def _check(distances: Any, same: Any) -> tuple[np.ndarray, np.ndarray]:
 class RocCurve:
     """False-accept rate, true-accept rate and the distance threshold of each point.
 
-    Example:
+    Examples:
         >>> curve = roc_curve([0.1, 0.9], [True, False])
         >>> curve.far.tolist(), curve.tar.tolist()
         ([0.0, 0.0, 1.0], [0.0, 1.0, 1.0])
@@ -45,7 +45,7 @@ class RocCurve:
 def roc_curve(distances: Any, same: Any) -> RocCurve:
     """ROC curve over every distinct threshold, from (0, 0) to (1, 1).
 
-    Example:
+    Examples:
         >>> roc_curve([0.1, 0.4, 0.35, 0.8], [True, False, True, False]).tar.tolist()
         [0.0, 0.5, 1.0, 1.0, 1.0]
     """
@@ -67,7 +67,7 @@ def roc_auc(distances: Any, same: Any) -> float:
 
     Ties count one half.
 
-    Example:
+    Examples:
         >>> roc_auc([0.1, 0.4, 0.35, 0.8], [True, False, True, False])
         1.0
     """
@@ -80,7 +80,7 @@ def equal_error_rate(distances: Any, same: Any) -> tuple[float, float]:
 
     Interpolates linearly between the two ROC points around the crossing.
 
-    Example:
+    Examples:
         >>> eer, threshold = equal_error_rate([0.1, 0.2, 0.3, 0.4], [True, False, True, False])
         >>> eer
         0.5
@@ -100,7 +100,7 @@ def equal_error_rate(distances: Any, same: Any) -> tuple[float, float]:
 def accuracy_at(distances: Any, same: Any, threshold: float) -> float:
     """Share of pairs classified right when accepting distances ``<= threshold``.
 
-    Example:
+    Examples:
         >>> accuracy_at([0.1, 0.5, 0.9], [True, True, False], threshold=0.6)
         1.0
     """
@@ -111,7 +111,7 @@ def accuracy_at(distances: Any, same: Any, threshold: float) -> float:
 def fit_threshold(distances: Any, same: Any) -> float:
     """The threshold of best accuracy on these pairs (a midpoint between two distances).
 
-    Example:
+    Examples:
         >>> round(fit_threshold([0.1, 0.2, 0.7, 0.9], [True, True, False, False]), 6)
         0.45
     """
@@ -134,7 +134,7 @@ def fit_threshold(distances: Any, same: Any) -> float:
 def all_pairs_distances(embeddings: Any, labels: Any, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Distances and same-person flags of every unordered pair of embeddings.
 
-    Example:
+    Examples:
         >>> d, same = all_pairs_distances(np.eye(3, dtype="float32"), [0, 0, 1], "cosine")
         >>> d.tolist(), same.tolist()
         ([1.0, 1.0, 1.0], [True, False, False])
@@ -152,7 +152,7 @@ def all_pairs_distances(embeddings: Any, labels: Any, metric: str) -> tuple[np.n
 class VerificationResult:
     """Verification metrics over a set of pairs.
 
-    Example:
+    Examples:
         >>> verification_metrics([0.1, 0.9], [True, False]).to_dict()["eer"]
         0.0
     """
@@ -171,7 +171,7 @@ class VerificationResult:
 def verification_metrics(distances: Any, same: Any) -> VerificationResult:
     """AUC and EER of a set of pairs.
 
-    Example:
+    Examples:
         >>> verification_metrics([0.1, 0.2, 0.7, 0.9], [True, True, False, False]).auc
         1.0
     """
@@ -199,7 +199,7 @@ class TarAtFar:
         reliable: False when there are fewer than ``10 / target_far`` impostor
             pairs: the rate then rests on a handful of false accepts.
 
-    Example:
+    Examples:
         >>> tar_at_far([0.1, 0.2, 0.8, 0.9], [True, True, False, False], 0.1).tar
         1.0
     """
@@ -215,7 +215,7 @@ class TarAtFar:
 def tar_at_far(distances: Any, same: Any, target_far: float) -> TarAtFar:
     """TAR at the largest threshold whose FAR does not exceed ``target_far``.
 
-    Example:
+    Examples:
         >>> d = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
         >>> r = tar_at_far(d, [True, True, False, True, False, False], target_far=0.34)
         >>> r.tar, round(r.far, 3), r.threshold, r.reliable
@@ -242,7 +242,7 @@ def tar_at_far(distances: Any, same: Any, target_far: float) -> TarAtFar:
 class KFoldAccuracy:
     """LFW-style accuracy: threshold fitted on k-1 folds, scored on the last, rotated.
 
-    Example:
+    Examples:
         >>> KFoldAccuracy(mean=0.9, std=0.05, folds=(0.85, 0.95), thresholds=(0.4, 0.5)).mean
         0.9
     """
@@ -259,7 +259,7 @@ def kfold_accuracy(distances: Any, same: Any, folds: int = 10, seed: int = 0) ->
     Pairs are shuffled (seeded) and cut into ``folds`` parts; each part is scored
     with the threshold of best accuracy on the others.
 
-    Example:
+    Examples:
         >>> d = np.r_[np.linspace(0, 0.4, 10), np.linspace(0.6, 1, 10)]
         >>> kfold_accuracy(d, np.r_[[True] * 10, [False] * 10], folds=5).mean
         1.0

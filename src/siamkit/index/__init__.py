@@ -1,6 +1,6 @@
 """Face search: a FAISS gallery of embeddings with identify, verify, calibration and saving.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from siamkit.index import FaceIndex
     >>> index = FaceIndex(metric="cosine", dim=3)

@@ -63,7 +63,7 @@ def read_faiss_index(handle: IO[bytes], size: int, expected: dict[str, Any]) -> 
         IndexFileError: the header disagrees with ``expected``, or FAISS
             cannot read the file within the probe's memory and time.
 
-    Example:
+    Examples:
         >>> import io, numpy as np
         >>> index = faiss.IndexHNSWFlat(4, 8)
         >>> index.add(np.eye(4, dtype="float32"))

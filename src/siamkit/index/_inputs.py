@@ -32,7 +32,7 @@ def to_embeddings(
 ) -> tuple[np.ndarray, bool, Paths]:
     """``(embeddings (N, D) float32, was_single_item, file path of each item or None)``.
 
-    Example:
+    Examples:
         >>> emb, single, _ = to_embeddings(np.zeros(3, dtype="float32"), None, 3)
         >>> emb.shape, single
         ((1, 3), True)
@@ -107,7 +107,7 @@ def check_vectors(vectors: np.ndarray, what: str = "embeddings") -> None:
     pass decides: the float32 squared norms are NaN or infinite for non-finite
     rows, and over the bound (or overflowed) for huge ones.
 
-    Example:
+    Examples:
         >>> check_vectors(np.full((1, 4), 1e30, dtype="float32"))
         Traceback (most recent call last):
         ...
@@ -153,7 +153,7 @@ def _encode(encoder: Encoder, inputs: Any, batch_size: int, progress: bool) -> n
 def check_id(value: Any) -> str | int:
     """An id as stored: a str or an int (numpy integers become int).
 
-    Example:
+    Examples:
         >>> check_id(np.int64(3)), check_id("a")
         (3, 'a')
     """
@@ -163,7 +163,7 @@ def check_id(value: Any) -> str | int:
 def check_label(value: Any) -> str | int:
     """A label as stored: a str or an int.
 
-    Example:
+    Examples:
         >>> check_label("ann")
         'ann'
     """
@@ -183,7 +183,7 @@ def per_item(
 ) -> list[Any]:
     """One checked value per item: a sequence of ``count``, or one scalar.
 
-    Example:
+    Examples:
         >>> per_item("ann", 2, "labels", check_label, broadcast=True)
         ['ann', 'ann']
     """
@@ -200,7 +200,7 @@ def per_item(
 def check_metadata(metadata: Any, count: int, paths: Paths) -> list[dict[str, Any]]:
     """One JSON-able dict per item; by default ``{"path": ...}`` for files, else ``{}``.
 
-    Example:
+    Examples:
         >>> check_metadata(None, 2, ["a.png", None])
         [{'path': 'a.png'}, {}]
     """

@@ -11,7 +11,7 @@ class RWLock:
     Writer preference keeps a steady stream of searches from starving adds and
     removes. Not re-entrant: code holding the lock must not take it again.
 
-    Example:
+    Examples:
         >>> lock = RWLock()
         >>> with lock.read():
         ...     pass

@@ -40,7 +40,7 @@ _PARAM_KEYS = frozenset({"trained_rows", "ef_search", "nprobe"})
 def data_file_name(kind: str, sha256: str) -> str:
     """The name of a data file: its kind and the start of its content's hash.
 
-    Example:
+    Examples:
         >>> data_file_name("vectors", "ab" * 32)
         'vectors-abababababababab.npy'
     """
@@ -50,7 +50,7 @@ def data_file_name(kind: str, sha256: str) -> str:
 def is_data_file_name(name: str) -> bool:
     """True for a name :func:`data_file_name` could give (a plain name, no path).
 
-    Example:
+    Examples:
         >>> is_data_file_name("records-0123456789abcdef.json"), is_data_file_name("../x.npy")
         (True, False)
     """
@@ -64,7 +64,7 @@ _DATA_FILE = re.compile(r"(vectors|records|faiss)-[0-9a-f]{16}\.(npy|json|faiss)
 def manifest_checksum(manifest: dict[str, Any]) -> str:
     """SHA-256 of the manifest's canonical JSON, its own checksum field left out.
 
-    Example:
+    Examples:
         >>> manifest_checksum({"a": 1}) == manifest_checksum({"a": 1, CHECKSUM_KEY: "x"})
         True
     """
@@ -76,7 +76,7 @@ def manifest_checksum(manifest: dict[str, Any]) -> str:
 def with_checksum(manifest: dict[str, Any]) -> dict[str, Any]:
     """``manifest`` with its checksum field set, ready to write.
 
-    Example:
+    Examples:
         >>> len(with_checksum({"a": 1})[CHECKSUM_KEY])
         64
     """
@@ -136,7 +136,7 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> None:
     Raises:
         IndexFileError: naming the first problem found.
 
-    Example:
+    Examples:
         >>> check_manifest({"format": FORMAT_NAME, "format_version": 2}, Path("m.json"))
         Traceback (most recent call last):
         ...
@@ -280,7 +280,7 @@ def check_records(records: Any, manifest: dict[str, Any]) -> dict[str, Any]:
             the rows, a bad id, label or metadata, removed rows out of range, a
             count that is not rows minus removed, or a repeated live id.
 
-    Example:
+    Examples:
         >>> m = {"rows": 1, "count": 1}
         >>> check_records({"ids": [0], "labels": ["a"], "metadata": [{}], "removed": [],
         ...                "next_id": 1}, m)["labels"]

@@ -13,7 +13,7 @@ class RowStore:
     Rows are never reused: a removed row stays (flagged dead) until
     :meth:`compact`, so row numbers stay valid FAISS ids in between.
 
-    Example:
+    Examples:
         >>> store = RowStore(2)
         >>> store.append(np.ones((2, 2), dtype="float32"), ["a", "b"], ["x", "y"], [{}, {}])
         >>> store.kill([0]); store.num_alive, store.num_dead

@@ -39,7 +39,7 @@ _POINTS_PER_CENTROID = 39
 class IndexSpec:
     """Which FAISS index a face index uses: a built-in kind or a factory string.
 
-    Example:
+    Examples:
         >>> IndexSpec.parse("HNSW").kind, IndexSpec.parse("IVF256,PQ16").kind
         ('hnsw', 'factory')
     """
@@ -64,7 +64,7 @@ class IndexSpec:
 def faiss_metric(metric: str) -> int:
     """The FAISS metric storing a siamkit geometry: inner product for cosine, L2 for euclidean.
 
-    Example:
+    Examples:
         >>> faiss_metric("cosine") == faiss.METRIC_INNER_PRODUCT
         True
     """
@@ -74,7 +74,7 @@ def faiss_metric(metric: str) -> int:
 def to_distances(scores: np.ndarray, metric: str) -> np.ndarray:
     """FAISS scores as siamkit distances: ``1 - inner product`` or ``sqrt`` of squared L2.
 
-    Example:
+    Examples:
         >>> to_distances(np.array([0.25, 1.0], dtype="float32"), "euclidean").tolist()
         [0.5, 1.0]
     """
@@ -91,7 +91,7 @@ def unscaled_query_distances(scores: list[float], metric: str, query_norm: float
     its norm here instead, in plain Python (no NumPy call, see
     ``FaceIndex._search_one``).
 
-    Example:
+    Examples:
         >>> unscaled_query_distances([1.5, 0.0], "cosine", query_norm=2.0)
         [0.25, 1.0]
         >>> unscaled_query_distances([0.25], "euclidean", query_norm=9.0)
@@ -108,7 +108,7 @@ def unscaled_query_distances(scores: list[float], metric: str, query_norm: float
 def ivf_lists(num_vectors: int) -> int:
     """Inverted lists for ``num_vectors``: about their square root, 39+ vectors per list.
 
-    Example:
+    Examples:
         >>> ivf_lists(1_000_000)
         1000
     """
@@ -121,7 +121,7 @@ def ivf_probes(nlist: int) -> int:
     More probes buy recall on galleries without cluster structure, but past a
     few percent of the lists IVF scans as many vectors as exact search does.
 
-    Example:
+    Examples:
         >>> ivf_probes(1000)
         15
     """
@@ -138,7 +138,7 @@ class Backend:
         ef_search: HNSW search breadth (None: the default).
         nprobe: IVF lists visited per query (None: the default).
 
-    Example:
+    Examples:
         >>> b = Backend(IndexSpec.parse("flat"), dim=2, metric="euclidean")
         >>> b.sync(np.eye(2, dtype="float32"))
         >>> b.search(np.array([[1, 0]], dtype="float32"), 1)[1].tolist()

@@ -20,7 +20,7 @@ _CHUNK = 200_000  # pairs per distance computation, to bound memory
 def check_far(target_far: float) -> float:
     """``target_far`` if it is a rate strictly between 0 and 1.
 
-    Example:
+    Examples:
         >>> check_far(0.001)
         0.001
     """
@@ -32,7 +32,7 @@ def check_far(target_far: float) -> float:
 def check_threshold(threshold: Any) -> float:
     """``threshold`` as a float if it is a usable distance: a finite number, not negative.
 
-    Example:
+    Examples:
         >>> check_threshold(0.5)
         0.5
         >>> check_threshold("abc")
@@ -58,7 +58,7 @@ def fit_far_threshold(
     When even the closest impostor pair is too many, the threshold sits just
     below it, so no impostor pair is accepted.
 
-    Example:
+    Examples:
         >>> c = fit_far_threshold([0.1, 0.2, 0.3, 0.6, 0.7], [1, 1, 0, 0, 0], target_far=0.5)
         >>> c.threshold, round(c.far, 3), c.tar
         (0.3, 0.333, 1.0)
@@ -98,7 +98,7 @@ def gallery_pairs(
     genuine pairs (or ``max_pairs`` sampled) and ``max_pairs`` sampled impostor
     pairs, drawn with a seeded generator so the threshold is reproducible.
 
-    Example:
+    Examples:
         >>> v = np.array([[0, 1], [0, 1], [1, 0]], dtype="float32")
         >>> d, same = gallery_pairs(v, np.array(["a", "a", "b"], dtype=object), "cosine")
         >>> d.tolist(), same.tolist()

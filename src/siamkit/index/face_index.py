@@ -96,7 +96,7 @@ class FaceIndex:
         ef_search: HNSW search breadth (default 128).
         nprobe: IVF lists visited per query (default: 1/64 of them, at least 8).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> index = FaceIndex(metric="cosine", dim=2)
         >>> index.add(np.array([[1, 0], [0, 1]], dtype="float32"), labels=["ann", "bob"])
@@ -213,7 +213,7 @@ class FaceIndex:
         Raises:
             UnknownIdError: no such id.
 
-        Example:
+        Examples:
             >>> index = FaceIndex(metric="cosine", dim=2)
             >>> _ = index.add(np.array([[3, 4]], dtype="float32"), labels="ann", ids="a1")
             >>> index.get("a1").embedding.tolist()
@@ -232,7 +232,7 @@ class FaceIndex:
     def ids(self, label: Label | None = None) -> list[ItemId]:
         """The ids of all items, or of one person's, in enrolment order.
 
-        Example:
+        Examples:
             >>> index = FaceIndex(metric="euclidean", dim=1)
             >>> index.add(np.zeros((3, 1), dtype="float32"), labels=["a", "b", "a"])
             [0, 1, 2]
@@ -250,7 +250,7 @@ class FaceIndex:
     def labels(self) -> list[Label]:
         """The distinct labels (people), in order of first enrolment.
 
-        Example:
+        Examples:
             >>> index = FaceIndex(metric="euclidean", dim=1)
             >>> _ = index.add(np.zeros((3, 1), dtype="float32"), labels=["b", "a", "b"])
             >>> index.labels()
@@ -295,7 +295,7 @@ class FaceIndex:
                 wrong length.
             NonFiniteError: NaN or infinite embeddings.
 
-        Example:
+        Examples:
             >>> index = FaceIndex(metric="euclidean", dim=2)
             >>> index.add(np.ones((2, 2), dtype="float32"), labels="ann", ids=["a1", "a2"])
             ['a1', 'a2']
@@ -316,7 +316,7 @@ class FaceIndex:
     ) -> list[ItemId]:
         """Like :meth:`add`, but an id already in the index is replaced.
 
-        Example:
+        Examples:
             >>> index = FaceIndex(metric="euclidean", dim=1)
             >>> _ = index.add(np.zeros((1, 1), dtype="float32"), labels="ann", ids="x")
             >>> _ = index.upsert(np.ones((1, 1), dtype="float32"), labels="bob", ids="x")
@@ -343,7 +343,7 @@ class FaceIndex:
         Raises:
             DataError: ``path`` is missing or not an image folder.
 
-        Example:
+        Examples:
             >>> import os, tempfile, siamkit
             >>> from PIL import Image
             >>> root = tempfile.mkdtemp()
@@ -433,7 +433,7 @@ class FaceIndex:
         Raises:
             UnknownIdError: an id is not in the index (nothing is removed).
 
-        Example:
+        Examples:
             >>> index = FaceIndex(metric="euclidean", dim=1, index="hnsw")
             >>> _ = index.add(np.arange(3, dtype="float32")[:, None], labels=["a", "b", "c"])
             >>> index.remove(1)
@@ -460,7 +460,7 @@ class FaceIndex:
     def compact(self) -> None:
         """Rebuild the FAISS index without removed items now (otherwise done at 20%).
 
-        Example:
+        Examples:
             >>> index = FaceIndex(metric="euclidean", dim=1)
             >>> _ = index.add(np.zeros((10, 1), dtype="float32"), labels="a")
             >>> _ = index.remove(0); index.compact(); index.info()["removed_pending"]
@@ -495,7 +495,7 @@ class FaceIndex:
             EmptyIndexError: the index holds no item.
             ConfigError: ``k`` is not a positive integer.
 
-        Example:
+        Examples:
             >>> index = FaceIndex(metric="euclidean", dim=1)
             >>> gallery = np.array([[0.0], [1.0], [5.0]], dtype="float32")
             >>> _ = index.add(gallery, labels=["a", "b", "c"])
@@ -522,7 +522,7 @@ class FaceIndex:
     def knn(self, queries: Any, k: int = 5) -> Neighbors:
         """Batch search returning arrays (ids, labels, distances) instead of matches.
 
-        Example:
+        Examples:
             >>> index = FaceIndex(metric="euclidean", dim=1)
             >>> _ = index.add(np.array([[0.0], [1.0]], dtype="float32"), labels=["a", "b"])
             >>> index.knn(np.array([[0.1], [0.9]], dtype="float32"), k=1).labels.tolist()
@@ -555,7 +555,7 @@ class FaceIndex:
         Raises:
             NotCalibratedError: no threshold given and the index not calibrated.
 
-        Example:
+        Examples:
             >>> index = FaceIndex(metric="euclidean", dim=1)
             >>> _ = index.add(np.array([[0.0], [1.0]], dtype="float32"), labels=["a", "b"])
             >>> index.identify(np.array([0.9], dtype="float32"), threshold=0.5).label
@@ -575,7 +575,7 @@ class FaceIndex:
         Raises:
             NotCalibratedError: no threshold given and the index not calibrated.
 
-        Example:
+        Examples:
             >>> index = FaceIndex(metric="euclidean", dim=2)
             >>> v = index.verify(np.array([0.0, 0.0], dtype="float32"),
             ...                  np.array([0.3, 0.4], dtype="float32"), threshold=0.6)
@@ -762,7 +762,7 @@ class FaceIndex:
         Raises:
             DataError: no genuine or no impostor pair to fit on.
 
-        Example:
+        Examples:
             >>> rng = np.random.default_rng(0)
             >>> centres = rng.normal(size=(5, 8)).astype("float32")
             >>> faces = np.repeat(centres, 4, axis=0) + 0.05 * rng.normal(size=(20, 8))
@@ -812,7 +812,7 @@ class FaceIndex:
     def info(self) -> dict[str, Any]:
         """A JSON-able summary: size, geometry, index settings, threshold, encoder.
 
-        Example:
+        Examples:
             >>> FaceIndex(metric="cosine", dim=4).info()["count"]
             0
         """
@@ -843,7 +843,7 @@ class FaceIndex:
         index and a manifest with versions, geometry, threshold, the encoder's
         fingerprint and each file's checksum. Never pickle.
 
-        Example:
+        Examples:
             >>> import tempfile
             >>> index = FaceIndex(metric="cosine", dim=2)
             >>> _ = index.add(np.eye(2, dtype="float32"), labels=["a", "b"])
@@ -907,7 +907,7 @@ class FaceIndex:
             EncoderMismatchError: ``encoder`` is not the index's encoder.
             GeometryError: ``encoder`` uses another metric.
 
-        Example:
+        Examples:
             >>> import tempfile
             >>> FaceIndex.load(tempfile.mkdtemp())
             Traceback (most recent call last):

@@ -32,7 +32,7 @@ class Match:
             FAISS's float32 score, so may differ from a batch's in the last digits).
         metadata: The item's metadata (a copy).
 
-    Example:
+    Examples:
         >>> m = Match(id="s1/1.pgm", label="s1", distance=0.12, metadata={})
         >>> m.to_dict()["label"]
         's1'
@@ -57,7 +57,7 @@ class Verification:
         distance: The distance between the two embeddings.
         threshold: The decision threshold used.
 
-    Example:
+    Examples:
         >>> Verification(same=True, distance=0.2, threshold=0.35).same
         True
     """
@@ -90,7 +90,7 @@ class Calibration:
             measure such a small rate.
         source: ``"gallery"`` (the index's own pairs) or ``"pairs"`` (given).
 
-    Example:
+    Examples:
         >>> c = Calibration(0.4, 0.01, 0.008, 0.97, 200, 4750, False, "gallery")
         >>> c.to_dict()["threshold"]
         0.4
@@ -120,7 +120,7 @@ class Record:
         metadata: Its metadata (a copy).
         embedding: Its stored embedding (L2-normalised for the cosine metric).
 
-    Example:
+    Examples:
         >>> Record("a", "ann", {}, np.zeros(2, dtype="float32")).label
         'ann'
     """
@@ -144,7 +144,7 @@ class Neighbors:
         labels: ``(num_queries, k)`` object array of labels.
         distances: ``(num_queries, k)`` float32 distances.
 
-    Example:
+    Examples:
         >>> n = Neighbors(np.array([["a"]], dtype=object), np.array([["ann"]], dtype=object),
         ...               np.zeros((1, 1), dtype="float32"))
         >>> n.ids.shape
@@ -172,7 +172,7 @@ class SearchResults(Sequence[list[Match]]):
         labels: ``(num_queries, k)`` object array of labels, likewise.
         distances: ``(num_queries, k)`` float32 distances, NaN likewise.
 
-    Example:
+    Examples:
         >>> results = SearchResults(
         ...     np.array([["a", "b"]], dtype=object), np.array([["ann", "bob"]], dtype=object),
         ...     np.array([[0.1, 0.4]], dtype="float32"), np.array([[0, 1]]), [{}, {}])

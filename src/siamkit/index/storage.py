@@ -171,7 +171,7 @@ def _is_temporary(name: str) -> bool:
 def remove_leftovers(directory: Path) -> None:
     """Delete temporary files of a save that was killed, unless a save is running now.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> folder = Path(tempfile.mkdtemp())
         >>> _ = (folder / ".face_index-x.tmp").write_bytes(b"half")

@@ -33,7 +33,7 @@ class ContrastiveLoss(nn.Module):
             the encoder's metric when used by :class:`~siamkit.training.Trainer`,
             and Euclidean otherwise, as in the paper.
 
-    Example:
+    Examples:
         >>> import torch
         >>> loss = ContrastiveLoss(margin=2.0)
         >>> e1 = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
@@ -86,7 +86,7 @@ class ContrastiveLoss(nn.Module):
     ) -> torch.Tensor:
         """Mean loss over mined pairs of a batch (all pairs when ``pairs`` is None).
 
-        Example:
+        Examples:
             >>> import torch
             >>> emb = torch.tensor([[0.0], [1.0], [3.0]])
             >>> ContrastiveLoss(margin=1.0).batch(emb, torch.tensor([0, 0, 1])).item()

@@ -26,7 +26,7 @@ class PairMiner(ABC):
     ``metric`` is the geometry the miner measures distances in; the
     :class:`~siamkit.training.Trainer` sets it to the encoder's when unset.
 
-    Example:
+    Examples:
         >>> import torch
         >>> class SameAndNext(PairMiner):
         ...     def mine(self, embeddings, labels):
@@ -85,7 +85,7 @@ class PMLPairMiner(PairMiner):
     metric, e.g. ``CosineSimilarity()`` for a cosine encoder, so margins mean
     what the loss means.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from pytorch_metric_learning.miners import PairMarginMiner
         >>> miner = PMLPairMiner(PairMarginMiner(pos_margin=0.0, neg_margin=10.0))
@@ -116,7 +116,7 @@ class PMLPairMiner(PairMiner):
 def as_pair_miner(miner: Any) -> PairMiner | None:
     """Wrap a PML pair miner in :class:`PMLPairMiner`; pass PairMiners and None through.
 
-    Example:
+    Examples:
         >>> from pytorch_metric_learning.miners import PairMarginMiner
         >>> type(as_pair_miner(PairMarginMiner())).__name__
         'PMLPairMiner'
@@ -132,7 +132,7 @@ miner_registry: Registry[PairMiner] = Registry("miner", group="siamkit.miners", 
 def register_miner(name: str | type | None = None, *, overwrite: bool = False) -> Any:
     """Class decorator registering a :class:`PairMiner` subclass under a name.
 
-    Example:
+    Examples:
         >>> import siamkit
         >>> "batch-hard" in siamkit.list_miners()
         True
@@ -143,7 +143,7 @@ def register_miner(name: str | type | None = None, *, overwrite: bool = False) -
 def create_miner(name: str, **kwargs: Any) -> PairMiner:
     """Build the miner registered as ``name`` with ``kwargs``.
 
-    Example:
+    Examples:
         >>> import siamkit
         >>> siamkit.create_miner("hard", neg_margin=0.5)
         HardPairMiner(metric=None, pos_margin=0.0, neg_margin=0.5)
@@ -154,7 +154,7 @@ def create_miner(name: str, **kwargs: Any) -> PairMiner:
 def list_miners() -> list[str]:
     """Names of all available miners, plugins included.
 
-    Example:
+    Examples:
         >>> import siamkit
         >>> siamkit.list_miners()[:2]
         ['all', 'batch-hard']

@@ -12,7 +12,7 @@ from siamkit.miners.base import PairIndices, PairMiner, register_miner
 def pair_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Upper-triangular masks of positive and negative pairs ``(i < j)``.
 
-    Example:
+    Examples:
         >>> pos, neg = pair_masks(torch.tensor([0, 0, 1]))
         >>> pos.nonzero().tolist(), neg.nonzero().tolist()
         ([[0, 1]], [[0, 2], [1, 2]])
@@ -31,7 +31,7 @@ def _split(pos: torch.Tensor, neg: torch.Tensor) -> PairIndices:
 def all_pairs(labels: torch.Tensor) -> PairIndices:
     """Every unordered pair of the batch, as ``(a1, p, a2, n)``.
 
-    Example:
+    Examples:
         >>> [t.tolist() for t in all_pairs(torch.tensor([0, 0, 1]))]
         [[0], [1], [0, 1], [2, 2]]
     """
@@ -42,7 +42,7 @@ def all_pairs(labels: torch.Tensor) -> PairIndices:
 class AllPairsMiner(PairMiner):
     """Every positive and every negative pair of the batch, each once.
 
-    Example:
+    Examples:
         >>> a1, p, a2, n = AllPairsMiner()(torch.zeros(4, 2), torch.tensor([0, 0, 1, 1]))
         >>> len(a1), len(a2)
         (2, 4)
@@ -61,7 +61,7 @@ class RandomPairMiner(PairMiner):
         seed: Seeds a private generator; None uses torch's global one (which
             the Trainer seeds every epoch, so runs stay reproducible).
 
-    Example:
+    Examples:
         >>> miner = RandomPairMiner(seed=0)
         >>> a1, p, a2, n = miner(torch.zeros(6, 2), torch.tensor([0, 0, 1, 1, 2, 2]))
         >>> len(a1), len(a2)
@@ -94,7 +94,7 @@ class HardPairMiner(PairMiner):
     These are exactly the pairs the contrastive loss still has something to
     learn from when ``neg_margin`` is the loss's margin.
 
-    Example:
+    Examples:
         >>> emb = torch.tensor([[0.0], [2.0], [0.5]])
         >>> HardPairMiner(pos_margin=1.0, neg_margin=1.0)(emb, torch.tensor([0, 0, 1]))
         (tensor([0]), tensor([1]), tensor([0]), tensor([2]))
@@ -125,7 +125,7 @@ class BatchHardPairMiner(PairMiner):
 
     Anchors without a positive or a negative in the batch are skipped.
 
-    Example:
+    Examples:
         >>> emb = torch.tensor([[0.0], [1.0], [3.0], [5.0]])
         >>> a1, p, a2, n = BatchHardPairMiner()(emb, torch.tensor([0, 0, 1, 1]))
         >>> p.tolist(), n.tolist()

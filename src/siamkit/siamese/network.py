@@ -18,7 +18,7 @@ class SiameseNetwork(nn.Module):
     Args:
         encoder: Any :class:`~siamkit.Encoder`.
 
-    Example:
+    Examples:
         >>> import torch, siamkit
         >>> encoder = siamkit.create_encoder("mlp", input_dim=4, embedding_dim=2)
         >>> net = siamkit.SiameseNetwork(encoder)

@@ -3,6 +3,7 @@
 from siamkit.training.augment import FaceAugment
 from siamkit.training.config import TrainConfig
 from siamkit.training.plots import plot_history
+from siamkit.training.runtime import reproducible
 from siamkit.training.trainer import Callback, Trainer, TrainResult, fit, load_checkpoint
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "fit",
     "load_checkpoint",
     "plot_history",
+    "reproducible",
 ]

@@ -28,7 +28,7 @@ class FaceAugment(nn.Module):
         brightness: Maximum additive brightness change (inputs are in ``[-1, 1]``).
         contrast: Maximum relative contrast change.
 
-    Example:
+    Examples:
         >>> import torch
         >>> FaceAugment()(torch.zeros(4, 1, 56, 46)).shape
         torch.Size([4, 1, 56, 46])

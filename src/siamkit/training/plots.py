@@ -13,7 +13,7 @@ from siamkit._atomic import write_with
 def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
     """Draw training loss per epoch and, when present, validation AUC and EER, to a PNG.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> p = os.path.join(tempfile.mkdtemp(), "loss_plot.png")
         >>> plot_history([{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.3}], p)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import time
+import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +20,7 @@ import torch
 from siamkit._atomic import write_json, write_with
 from siamkit.data.pairs import dataset_labels
 from siamkit.data.sampling import ClassBalancedBatchSampler
-from siamkit.encoders.base import Encoder
+from siamkit.encoders.base import Encoder, encoder_registry
 from siamkit.encoders.whitening import whitening_layers
 from siamkit.evaluation.identification import rank1_leave_one_out
 from siamkit.evaluation.verification import all_pairs_distances, verification_metrics
@@ -33,18 +36,25 @@ from siamkit.losses.contrastive import ContrastiveLoss
 from siamkit.miners.base import PairMiner, PMLPairMiner, as_pair_miner, create_miner
 from siamkit.training.augment import FaceAugment
 from siamkit.training.config import TrainConfig
+from siamkit.training.runtime import reproducible
 
 CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_FILE = "history.json"
 PLOT_FILE = "loss_plot.png"
 CHECKPOINT_FORMAT = "siamkit-checkpoint"
+#: Version 2 adds the encoder's identity (name, class, constructor arguments) and
+#: the runtime (thread count, deterministic kernels); version 1 is still read.
+CHECKPOINT_VERSION = 2
+#: Settings that change only how a run executes, not what it computes up to the
+#: last bits: a resume may change them.
+EXECUTION_SETTINGS = frozenset({"num_threads", "deterministic", "cache_limit_mb"})
 DEFAULT_MARGINS = {"cosine": 0.5, "euclidean": 1.0}
 
 
 class Callback(Protocol):
     """Hooks called by :class:`Trainer`; implement any subset of them.
 
-    Example:
+    Examples:
         >>> class PrintLoss:
         ...     def on_epoch_end(self, trainer, record):
         ...         print(record["epoch"], round(record["loss"], 3))
@@ -67,7 +77,7 @@ class TrainResult:
         out_dir: Where the model, checkpoint, history and plot were written.
         seconds: Wall time of this call.
 
-    Example:
+    Examples:
         >>> result = Trainer(encoder).fit(train, val, out_dir="runs/faces")  # doctest: +SKIP
         >>> result.best_epoch, result.best["auc"]  # doctest: +SKIP
         (150, 0.987)
@@ -170,7 +180,7 @@ class Trainer:
         callbacks: Objects with ``on_batch_end`` / ``on_epoch_end`` methods.
         progress: Show progress bars (the CLI does; the library is quiet).
 
-    Example:
+    Examples:
         >>> import siamkit
         >>> from siamkit.training import Trainer, TrainConfig
         >>> encoder = siamkit.create_encoder("compact")
@@ -202,6 +212,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.progress = progress
         self.device = _resolve_device(self.config.device)
+        #: How the latest :meth:`fit` ran (thread count, deterministic kernels).
+        self.runtime: dict[str, Any] = {}
 
     def _bind_loss(self, loss: ContrastiveLoss | None) -> ContrastiveLoss:
         if loss is None:
@@ -246,6 +258,11 @@ class Trainer:
     ) -> TrainResult:
         """Train on ``train``, validate on ``val`` (other people), write to ``out_dir``.
 
+        A seeded run repeats bit for bit on the same machine with the same
+        ``config.num_threads``: training runs under
+        :func:`~siamkit.training.runtime.reproducible`, and the thread count is
+        recorded in every epoch's record (``"threads"``) and with the run.
+
         Args:
             train: A labelled dataset: a :class:`~siamkit.data.FaceFolder`, a
                 ``Subset`` of one (see :func:`~siamkit.data.split_by_class`), or
@@ -257,12 +274,21 @@ class Trainer:
 
         Raises:
             DataError: fewer than two people, or a person with a single image.
-            TrainingError: the loss became NaN, or ``out_dir`` holds another run
-                and ``resume`` is False.
+            TrainingError: the loss became NaN, ``out_dir`` holds another run
+                and ``resume`` is False, or the run to resume used another
+                encoder, other encoder arguments or other settings.
+            ModelFileError: the checkpoint to resume is corrupt or not siamkit's.
         """
         started = time.perf_counter()
-        cfg = self.config
         out = Path(out_dir) if out_dir is not None else None
+        with reproducible(self.config.num_threads, self.config.deterministic) as runtime:
+            self.runtime = runtime
+            result = self._fit(train, val, out, resume)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _fit(self, train: Any, val: Any | None, out: Path | None, resume: bool) -> TrainResult:
+        cfg = self.config
         state = self._start_state(out, resume)
         train_labels = dataset_labels(train)
         _check_trainable(train_labels, _classes_of(train))
@@ -273,40 +299,12 @@ class Trainer:
         sampler = ClassBalancedBatchSampler(
             train_labels, m_per_class=cfg.m_per_class, batch_size=cfg.batch_size, seed=cfg.seed
         )
-        self.encoder.to(self.device)
-        for layer in whitening_layers(self.encoder):
-            layer.reset()  # training sees the identity; refitted after the last epoch
-        optimizer = torch.optim.AdamW(
-            self.encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
-        if state is not None:
-            self.encoder.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+        optimizer = self._prepare(state)
         history: list[dict[str, Any]] = list(state["history"]) if state else []
         best = dict(state["best"]) if state else {"epoch": 0, "value": None}
-        best_weights = None
-        start_epoch = len(history) + 1
-        epochs = range(start_epoch, cfg.epochs + 1)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(epochs, desc="training", unit="epoch", disable=not self.progress)
-        for epoch in bar:
-            record = self._train_epoch(epoch, train_source, sampler, optimizer)
-            if val_source is not None:
-                record.update(self.evaluate_source(val_source))
-            history.append(record)
-            if self._improved(record, best):
-                best = {"epoch": epoch, "value": record.get(f"val_{cfg.monitor}")}
-                best_weights = {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
-                if out is not None:
-                    self.encoder.save(out, extra=self._model_extra(record, epoch))
-            if out is not None:
-                self._save_checkpoint(out, epoch, optimizer, history, best)
-            bar.set_postfix(_postfix(record))
-            for callback in self.callbacks:
-                if hasattr(callback, "on_epoch_end"):
-                    callback.on_epoch_end(self, record)
-        bar.close()
+        best, best_weights = self._run_epochs(
+            train_source, val_source, sampler, optimizer, history, best, out
+        )
         if best_weights is not None:
             self.encoder.load_state_dict(best_weights)
         elif best["epoch"] and out is not None and best["epoch"] != len(history):
@@ -326,16 +324,72 @@ class Trainer:
             best_epoch=int(best["epoch"]),
             best={k[4:]: v for k, v in best_record.items() if k.startswith("val_")},
             out_dir=out,
-            seconds=time.perf_counter() - started,
         )
+
+    def _prepare(self, state: dict[str, Any] | None) -> torch.optim.Optimizer:
+        """Move the encoder to the device, build AdamW, and load a resumed state."""
+        cfg = self.config
+        self.encoder.to(self.device)
+        for layer in whitening_layers(self.encoder):
+            layer.reset()  # training sees the identity; refitted after the last epoch
+        optimizer = torch.optim.AdamW(
+            self.encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        if state is not None:
+            try:
+                self.encoder.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+                raise TrainingError(
+                    f"the checkpoint's weights do not fit this {type(self.encoder).__name__}: "
+                    f"{str(err).splitlines()[0]}. Resume with the encoder and arguments the "
+                    "run was started with, or start afresh in another output directory"
+                ) from None
+        return optimizer
+
+    def _run_epochs(
+        self,
+        train_source: _ImageSource,
+        val_source: _ImageSource | None,
+        sampler: ClassBalancedBatchSampler,
+        optimizer: torch.optim.Optimizer,
+        history: list[dict[str, Any]],
+        best: dict[str, Any],
+        out: Path | None,
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+        """The remaining epochs; returns the best epoch and its weights if it is one of them."""
+        from tqdm.auto import tqdm
+
+        best_weights = None
+        epochs = range(len(history) + 1, self.config.epochs + 1)
+        bar = tqdm(epochs, desc="training", unit="epoch", disable=not self.progress)
+        for epoch in bar:
+            record = self._train_epoch(epoch, train_source, sampler, optimizer)
+            if val_source is not None:
+                record.update(self.evaluate_source(val_source))
+            history.append(record)
+            if self._improved(record, best):
+                best = {"epoch": epoch, "value": record.get(f"val_{self.config.monitor}")}
+                best_weights = {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
+                if out is not None:
+                    self.encoder.save(out, extra=self._model_extra(record, epoch))
+            if out is not None:
+                self._save_checkpoint(out, epoch, optimizer, history, best)
+            bar.set_postfix(_postfix(record))
+            for callback in self.callbacks:
+                if hasattr(callback, "on_epoch_end"):
+                    callback.on_epoch_end(self, record)
+        bar.close()
+        return best, best_weights
 
     @torch.no_grad()
     def evaluate(self, data: Any) -> dict[str, float]:
         """Verification AUC and EER over all pairs, and leave-one-out rank-1, of ``data``.
 
-        Returns a dict with keys ``val_auc``, ``val_eer``, ``val_rank1``.
+        Returns a dict with keys ``val_auc``, ``val_eer``, ``val_threshold``, ``val_rank1``.
         """
-        return self.evaluate_source(self._val_source(data))
+        with reproducible(self.config.num_threads, self.config.deterministic):
+            return self.evaluate_source(self._val_source(data))
 
     # -- epochs ----------------------------------------------------------------------
     def _train_epoch(
@@ -388,6 +442,7 @@ class Trainer:
             "loss": float(np.mean(losses)),
             "lr": lr,
             "seconds": time.perf_counter() - started,
+            "threads": torch.get_num_threads(),
         }
 
     def _learning_rate(self, step: int, steps_per_epoch: int) -> float:
@@ -478,6 +533,7 @@ class Trainer:
                 "metrics": {k: v for k, v in record.items() if k.startswith("val_")},
                 "margin": self.loss.margin,
                 "miner": repr(self.miner),
+                "runtime": dict(self.runtime),
             }
         }
 
@@ -495,14 +551,22 @@ class Trainer:
                 "(CLI: --resume) to continue it, or choose another output directory"
             )
         state = load_checkpoint(checkpoint)
-        saved = TrainConfig.from_dict(state["config"]).to_dict()
+        try:
+            saved = TrainConfig.from_dict(state["config"]).to_dict()
+        except (ConfigError, TypeError, ValueError) as err:
+            raise ModelFileError(
+                f"{checkpoint} holds invalid settings ({err}); delete it to start afresh"
+            ) from None
         current = self.config.to_dict()
-        differ = sorted(k for k in current if saved.get(k) != current[k])
+        differ = sorted(
+            k for k in current if k not in EXECUTION_SETTINGS and saved.get(k) != current[k]
+        )
         if differ:
             raise TrainingError(
                 f"cannot resume {out}: its settings differ in {', '.join(differ)}; "
                 "resume with the same settings"
             )
+        _check_same_encoder(state, self.encoder, out)
         return state
 
     def _save_checkpoint(
@@ -515,16 +579,21 @@ class Trainer:
     ) -> None:
         state = {
             "format": CHECKPOINT_FORMAT,
-            "format_version": 1,
+            "format_version": CHECKPOINT_VERSION,
             "epoch": epoch,
             "model": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "history": history,
             "best": best,
             "config": self.config.to_dict(),
+            "encoder": encoder_identity(self.encoder),
+            "runtime": dict(self.runtime),
         }
         write_with(out / CHECKPOINT_FILE, lambda handle: torch.save(state, handle))
-        write_json(out / HISTORY_FILE, {"history": history, "best_epoch": best["epoch"]})
+        write_json(
+            out / HISTORY_FILE,
+            {"history": history, "best_epoch": best["epoch"], "runtime": dict(self.runtime)},
+        )
 
     def _restore_saved_best(self, out: Path) -> None:
         from siamkit.encoders.base import load_encoder
@@ -534,31 +603,223 @@ class Trainer:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a training checkpoint safely (``weights_only=True``).
+    """Read a training checkpoint safely: ``weights_only=True``, so nothing in it is run.
+
+    Only what :meth:`Trainer.fit` writes is accepted: an uncompressed zip
+    archive (so a small file cannot expand to gigabytes in memory) holding a
+    dict of the expected layout.
 
     Raises:
-        ModelFileError: the file is missing, truncated or not a siamkit checkpoint.
+        ModelFileError: the file is missing, truncated, corrupt, hostile (a
+            pickle that would run code, a compressed archive), from a newer
+            siamkit, or not a siamkit checkpoint.
 
-    Example:
+    Examples:
         >>> state = load_checkpoint("runs/faces/checkpoint.pt")  # doctest: +SKIP
         >>> state["epoch"], len(state["history"])  # doctest: +SKIP
         (150, 150)
     """
+    _check_archive(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as err:
-        raise ModelFileError(
-            f"cannot read checkpoint {path}: {err}. Delete it to start training afresh"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ModelFileError(f"{path} is not a siamkit training checkpoint")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "unusual pickle protocol": refused below
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        # Untrusted bytes make torch.load fail in many ways, all meaning "not a
+        # usable checkpoint". Seen fuzzing real checkpoints: pickle.UnpicklingError
+        # (garbage, or a payload the weights-only unpickler refuses to run),
+        # RuntimeError from the zip reader, UnicodeDecodeError, OSError, EOFError,
+        # IndexError, struct.error, AssertionError, KeyError, ValueError, TypeError.
+        raise _unreadable(path, err) from None
+    _check_checkpoint(state, path)
     return state
 
 
-def _resolve_device(name: str) -> torch.device:
+def _unreadable(path: str | os.PathLike, err: BaseException) -> ModelFileError:
+    return ModelFileError(
+        f"cannot read checkpoint {path}: {_first_line(err)} ({type(err).__name__}). "
+        "It is corrupt or not a siamkit checkpoint: delete it to start training afresh"
+    )
+
+
+def _check_archive(path: str | os.PathLike) -> None:
+    """Refuse what torch.load would inflate: siamkit writes uncompressed zip archives."""
+    try:
+        size = os.path.getsize(path)
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except Exception as err:  # zipfile, like torch.load, fails in many ways on garbage
+        raise _unreadable(path, err) from None
+    packed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
+    if packed or sum(e.file_size for e in entries) > size:
+        raise ModelFileError(
+            f"{path} is not a checkpoint siamkit wrote: its records are compressed or claim "
+            "more bytes than the file holds. Delete it to start training afresh"
+        )
+
+
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    # torch's refusal of a pickle is a page of advice; the reason is on one line.
+    reason = [line for line in lines if line.startswith("WeightsUnpickler error:")]
+    line = (reason or lines or [""])[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_checkpoint(state: Any, path: str | os.PathLike) -> None:
+    """Refuse a checkpoint whose structure is not what :meth:`Trainer.fit` writes."""
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{path} is not a siamkit training checkpoint")
+    version = state.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise ModelFileError(f"{path} has an invalid format_version {version!r}")
+    if version > CHECKPOINT_VERSION:
+        raise ModelFileError(
+            f"{path} was written by a newer siamkit (checkpoint format {version}, this one "
+            f"reads up to {CHECKPOINT_VERSION}): upgrade siamkit to resume it"
+        )
+    kinds = {"model": dict, "optimizer": dict, "history": list, "best": dict, "config": dict}
+    if version >= 2:
+        kinds.update(encoder=dict, runtime=dict)
+    bad = [key for key, kind in kinds.items() if not isinstance(state.get(key), kind)]
+    problem = f"{', '.join(bad)} missing or of the wrong type" if bad else _content_problem(state)
+    if problem:
+        raise ModelFileError(
+            f"{path} is a damaged siamkit checkpoint ({problem}); delete it to start afresh"
+        )
+
+
+def _content_problem(state: dict[str, Any]) -> str | None:
+    epoch, history, best = state.get("epoch"), state["history"], state["best"]
+    if not _is_int(epoch) or epoch < 1 or epoch != len(history):
+        return f"epoch {epoch!r} for {len(history)} history records"
+    scalar = (int, float, str, bool, type(None))
+    for number, record in enumerate(history, start=1):
+        if (
+            not isinstance(record, dict)
+            or record.get("epoch") != number
+            or not all(isinstance(k, str) and isinstance(v, scalar) for k, v in record.items())
+        ):
+            return f"history record {number} is malformed"
+    if not _is_int(best.get("epoch")) or not 0 <= best["epoch"] <= epoch:
+        return f"best epoch {best.get('epoch')!r}"
+    if not isinstance(best.get("value"), (int, float, type(None))):
+        return "best value is not a number"
+    weights = state["model"].items()
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights):
+        return "model weights are not tensors"
+    return None
+
+
+def encoder_identity(encoder: Encoder) -> dict[str, Any]:
+    """The registered name, class and constructor arguments of ``encoder``, as plain values.
+
+    Checkpoints store it, so that resuming with another encoder, or the same
+    one built with other arguments, is refused.
+
+    Examples:
+        >>> import siamkit
+        >>> identity = encoder_identity(siamkit.create_encoder("compact", embedding_dim=64))
+        >>> identity["name"], identity["config"]["embedding_dim"]
+        ('compact', 64)
+    """
+    cls = type(encoder)
+    try:
+        config: dict[str, Any] | None = encoder.get_config()
+    except ConfigError:
+        config = None  # built with *args: only the weights' shapes can be compared
+    return {
+        "name": encoder_registry.name_of(cls),
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "config": None if config is None else json.loads(_canonical(config)),
+    }
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def _check_same_encoder(state: dict[str, Any], encoder: Encoder, out: Path) -> None:
+    """Refuse to resume ``out`` with an encoder other than the one it trained."""
+    current = encoder_identity(encoder)
+    saved = state.get("encoder")
+    differences = _identity_differences(saved, current) if isinstance(saved, dict) else []
+    differences = differences or _shape_differences(state["model"], encoder.state_dict())
+    if differences:
+        raise TrainingError(
+            f"cannot resume {out}: the encoder differs from the one it trained: "
+            f"{'; '.join(differences)}. Resume with the same encoder and arguments "
+            "(CLI: --encoder, --encoder-arg), or start a new run in another output directory"
+        )
+
+
+def _identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    key = "name" if saved.get("name") or current["name"] else "class"
+    if saved.get(key) != current[key]:
+        return [f"{key} {saved.get(key)!r} in the checkpoint, {current[key]!r} now"]
+    before, now = saved.get("config"), current["config"]
+    if not isinstance(before, dict) or now is None:
+        return []  # arguments not recorded (*args): the weights' shapes are still compared
+    missing = "(not set)"
+    # Both sides went through JSON, so == compares values: 0 and 0.0 are the same dropout.
+    return [
+        f"{name}={_canonical(before.get(name, missing))} in the checkpoint, "
+        f"{_canonical(now.get(name, missing))} now"
+        for name in sorted(set(before) | set(now))
+        if before.get(name, missing) != now.get(name, missing)
+    ]
+
+
+def _shape_differences(saved: dict[str, Any], current: dict[str, torch.Tensor]) -> list[str]:
+    found = [f"{k} is not in the checkpoint" for k in sorted(set(current) - set(saved))]
+    found += [f"the checkpoint has {k}, the encoder not" for k in sorted(set(saved) - set(current))]
+    found += [
+        f"{k} has shape {tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} now"
+        for k, v in current.items()
+        if k in saved and tuple(saved[k].shape) != tuple(v.shape)
+    ]
+    return found[:3] + ([f"{len(found) - 3} more"] if len(found) > 3 else [])
+
+
+def _resolve_device(name: Any) -> torch.device:
+    """The torch device for ``TrainConfig.device``, checked to be usable here."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(
+            f"unknown device {name!r}: use 'cpu', 'cuda', 'cuda:N' (the N-th GPU) or 'auto'"
+        ) from None
+    if device.type == "cuda":
+        _check_cuda(name, device)
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: Apple MPS is not available here; use 'cpu'")
+    elif device.type not in ("cpu", "mps"):
+        raise ConfigError(f"device {name!r} is not supported: use 'cpu', 'cuda' or 'auto'")
+    return device
+
+
+def _check_cuda(name: Any, device: torch.device) -> None:
+    if not torch.cuda.is_available():
+        why = (
+            "this torch was built without CUDA"
+            if torch.version.cuda is None
+            else "no CUDA GPU or driver is usable"
+        )
+        raise ConfigError(
+            f"device {name!r} needs CUDA, but {why} (torch {torch.__version__}): train on "
+            "the CPU with device 'cpu' (CLI: --device cpu), or 'auto' to use a GPU when present"
+        )
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ConfigError(
+            f"device {name!r}: this machine has {count} CUDA device(s), numbered 0 to {count - 1}"
+        )
 
 
 def _postfix(record: dict[str, Any]) -> dict[str, str]:
@@ -579,7 +840,7 @@ def fit(
 ) -> TrainResult:
     """Train ``encoder`` in one call; ``settings`` are :class:`TrainConfig` fields.
 
-    Example:
+    Examples:
         >>> import siamkit
         >>> from siamkit.training import fit
         >>> encoder = siamkit.create_encoder("compact")
@@ -588,4 +849,4 @@ def fit(
     return Trainer(encoder, TrainConfig(**settings)).fit(train, val, out_dir, resume)
 
 
-__all__ = ["Callback", "TrainResult", "Trainer", "fit", "load_checkpoint"]
+__all__ = ["Callback", "TrainResult", "Trainer", "encoder_identity", "fit", "load_checkpoint"]
