@@ -212,7 +212,8 @@ def load_index_files(
     directory: Path,
 ) -> tuple[dict[str, Any], np.ndarray, dict[str, Any], Any]:
     """``(manifest, vectors, records, faiss index or None)``, every file checked."""
-    remove_leftovers(directory) if directory.is_dir() else None
+    if directory.is_dir():  # a missing folder is reported by read_manifest
+        remove_leftovers(directory)
     for attempt in range(LOAD_ATTEMPTS):
         manifest = read_manifest(directory)
         try:
