@@ -89,3 +89,11 @@ class EmptyIndexError(SiamkitError, ValueError):
 
 class NotCalibratedError(SiamkitError, RuntimeError):
     """A decision needs a threshold, but the index was never calibrated."""
+
+
+class MissingExtraError(SiamkitError, ImportError):
+    """An optional dependency (a ``siamkit[...]`` extra) is not installed."""
+
+
+class NoFaceError(DataError):
+    """No face was found in an image whose aligner's policy is ``"error"``."""
