@@ -28,14 +28,24 @@ from torch import nn
 from siamkit._atomic import sha256_file, write_json, write_with
 from siamkit._manifest import plain_file_name, read_manifest
 from siamkit._version import __version__
+from siamkit.alignment.base import FaceAligner, aligner_from_description
 from siamkit.data.images import load_image, to_8bit
-from siamkit.exceptions import ConfigError, ModelFileError, NonFiniteError, ShapeError
+from siamkit.exceptions import (
+    ConfigError,
+    ModelFileError,
+    NonFiniteError,
+    ShapeError,
+    UnknownComponentError,
+)
 from siamkit.geometry import Metric, check_metric
 from siamkit.registry import Registry
 
 ENCODER_FILE = "encoder.json"
 FORMAT_NAME = "siamkit-encoder"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Models without a face aligner are written as version 1, which older siamkit reads;
+#: an aligner changes the embeddings, so a model with one must not load there.
+_PLAIN_FORMAT_VERSION = 1
 #: The only weights file names a manifest may name: what :meth:`Encoder.save` writes.
 WEIGHTS_FILE = re.compile(r"encoder-[0-9a-f]{16}\.pt")
 _STAGING_FILE = ".encoder-weights.pt"
@@ -109,6 +119,32 @@ class Encoder(nn.Module, metaclass=ABCMeta):
 
     # -- preprocessing -----------------------------------------------------------
     @property
+    def aligner(self) -> FaceAligner | None:
+        """The face aligner applied to every image before :attr:`transform` (None: none).
+
+        It is part of the model: :meth:`save` records it, :func:`load_encoder`
+        rebuilds it and the fingerprint covers it, so :meth:`embed`, a face
+        index and ``siamkit eval`` all align the same way with no extra step.
+
+        Examples:
+            >>> import siamkit
+            >>> enc = siamkit.create_encoder("compact")
+            >>> enc.aligner = siamkit.create_aligner("none")
+            >>> enc.aligner
+            NoAligner()
+        """
+        return self.__dict__.get("_siamkit_aligner")
+
+    @aligner.setter
+    def aligner(self, value: FaceAligner | None) -> None:
+        if value is not None and not isinstance(value, FaceAligner):
+            raise ConfigError(
+                f"an encoder's aligner must be a siamkit.FaceAligner or None, got "
+                f"{type(value).__name__}; build one with siamkit.create_aligner(name)"
+            )
+        self.__dict__["_siamkit_aligner"] = value
+
+    @property
     def image_mode(self) -> str:
         """PIL mode images are converted to: ``"L"`` for 1 channel, ``"RGB"`` for 3."""
         return "L" if self.in_channels == 1 else "RGB"
@@ -129,7 +165,12 @@ class Encoder(nn.Module, metaclass=ABCMeta):
 
         Tensors and float arrays are taken as already preprocessed; a uint8 or
         uint16 array is a picture and is preprocessed like a PIL image. Images
-        of more than 8 bits are scaled to 8 (:func:`~siamkit.data.images.to_8bit`).
+        of more than 8 bits are scaled to 8 (:func:`~siamkit.data.images.to_8bit`),
+        then go through the :attr:`aligner`, if any.
+
+        Raises:
+            NoFaceError: the aligner found no face and its policy is ``"skip"``
+                or ``"error"``.
         """
         if isinstance(item, torch.Tensor):
             return item.float()
@@ -137,10 +178,14 @@ class Encoder(nn.Module, metaclass=ABCMeta):
             item = Image.fromarray(item)
         elif isinstance(item, np.ndarray):
             return torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32))
+        name = str(item) if isinstance(item, (str, os.PathLike)) else "image"
         if isinstance(item, (str, os.PathLike)):
             item = load_image(item, mode=self.image_mode)
         if isinstance(item, Image.Image):
-            return self.transform(to_8bit(item).convert(self.image_mode))
+            image = to_8bit(item)
+            if self.aligner is not None:
+                image = self.aligner.align(image, name=name)
+            return self.transform(image.convert(self.image_mode))
         raise ConfigError(
             f"cannot embed an object of type {type(item).__name__}: pass PIL images, "
             "file paths, or preprocessed tensors"
@@ -212,6 +257,8 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         """
         digest = hashlib.sha256()
         header = {"name": _registered_name(type(self)), "config": self.get_config()}
+        if self.aligner is not None:
+            header["aligner"] = self.aligner.describe()
         digest.update(json.dumps(header, sort_keys=True, default=str).encode())
         for key, tensor in sorted(self.state_dict().items()):
             digest.update(key.encode())
@@ -257,7 +304,7 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         os.replace(staging, directory / weights_name)
         manifest = {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.aligner else _PLAIN_FORMAT_VERSION,
             "name": name,
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "config": config,
@@ -270,6 +317,8 @@ class Encoder(nn.Module, metaclass=ABCMeta):
             "torch_version": torch.__version__,
             "extra": extra or {},
         }
+        if self.aligner is not None:
+            manifest["aligner"] = self.aligner.describe()
         write_json(directory / ENCODER_FILE, manifest)
         _collect_garbage(directory, keep=weights_name)
         return directory
@@ -421,6 +470,15 @@ def list_encoders() -> list[str]:
     return encoder_registry.names()
 
 
+def _saved_aligner(manifest: dict[str, Any], directory: Path) -> FaceAligner | None:
+    try:
+        return aligner_from_description(manifest.get("aligner"))
+    except UnknownComponentError:
+        raise
+    except ConfigError as err:
+        raise ModelFileError(f"{directory / ENCODER_FILE}: bad aligner block: {err}") from None
+
+
 def _read_manifest(directory: Path) -> dict[str, Any]:
     return read_manifest(
         directory / ENCODER_FILE,
@@ -478,6 +536,7 @@ def load_encoder(
         encoder.load_state_dict(state)
     except (RuntimeError, OSError, ValueError, KeyError) as err:
         raise ModelFileError(f"cannot load weights from {weights_path}: {err}") from None
+    encoder.aligner = _saved_aligner(manifest, directory)
     if int(encoder.embedding_dim) != int(manifest["embedding_dim"]):
         raise ModelFileError(
             f"{cls.__name__} now has embedding_dim {encoder.embedding_dim}, the saved "

@@ -1,0 +1,30 @@
+"""Face alignment: find the face in a photo and warp it to a canonical chip."""
+
+from siamkit.alignment.base import (
+    AlignmentStats,
+    Face,
+    FaceAligner,
+    aligner_from_description,
+    aligner_registry,
+    create_aligner,
+    list_aligners,
+    register_aligner,
+    similarity_transform,
+    warp_to_chip,
+)
+from siamkit.alignment.builtin import DlibAligner, NoAligner
+
+__all__ = [
+    "AlignmentStats",
+    "DlibAligner",
+    "Face",
+    "FaceAligner",
+    "NoAligner",
+    "aligner_from_description",
+    "aligner_registry",
+    "create_aligner",
+    "list_aligners",
+    "register_aligner",
+    "similarity_transform",
+    "warp_to_chip",
+]

@@ -1,0 +1,282 @@
+"""The ``FaceAligner`` contract: find the face in a photo and cut out a canonical chip.
+
+An aligner detects faces (:meth:`FaceAligner.detect`), each with a box and,
+usually, landmarks; the largest face is warped by a similarity transform
+(rotation, uniform scale, shift) that puts its landmarks on the aligner's
+canonical positions (:attr:`FaceAligner.template`) in a square chip. A built-in
+is just a subclass: implement ``detect`` and set ``template``; override
+:meth:`FaceAligner.chip` for another warp.
+
+When no face is found, ``on_missing`` decides: ``"fallback"`` takes the whole
+image as the face's box (landmark aligners then fit landmarks inside it, which
+suits photos already cropped to a face), ``"skip"`` and ``"error"`` raise
+:class:`~siamkit.exceptions.NoFaceError`; collections (training, a face
+index's folder, evaluation) drop the image under ``"skip"`` and count it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+from siamkit.exceptions import ConfigError, NoFaceError
+from siamkit.registry import Registry
+
+MISSING_POLICIES = ("fallback", "skip", "error")
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face.
+
+    Attributes:
+        box: ``(left, top, right, bottom)`` in pixels.
+        landmarks: ``(K, 2)`` array of ``(x, y)`` points, or None for a
+            detector that gives only boxes.
+        score: The detector's confidence (larger is surer); 0 when unknown.
+    """
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray | None = None
+    score: float = 0.0
+
+    @property
+    def area(self) -> float:
+        """The box's area in square pixels."""
+        left, top, right, bottom = self.box
+        return max(0.0, right - left) * max(0.0, bottom - top)
+
+
+@dataclass
+class AlignmentStats:
+    """What an aligner did since it was created or last reset.
+
+    Attributes:
+        aligned: Images whose face was found.
+        fallback: Images without a face that were aligned as a whole (``"fallback"``).
+        missing: Images without a face that were refused (``"skip"`` or ``"error"``).
+        several: Images with more than one face (the largest was used).
+    """
+
+    aligned: int = 0
+    fallback: int = 0
+    missing: int = 0
+    several: int = 0
+
+    @property
+    def total(self) -> int:
+        """Images seen."""
+        return self.aligned + self.fallback + self.missing
+
+    def summary(self) -> str:
+        """One line for logs and reports."""
+        return (
+            f"{self.aligned} of {self.total} images had a face found; {self.fallback} were "
+            f"aligned whole, {self.missing} had none and were refused, {self.several} had "
+            "several (the largest was used)"
+        )
+
+
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The least-squares similarity transform (Umeyama) mapping ``source`` onto ``target``.
+
+    Args:
+        source: ``(K, 2)`` points.
+        target: ``(K, 2)`` points, ``K >= 2``.
+
+    Returns:
+        A ``(2, 3)`` matrix ``M`` with ``target ≈ source @ M[:, :2].T + M[:, 2]``.
+
+    Examples:
+        >>> src = np.array([[0.0, 0.0], [1.0, 0.0]])
+        >>> similarity_transform(src, 2 * src + 1).round(6).tolist()
+        [[2.0, -0.0, 1.0], [0.0, 2.0, 1.0]]
+    """
+    src, dst = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    covariance = dst_c.T @ src_c / len(src)
+    u, singular, vt = np.linalg.svd(covariance)
+    sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rotation = u @ sign @ vt
+    variance = (src_c**2).sum() / len(src)
+    scale = float((singular * np.diag(sign)).sum() / variance) if variance > 0 else 1.0
+    shift = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, shift[:, None]])
+
+
+def warp_to_chip(image: Image.Image, landmarks: np.ndarray, template: np.ndarray, size: int):
+    """Warp ``image`` so ``landmarks`` land on ``template * size`` in a ``size`` square chip.
+
+    Examples:
+        >>> img = Image.new("RGB", (100, 100))
+        >>> pts = np.array([[30.0, 40.0], [70.0, 40.0]])
+        >>> warp_to_chip(img, pts, np.array([[0.3, 0.4], [0.7, 0.4]]), 50).size
+        (50, 50)
+    """
+    # PIL maps each chip pixel back into the image: the inverse direction.
+    chip_to_image = similarity_transform(np.asarray(template) * size, landmarks)
+    coefficients = tuple(chip_to_image.reshape(-1))
+    return image.transform(
+        (size, size), Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR
+    )
+
+
+class FaceAligner(ABC):
+    """Base class of every face aligner (see the module's docstring).
+
+    Args:
+        size: The chip's side in pixels.
+        on_missing: ``"fallback"``, ``"skip"`` or ``"error"`` when no face is found.
+
+    Examples:
+        >>> class Centre(FaceAligner):
+        ...     template = np.array([[0.5, 0.5]])
+        ...     def detect(self, image):
+        ...         w, h = image.size
+        ...         return [Face((w / 4, h / 4, 3 * w / 4, 3 * h / 4))]
+        >>> Centre(size=32).align(Image.new("L", (64, 64))).size
+        (32, 32)
+    """
+
+    #: Canonical landmark positions as fractions of the chip's side, ``(K, 2)``.
+    template: ClassVar[np.ndarray | None] = None
+    registry_name: ClassVar[str]
+
+    def __init__(self, size: int = 150, on_missing: str = "fallback") -> None:
+        if on_missing not in MISSING_POLICIES:
+            raise ConfigError(
+                f"on_missing must be one of {', '.join(MISSING_POLICIES)}, got {on_missing!r}"
+            )
+        if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+            raise ConfigError(f"the chip size must be an integer of at least 8, got {size!r}")
+        self.size = size
+        self.on_missing = on_missing
+        self.stats = AlignmentStats()
+        self._lock = threading.Lock()
+
+    # -- the contract -------------------------------------------------------------
+    @abstractmethod
+    def detect(self, image: Image.Image) -> list[Face]:
+        """All faces in ``image`` (an RGB or greyscale PIL image), in any order."""
+
+    def locate(self, image: Image.Image, box: tuple[float, float, float, float]) -> Face:
+        """The face inside a given ``box``: used when detection finds nothing and the
+        policy is ``"fallback"``. Landmark aligners override it to fit landmarks."""
+        return Face(box)
+
+    def chip(self, image: Image.Image, face: Face) -> Image.Image:
+        """The canonical chip of ``face``: a similarity warp of its landmarks onto
+        :attr:`template`, or, without landmarks, its box resized to a square."""
+        if face.landmarks is not None and self.template is not None:
+            return warp_to_chip(image, face.landmarks, self.template, self.size)
+        return image.resize((self.size, self.size), Image.Resampling.BILINEAR, box=face.box)
+
+    # -- what callers use ---------------------------------------------------------
+    def align(self, image: Image.Image, name: str = "image") -> Image.Image:
+        """The chip of the largest face in ``image``, following ``on_missing``.
+
+        Raises:
+            NoFaceError: no face was found and the policy is ``"skip"`` or ``"error"``
+                (the message names ``name``).
+        """
+        faces = self.detect(image)
+        if faces:
+            self._count(aligned=1, several=int(len(faces) > 1))
+            return self.chip(image, max(faces, key=lambda face: face.area))
+        if self.on_missing == "fallback":
+            self._count(fallback=1)
+            width, height = image.size
+            return self.chip(image, self.locate(image, (0.0, 0.0, float(width), float(height))))
+        self._count(missing=1)
+        raise NoFaceError(
+            f"no face found in {name} (on_missing={self.on_missing!r}); use a clearer or "
+            "larger photo, or on_missing='fallback' to align the whole image"
+        )
+
+    def align_all(self, image: Image.Image) -> list[Image.Image]:
+        """The chips of every face in ``image``, largest first (possibly none)."""
+        faces = sorted(self.detect(image), key=lambda face: face.area, reverse=True)
+        return [self.chip(image, face) for face in faces]
+
+    def reset_stats(self) -> AlignmentStats:
+        """Return the counts so far and start new ones."""
+        with self._lock:
+            stats, self.stats = self.stats, AlignmentStats()
+        return stats
+
+    def _count(self, **counts: int) -> None:
+        with self._lock:
+            for key, value in counts.items():
+                setattr(self.stats, key, getattr(self.stats, key) + value)
+
+    # -- persistence --------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this aligner (its constructor's, by name)."""
+        names = inspect.signature(type(self)).parameters
+        return {name: getattr(self, name) for name in names}
+
+    def describe(self) -> dict[str, Any]:
+        """Name and config, as saved with an encoder."""
+        return {"name": aligner_registry.name_of(type(self)), "config": self.get_config()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+aligner_registry: Registry[FaceAligner] = Registry(
+    "aligner", group="siamkit.aligners", base=FaceAligner
+)
+
+
+def register_aligner(name: str | type | None = None, *, overwrite: bool = False) -> Any:
+    """Class decorator registering a :class:`FaceAligner` subclass under a name.
+
+    Examples:
+        >>> @register_aligner("doc-centre")
+        ... class Centre(FaceAligner):
+        ...     def detect(self, image):
+        ...         return []
+        >>> "doc-centre" in list_aligners()
+        True
+    """
+    return aligner_registry.register(name, overwrite=overwrite)
+
+
+def create_aligner(name: str, **kwargs: Any) -> FaceAligner:
+    """Build the aligner registered as ``name`` with ``kwargs``.
+
+    Examples:
+        >>> create_aligner("none")
+        NoAligner()
+    """
+    return aligner_registry.create(name, **kwargs)
+
+
+def list_aligners() -> list[str]:
+    """Names of all available aligners, plugins included.
+
+    Examples:
+        >>> {"none", "dlib"} <= set(list_aligners())
+        True
+    """
+    return aligner_registry.names()
+
+
+def aligner_from_description(description: Any) -> FaceAligner | None:
+    """Rebuild an aligner from :meth:`FaceAligner.describe`'s output (None for none)."""
+    if description is None:
+        return None
+    if not isinstance(description, dict) or not isinstance(description.get("name"), str):
+        raise ConfigError(f"an aligner description needs a name and a config, got {description!r}")
+    config = description.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"an aligner's config must be a mapping, got {config!r}")
+    return create_aligner(description["name"], **config)
