@@ -28,20 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(commands)
     listing = commands.add_parser(
         "list",
-        help="list the available encoders and miners, plugins included",
-        description="List the registered encoders and pair miners, including those of "
-        "installed plugin packages (entry-point groups siamkit.encoders and siamkit.miners).",
+        help="list the available encoders, miners and face aligners, plugins included",
+        description="List the registered encoders, pair miners and face aligners, including "
+        "those of installed plugin packages (entry-point groups siamkit.encoders, "
+        "siamkit.miners and siamkit.aligners).",
     )
     listing.set_defaults(handler=_list_components)
     return parser
 
 
 def _list_components(args: argparse.Namespace) -> int:
+    from siamkit.alignment.base import list_aligners
     from siamkit.encoders.base import list_encoders
     from siamkit.miners.base import list_miners
 
     print("encoders: " + ", ".join(list_encoders()))
     print("miners:   " + ", ".join(list_miners()))
+    print("aligners: " + ", ".join(list_aligners()))
     return 0
 
 
