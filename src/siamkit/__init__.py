@@ -64,7 +64,14 @@ from siamkit.index import (
     SearchResults,
     Verification,
 )
-from siamkit.losses import ContrastiveLoss
+from siamkit.losses import (
+    ContrastiveLoss,
+    PairLoss,
+    PMLLoss,
+    create_loss,
+    list_losses,
+    register_loss,
+)
 from siamkit.miners import (
     AllPairsMiner,
     BatchHardPairMiner,
@@ -111,8 +118,10 @@ __all__ = [
     "NoFaceError",
     "NonFiniteError",
     "NotCalibratedError",
+    "PMLLoss",
     "PMLPairMiner",
     "PairDataset",
+    "PairLoss",
     "PairMiner",
     "RandomPairMiner",
     "Record",
@@ -129,13 +138,16 @@ __all__ = [
     "__version__",
     "create_aligner",
     "create_encoder",
+    "create_loss",
     "create_miner",
     "list_aligners",
     "list_encoders",
+    "list_losses",
     "list_miners",
     "load_encoder",
     "register_aligner",
     "register_encoder",
+    "register_loss",
     "register_miner",
     "split_by_class",
 ]

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from siamkit.exceptions import ConfigError, NonFiniteError, ShapeError
-from siamkit.geometry import check_metric, paired_distances
+from siamkit.exceptions import ConfigError
+from siamkit.losses.base import PairIndices, PairLoss, register_loss
 
-PairIndices = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+__all__ = ["ContrastiveLoss", "PairIndices"]
 
 
-class ContrastiveLoss(nn.Module):
+@register_loss("contrastive")
+class ContrastiveLoss(PairLoss):
     r"""Pulls similar pairs together and pushes dissimilar ones beyond a margin.
 
     For a pair at distance :math:`D` with :math:`Y = 1` when the pair is
@@ -44,16 +44,10 @@ class ContrastiveLoss(nn.Module):
     """
 
     def __init__(self, margin: float = 1.0, distance: str | None = None) -> None:
-        super().__init__()
-        if not margin > 0:
-            raise ConfigError(f"margin must be positive, got {margin}")
+        super().__init__(distance=distance)
+        if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not margin > 0:
+            raise ConfigError(f"margin must be a positive number, got {margin!r}")
         self.margin = float(margin)
-        self.distance = None if distance is None else check_metric(distance)
-
-    @property
-    def metric(self) -> str:
-        """The distance actually used (``distance``, or Euclidean when unset)."""
-        return self.distance or "euclidean"
 
     def pair_losses(self, distances: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
         """Per-pair loss for given distances and same/different flags."""
@@ -61,22 +55,6 @@ class ContrastiveLoss(nn.Module):
         similar = 0.5 * distances**2
         dissimilar = 0.5 * torch.clamp(self.margin - distances, min=0) ** 2
         return torch.where(same, similar, dissimilar)
-
-    def forward(self, e1: torch.Tensor, e2: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
-        """Mean loss over the pairs ``(e1[i], e2[i])``; ``same[i]`` True for a matching pair."""
-        same = torch.as_tensor(same, device=e1.device)
-        if e1.shape != e2.shape or e1.ndim != 2:
-            raise ShapeError(
-                f"e1 and e2 must both be (N, D) matrices, got {tuple(e1.shape)} and "
-                f"{tuple(e2.shape)}"
-            )
-        if same.shape != (e1.shape[0],):
-            raise ShapeError(
-                f"same must hold one flag per pair ({e1.shape[0]}), got {tuple(same.shape)}"
-            )
-        _check_finite(e1, e2)
-        losses = self.pair_losses(paired_distances(e1, e2, self.metric), same)
-        return _checked_mean(losses, e1)
 
     def batch(
         self,
@@ -92,43 +70,7 @@ class ContrastiveLoss(nn.Module):
             >>> ContrastiveLoss(margin=1.0).batch(emb, torch.tensor([0, 0, 1])).item()
             0.1666666716337204
         """
-        labels = torch.as_tensor(labels, device=embeddings.device)
-        if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],):
-            raise ShapeError(
-                f"expected (N, D) embeddings and N labels, got {tuple(embeddings.shape)} and "
-                f"{tuple(labels.shape)} labels"
-            )
-        _check_finite(embeddings)
-        if pairs is None:
-            from siamkit.miners.builtin import all_pairs
-
-            pairs = all_pairs(labels)
-        a1, p, a2, n = (torch.as_tensor(t, device=embeddings.device).long() for t in pairs)
-        distances = torch.cat(
-            [
-                paired_distances(embeddings[a1], embeddings[p], self.metric),
-                paired_distances(embeddings[a2], embeddings[n], self.metric),
-            ]
-        )
-        same = torch.cat(
-            [torch.ones_like(a1, dtype=torch.bool), torch.zeros_like(a2, dtype=torch.bool)]
-        )
-        return _checked_mean(self.pair_losses(distances, same), embeddings)
+        return super().batch(embeddings, labels, pairs)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, distance={self.distance!r}"
-
-
-def _check_finite(*tensors: torch.Tensor) -> None:
-    for tensor in tensors:
-        if not bool(torch.isfinite(tensor).all()):
-            raise NonFiniteError(
-                "embeddings contain NaN or infinity: lower the learning rate or check the inputs"
-            )
-
-
-def _checked_mean(losses: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    if losses.numel() == 0:
-        # No pair to learn from: a zero that still joins the graph, as PML does.
-        return (like * 0).sum()
-    return losses.mean()
