@@ -105,6 +105,7 @@ def test_list_shows_builtins(capsys) -> None:
     out = capsys.readouterr().out
     assert "compact" in out and "tutorial" in out and "batch-hard" in out
     assert "dlib-face" in out and "aligners: dlib, none" in out
+    assert "losses:   contrastive, pml" in out
 
 
 def test_no_command_prints_help(capsys) -> None:

@@ -28,10 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(commands)
     listing = commands.add_parser(
         "list",
-        help="list the available encoders, miners and face aligners, plugins included",
-        description="List the registered encoders, pair miners and face aligners, including "
-        "those of installed plugin packages (entry-point groups siamkit.encoders, "
-        "siamkit.miners and siamkit.aligners).",
+        help="list the available encoders, miners, losses and face aligners, plugins included",
+        description="List the registered encoders, pair miners, losses and face aligners, "
+        "including those of installed plugin packages (entry-point groups siamkit.encoders, "
+        "siamkit.miners, siamkit.losses and siamkit.aligners).",
     )
     listing.set_defaults(handler=_list_components)
     return parser
@@ -40,10 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _list_components(args: argparse.Namespace) -> int:
     from siamkit.alignment.base import list_aligners
     from siamkit.encoders.base import list_encoders
+    from siamkit.losses.base import list_losses
     from siamkit.miners.base import list_miners
 
     print("encoders: " + ", ".join(list_encoders()))
     print("miners:   " + ", ".join(list_miners()))
+    print("losses:   " + ", ".join(list_losses()))
     print("aligners: " + ", ".join(list_aligners()))
     return 0
 
