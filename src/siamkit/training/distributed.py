@@ -1,0 +1,219 @@
+"""Data-parallel training on ``torch.distributed``: the process group and cross-rank pairs.
+
+siamkit runs on PyTorch's own distributed engine, launched by ``torchrun``
+(or ``siamkit train --nproc-per-node N``, which starts the same thing). Every
+rank holds a replica of the encoder inside ``DistributedDataParallel`` and
+draws its share of one global, class-balanced batch. Pairs must span the
+whole batch, not one rank's share, so each rank gathers every rank's
+embeddings and labels (:func:`gather_batch`), with gradients flowing back to
+the rank that produced them; each rank then mines and scores the same global
+batch. DDP averages the parameter gradients over ranks, and the gather's
+backward sums the gradient of each shard over ranks, so the update equals the
+single-process update on the global batch.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from siamkit.exceptions import ConfigError, TrainingError
+
+#: How long a rank waits for the others in a collective before giving up, so a
+#: dead peer ends the run with an error instead of a hang.
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process sits in the process group (a single process: rank 0 of 1).
+
+    Attributes:
+        rank: This process's rank.
+        world_size: How many processes train together.
+        local_rank: The rank on this machine (which GPU it drives).
+        backend: ``"gloo"`` or ``"nccl"``; None for a single process.
+        initialised_here: siamkit created the group (and tears it down), rather
+            than the user.
+
+    Examples:
+        >>> ctx = DistributedContext()
+        >>> ctx.is_main, ctx.enabled
+        (True, False)
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    initialised_here: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """More than one process trains together."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes files and prints."""
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    """True when this process was started by ``torchrun`` with more than one rank."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def default_backend(device: torch.device) -> str:
+    """NCCL for CUDA devices, gloo for everything else."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init_distributed(
+    device: torch.device, timeout: datetime.timedelta = DEFAULT_TIMEOUT
+) -> DistributedContext:
+    """Join (or find) the process group; a single-process context when there is none.
+
+    A group the user already initialised is used as it is. Under ``torchrun``
+    the group is created from its environment variables, with the backend
+    that suits ``device``. Otherwise training runs in this one process.
+
+    Raises:
+        TrainingError: the group cannot be formed (the message says why).
+    """
+    if dist.is_available() and dist.is_initialized():
+        return _context(initialised_here=False)
+    if not launched_by_torchrun():
+        return DistributedContext()
+    if not dist.is_available():
+        raise TrainingError("this PyTorch build has no torch.distributed: train in one process")
+    backend = default_backend(device)
+    try:
+        dist.init_process_group(backend=backend, timeout=timeout)
+    except (RuntimeError, ValueError) as err:
+        raise TrainingError(f"cannot join the {backend} process group: {err}") from None
+    return _context(initialised_here=True)
+
+
+def _context(initialised_here: bool) -> DistributedContext:
+    return DistributedContext(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=int(os.environ.get("LOCAL_RANK", dist.get_rank())),
+        backend=str(dist.get_backend()),
+        initialised_here=initialised_here,
+    )
+
+
+def shutdown(ctx: DistributedContext) -> None:
+    """Destroy the process group if siamkit created it."""
+    if ctx.initialised_here and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(indices: list[int], ctx: DistributedContext) -> list[int]:
+    """This rank's contiguous share of a global batch.
+
+    Raises:
+        ConfigError: the batch does not split evenly over the ranks.
+
+    Examples:
+        >>> shard(list(range(8)), DistributedContext(rank=1, world_size=2))
+        [4, 5, 6, 7]
+    """
+    if len(indices) % ctx.world_size:
+        raise ConfigError(
+            f"a batch of {len(indices)} images does not split over {ctx.world_size} ranks: "
+            "make batch_size a multiple of the number of processes"
+        )
+    size = len(indices) // ctx.world_size
+    return indices[ctx.rank * size : (ctx.rank + 1) * size]
+
+
+def gather_batch(
+    embeddings: torch.Tensor, labels: torch.Tensor, ctx: DistributedContext
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's embeddings (differentiable) and labels, in rank order.
+
+    With one process they come back unchanged.
+    """
+    if not ctx.enabled:
+        return embeddings, labels
+    gathered = _GatherWithGradient.apply(embeddings)
+    label_parts = [torch.empty_like(labels) for _ in range(ctx.world_size)]
+    dist.all_gather(label_parts, labels)
+    return gathered, torch.cat(label_parts)
+
+
+class _GatherWithGradient(torch.autograd.Function):
+    """``all_gather`` whose backward hands each rank the summed gradient of its shard.
+
+    Written on the public collectives (``all_gather``, ``all_reduce``), which
+    gloo and NCCL both have; torch's own differentiable gathers are private or
+    deprecated. Every rank's shard must have the same size (:func:`shard`).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.rank, ctx.rows = dist.get_rank(), tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        total = grad.contiguous().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def broadcast_json(value: Any, ctx: DistributedContext, src: int = 0) -> Any:
+    """``value`` (JSON-able) as rank ``src`` holds it, on every rank.
+
+    Sent as JSON bytes rather than with ``broadcast_object_list``, which
+    unpickles what other processes send.
+
+    Examples:
+        >>> broadcast_json({"best_epoch": 3}, DistributedContext())
+        {'best_epoch': 3}
+    """
+    if not ctx.enabled:
+        return value
+    payload = json.dumps(value).encode() if ctx.rank == src else b""
+    device = _comm_device(ctx)
+    size = torch.tensor([len(payload)], dtype=torch.long, device=device)
+    dist.broadcast(size, src=src)
+    buffer = torch.zeros(int(size.item()), dtype=torch.uint8, device=device)
+    if ctx.rank == src:
+        buffer = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device)
+    dist.broadcast(buffer, src=src)
+    return json.loads(bytes(buffer.cpu().tolist()).decode())
+
+
+def all_equal(value: Any, ctx: DistributedContext) -> bool:
+    """True when every rank holds the same JSON-able ``value`` (a config, a seed)."""
+    if not ctx.enabled:
+        return True
+    digest = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).digest()
+    mine = torch.tensor(list(digest), dtype=torch.uint8, device=_comm_device(ctx))
+    parts = [torch.empty_like(mine) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, mine)
+    return all(torch.equal(part, mine) for part in parts)
+
+
+def _comm_device(ctx: DistributedContext) -> torch.device:
+    # NCCL moves only CUDA tensors; gloo only CPU ones.
+    return torch.device("cuda", ctx.local_rank) if ctx.backend == "nccl" else torch.device("cpu")
+
+
+def barrier(ctx: DistributedContext) -> None:
+    """Wait for every rank (no-op for one process)."""
+    if ctx.enabled:
+        dist.barrier()
