@@ -352,3 +352,21 @@ def test_register_custom_miner():
     finally:
         miner_registry._classes.pop("test-first-pair", None)
     assert "test-first-pair" not in list_miners()
+
+
+def test_random_miner_draws_per_epoch_whatever_came_before() -> None:
+    from siamkit.miners import RandomPairMiner
+
+    labels = torch.arange(40) % 8
+    embeddings = torch.zeros(40, 2)
+    unbroken = RandomPairMiner(seed=3)
+    unbroken.set_epoch(0)
+    unbroken(embeddings, labels)
+    unbroken.set_epoch(1)
+    expected = unbroken(embeddings, labels)
+    resumed = RandomPairMiner(seed=3)  # a fresh process resuming at epoch 1
+    resumed.set_epoch(1)
+    got = resumed(embeddings, labels)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+    resumed.set_epoch(2)
+    assert not torch.equal(resumed(embeddings, labels)[3], got[3])

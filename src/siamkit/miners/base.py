@@ -49,6 +49,11 @@ class PairMiner(ABC):
     def mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> PairIndices:
         """Return ``(a1, p, a2, n)`` index tensors into the batch."""
 
+    def set_epoch(self, epoch: int) -> None:  # noqa: B027 - an optional hook, empty by design
+        """Called by the Trainer before each epoch (0-based): a miner with its own
+        random state reseeds it here, so a resumed run draws what an unbroken one
+        would. The default does nothing."""
+
     def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> PairIndices:
         labels = torch.as_tensor(labels, device=embeddings.device)
         check_embeddings(embeddings)

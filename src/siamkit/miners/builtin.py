@@ -59,7 +59,9 @@ class RandomPairMiner(PairMiner):
     Args:
         negatives_per_positive: How many negatives to draw per positive pair.
         seed: Seeds a private generator; None uses torch's global one (which
-            the Trainer seeds every epoch, so runs stay reproducible).
+            the Trainer seeds every epoch, so runs stay reproducible). The
+            private generator is reseeded from ``(seed, epoch)`` at every
+            :meth:`set_epoch`, so a resumed run draws what an unbroken one would.
 
     Examples:
         >>> miner = RandomPairMiner(seed=0)
@@ -78,7 +80,12 @@ class RandomPairMiner(PairMiner):
         if negatives_per_positive <= 0:
             raise ConfigError("negatives_per_positive must be positive")
         self.negatives_per_positive = negatives_per_positive
+        self.seed = seed
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.generator is not None and self.seed is not None:
+            self.generator.manual_seed(self.seed * 100_003 + epoch)
 
     def mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> PairIndices:
         a1, p, a2, n = all_pairs(labels)
