@@ -15,25 +15,6 @@ from siamkit.alignment import (
     list_aligners,
     register_aligner,
 )
-from siamkit.data import (
-    ATTFaces,
-    ClassBalancedBatchSampler,
-    FaceFolder,
-    PairDataset,
-    split_by_class,
-)
-from siamkit.encoders import (
-    CompactCNN,
-    DlibFaceResNet,
-    Encoder,
-    MLPEncoder,
-    ResNetEncoder,
-    TutorialCNN,
-    create_encoder,
-    list_encoders,
-    load_encoder,
-    register_encoder,
-)
 from siamkit.exceptions import (
     ConfigError,
     DataError,
@@ -41,6 +22,7 @@ from siamkit.exceptions import (
     DuplicateIdError,
     EmptyIndexError,
     EncoderMismatchError,
+    ExportError,
     GeometryError,
     ImageReadError,
     IndexFileError,
@@ -55,35 +37,63 @@ from siamkit.exceptions import (
     UnknownComponentError,
     UnknownIdError,
 )
-from siamkit.index import (
-    Calibration,
-    FaceIndex,
-    Match,
-    Neighbors,
-    Record,
-    SearchResults,
-    Verification,
-)
-from siamkit.losses import (
-    ContrastiveLoss,
-    PairLoss,
-    PMLLoss,
-    create_loss,
-    list_losses,
-    register_loss,
-)
-from siamkit.miners import (
-    AllPairsMiner,
-    BatchHardPairMiner,
-    HardPairMiner,
-    PairMiner,
-    PMLPairMiner,
-    RandomPairMiner,
-    create_miner,
-    list_miners,
-    register_miner,
-)
-from siamkit.siamese import SiameseNetwork
+from siamkit.runtime import OnnxEncoder, load_onnx_encoder
+
+try:
+    import torch as _torch  # noqa: F401
+except ImportError:  # pragma: no cover - exercised in a subprocess by tests/test_onnx.py
+    # Without PyTorch, only the ONNX Runtime path is here: exported encoders, face
+    # alignment and the errors (pip install 'siamkit[onnx]').
+    load_encoder = load_onnx_encoder
+else:
+    from siamkit.data import (
+        ATTFaces,
+        ClassBalancedBatchSampler,
+        FaceFolder,
+        PairDataset,
+        split_by_class,
+    )
+    from siamkit.encoders import (
+        CompactCNN,
+        DlibFaceResNet,
+        Encoder,
+        MLPEncoder,
+        ResNetEncoder,
+        TutorialCNN,
+        create_encoder,
+        list_encoders,
+        load_encoder,
+        register_encoder,
+    )
+    from siamkit.index import (
+        Calibration,
+        FaceIndex,
+        Match,
+        Neighbors,
+        Record,
+        SearchResults,
+        Verification,
+    )
+    from siamkit.losses import (
+        ContrastiveLoss,
+        PairLoss,
+        PMLLoss,
+        create_loss,
+        list_losses,
+        register_loss,
+    )
+    from siamkit.miners import (
+        AllPairsMiner,
+        BatchHardPairMiner,
+        HardPairMiner,
+        PairMiner,
+        PMLPairMiner,
+        RandomPairMiner,
+        create_miner,
+        list_miners,
+        register_miner,
+    )
+    from siamkit.siamese import SiameseNetwork
 
 __all__ = [
     "ATTFaces",
@@ -102,6 +112,7 @@ __all__ = [
     "EmptyIndexError",
     "Encoder",
     "EncoderMismatchError",
+    "ExportError",
     "FaceAligner",
     "FaceFolder",
     "FaceIndex",
@@ -118,6 +129,7 @@ __all__ = [
     "NoFaceError",
     "NonFiniteError",
     "NotCalibratedError",
+    "OnnxEncoder",
     "PMLLoss",
     "PMLPairMiner",
     "PairDataset",
@@ -145,6 +157,7 @@ __all__ = [
     "list_losses",
     "list_miners",
     "load_encoder",
+    "load_onnx_encoder",
     "register_aligner",
     "register_encoder",
     "register_loss",

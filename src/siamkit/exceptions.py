@@ -97,3 +97,7 @@ class MissingExtraError(SiamkitError, ImportError):
 
 class NoFaceError(DataError):
     """No face was found in an image whose aligner's policy is ``"error"``."""
+
+
+class ExportError(SiamkitError, RuntimeError):
+    """An encoder cannot be exported (an operation ONNX lacks, outputs that differ)."""

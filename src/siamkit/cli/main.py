@@ -13,7 +13,7 @@ from siamkit.exceptions import SiamkitError
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``siamkit`` and all its sub-commands."""
-    from siamkit.cli import demo, evaluate, index, train
+    from siamkit.cli import demo, evaluate, export, index, train
 
     parser = argparse.ArgumentParser(
         prog="siamkit",
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_parser(commands)
     evaluate.add_parser(commands)
     demo.add_parser(commands)
+    export.add_parser(commands)
     listing = commands.add_parser(
         "list",
         help="list the available encoders, miners, losses and face aligners, plugins included",

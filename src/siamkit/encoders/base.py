@@ -32,6 +32,7 @@ from siamkit.alignment.base import FaceAligner, aligner_from_description
 from siamkit.data.images import load_image, to_8bit
 from siamkit.exceptions import (
     ConfigError,
+    ExportError,
     ModelFileError,
     NonFiniteError,
     ShapeError,
@@ -39,6 +40,8 @@ from siamkit.exceptions import (
 )
 from siamkit.geometry import Metric, check_metric
 from siamkit.registry import Registry
+from siamkit.runtime._format import is_export
+from siamkit.runtime.preprocessing import Preprocessing
 
 ENCODER_FILE = "encoder.json"
 FORMAT_NAME = "siamkit-encoder"
@@ -67,7 +70,9 @@ class Encoder(nn.Module, metaclass=ABCMeta):
       which drive the default :attr:`transform`; ``input_size=None`` means
       no resizing (the model accepts any size, or inputs are vectors);
     * optionally ``default_margin``, the contrastive margin suited to the
-      embeddings' scale (e.g. 2.0 for unit vectors compared by Euclidean distance).
+      embeddings' scale (e.g. 2.0 for unit vectors compared by Euclidean distance);
+    * optionally ``input_range``, the range of the pixel values its :attr:`transform`
+      produces (default ``(-1.0, 1.0)``, the default transform's).
 
     The constructor's arguments are recorded automatically so :meth:`save` can
     rebuild the encoder; they must be JSON-serialisable (or override
@@ -95,6 +100,9 @@ class Encoder(nn.Module, metaclass=ABCMeta):
     #: The contrastive margin that suits this encoder's embedding scale; the
     #: Trainer uses it when ``TrainConfig.margin`` is None.
     default_margin: float | None = None
+    #: The range of the pixel values :attr:`transform` produces; training's
+    #: augmentation scales its brightness changes to it.
+    input_range: tuple[float, float] = (-1.0, 1.0)
     #: Set by the registry; the name :func:`load_encoder` rebuilds the class from.
     registry_name: ClassVar[str]
 
@@ -159,6 +167,61 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         for other preprocessing.
         """
         return functools.partial(default_transform, mode=self.image_mode, size=self.input_size)
+
+    def preprocessing(self) -> Preprocessing | None:
+        """What :attr:`transform` does, as data, for an export to run without torch.
+
+        The default transform is described exactly; an encoder that overrides
+        :attr:`transform` returns None unless it also overrides this method
+        (:meth:`export_onnx` then says so).
+
+        Examples:
+            >>> import siamkit
+            >>> siamkit.create_encoder("compact").preprocessing().size
+            (56, 46)
+        """
+        if type(self).transform is not Encoder.transform:
+            return None
+        return Preprocessing(self.image_mode, self.input_size, 1 / 127.5, -1.0)
+
+    def example_input(self, batch: int) -> torch.Tensor:
+        """A batch of inputs in the model's range, for tracing an export (seeded).
+
+        The default draws pictures through :meth:`preprocessing`; an encoder
+        of vectors (or of a custom transform) overrides it.
+
+        Raises:
+            ExportError: there is no preprocessing description to draw from.
+        """
+        spec = self.preprocessing()
+        if spec is None:
+            raise ExportError(
+                f"{type(self).__name__} overrides transform, so siamkit cannot describe its "
+                "preprocessing for the runtime: override preprocessing() and example_input() "
+                "(or export_onnx())"
+            )
+        channels = 1 if spec.mode == "L" else 3
+        height, width = spec.size or (64, 64)
+        generator = torch.Generator().manual_seed(batch)
+        pixels = torch.randint(0, 256, (batch, channels, height, width), generator=generator)
+        return pixels.float() * spec.scale + spec.offset
+
+    def export_onnx(self, path: str | os.PathLike, opset: int | None = None) -> Path:
+        """Export to ONNX for ONNX Runtime: ``path`` (a ``.onnx`` file) and its manifest.
+
+        The graph holds the network and everything after it (flip averaging,
+        normalisation, the fitted whitening); the manifest beside it records
+        the preprocessing (:meth:`preprocessing`), the aligner and this
+        encoder's fingerprint. :func:`load_encoder` reads it back without torch.
+        Override it for an encoder whose export needs special handling.
+
+        Raises:
+            ExportError: the graph cannot be exported (the message names the
+                operation), or its outputs differ from PyTorch's.
+        """
+        from siamkit.export.onnx import export_onnx
+
+        return export_onnx(self, path, opset=opset)
 
     def preprocess(self, item: ImageLike) -> torch.Tensor:
         """One image, path or tensor as a model input tensor.
@@ -503,6 +566,10 @@ def load_encoder(
     ``encoder_class`` is given. Weights are loaded with ``weights_only=True`` and
     checked against the manifest's checksum. The encoder is returned in eval mode.
 
+    An ONNX export (a ``.onnx`` file, or a folder holding ``encoder.onnx``,
+    written by :meth:`Encoder.export_onnx`) loads as a
+    :class:`~siamkit.runtime.OnnxEncoder`, run by ONNX Runtime.
+
     Raises:
         ModelFileError: the directory is not a model, a file is missing,
             corrupted or from a newer siamkit.
@@ -514,6 +581,10 @@ def load_encoder(
         >>> type(siamkit.load_encoder(d)).__name__
         'MLPEncoder'
     """
+    if encoder_class is None and is_export(path):
+        from siamkit.runtime.onnx import OnnxEncoder
+
+        return OnnxEncoder(path)  # type: ignore[return-value]
     directory = Path(path)
     manifest = _read_manifest(directory)
     cls = encoder_class or encoder_registry.get(manifest["name"])

@@ -25,6 +25,7 @@ from siamkit._model_files import RECOGNITION_MODEL, face_model_file
 from siamkit.encoders._dlib_format import DlibLayer, read_dlib_network
 from siamkit.encoders.base import Encoder, register_encoder
 from siamkit.exceptions import ConfigError, ModelFileError
+from siamkit.runtime.preprocessing import Preprocessing
 
 #: (channels, blocks, first block downsamples) of each stage, in forward order.
 STAGES: tuple[tuple[int, int, bool], ...] = (
@@ -114,6 +115,8 @@ class DlibFaceResNet(Encoder):
     #: dlib's own pair rule: same person below 0.6, different above it plus
     #: its 0.04 hinge margin.
     default_margin = 0.64
+    #: The transform gives dlib's pixel scale, not ``[-1, 1]``.
+    input_range = (0.0, 255.0)
 
     def __init__(
         self,
@@ -165,6 +168,10 @@ class DlibFaceResNet(Encoder):
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """RGB, resized to 150x150 if needed, pixels as floats 0..255 (dlib's)."""
         return functools.partial(_chip_tensor, size=CHIP_SIZE)
+
+    def preprocessing(self) -> Preprocessing:
+        """RGB 150x150 pixels as they are (the mean is subtracted in the graph)."""
+        return Preprocessing("RGB", (CHIP_SIZE, CHIP_SIZE), 1.0, 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / 256.0

@@ -42,6 +42,7 @@ class MLPEncoder(Encoder):
         self.in_channels = 1
         self.input_size = None
         layers: list[nn.Module] = []
+        self.input_dim = input_dim
         width = input_dim
         for size in hidden:
             layers += [nn.Linear(width, size), nn.BatchNorm1d(size), nn.ReLU(inplace=True)]
@@ -50,6 +51,14 @@ class MLPEncoder(Encoder):
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(width, embedding_dim))
         self.net = nn.Sequential(*layers)
+
+    def preprocessing(self) -> None:
+        """None: the inputs are vectors, given as float arrays, not pictures."""
+        return None
+
+    def example_input(self, batch: int) -> torch.Tensor:
+        """Standard-normal vectors (seeded), for tracing an export."""
+        return torch.randn(batch, self.input_dim, generator=torch.Generator().manual_seed(batch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))

@@ -57,11 +57,12 @@ class Whitening(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.normalize:
             x = F.normalize(x, dim=-1)
-        if bool(self.fitted):
-            x = (x - self.mean) @ self.matrix
-            if self.normalize:
-                x = F.normalize(x, dim=-1)
-        return x
+        # Both branches, then a select: no Python branch on a tensor's value, so the
+        # layer exports to ONNX (torch.export) with its fitted state in the graph.
+        whitened = (x - self.mean) @ self.matrix
+        if self.normalize:
+            whitened = F.normalize(whitened, dim=-1)
+        return torch.where(self.fitted, whitened, x)
 
     @torch.no_grad()
     def reset(self) -> None:

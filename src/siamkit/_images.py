@@ -1,0 +1,159 @@
+"""Reading image files with errors that name the file.
+
+Every image siamkit decodes goes through :func:`load_image`, which turns any
+decoding failure (a missing, truncated or corrupt file, one too large to be an
+honest photo) into :class:`~siamkit.exceptions.ImageReadError`, and brings
+images of more than 8 bits per channel to 8 bits by scaling, not clipping
+(see :func:`to_8bit`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from siamkit.exceptions import ImageReadError
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".pgm", ".ppm", ".pbm", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif",
+)  # fmt: skip
+
+#: 16-bit greyscale modes (PNG, TIFF): scaled by 255/65535.
+_MODES_16 = ("I;16", "I;16L", "I;16B", "I;16N")
+_MAX_16 = 65535
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True if ``path`` has an image file extension siamkit reads.
+
+    Examples:
+        >>> is_image_file("s1/1.pgm"), is_image_file("README")
+        (True, False)
+    """
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def load_image(path: str | os.PathLike, mode: str | None = None) -> Image.Image:
+    """Open and decode an image, converting it to ``mode`` ("L", "RGB") if given.
+
+    Mixed modes in one dataset (greyscale next to RGB or palette images) are
+    normal; converting on load means every image reaches the model alike.
+    Images of more than 8 bits (16-bit PNG or TIFF, 16-bit PGM, float TIFF)
+    come back as 8-bit ``"L"`` (or ``mode``), scaled by ``to_8bit``, even
+    when ``mode`` is None: everything downstream, PIL's ``convert`` included,
+    takes pixels as 0..255 and would clip them.
+
+    Images of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (about 89
+    million) are refused before they are decoded: a small file can claim a huge
+    size (a "decompression bomb"). Raise that PIL setting for trusted files.
+
+    Raises:
+        ImageReadError: the file is missing, not an image, truncated, corrupt,
+            too large, or of an unusable bit depth; the message names the file.
+
+    Examples:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "x.png")
+        >>> Image.new("RGB", (4, 3)).save(p)
+        >>> load_image(p, mode="L").size
+        (4, 3)
+    """
+    try:
+        with Image.open(path) as img:
+            _check_size(img, path)
+            img.load()
+            return _converted(img, mode, path)
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"image file not found: {path}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # The warning arrives as an exception only under -W error; PIL's own message.
+        raise _too_large(path, str(err)) from None
+    except MemoryError:
+        raise ImageReadError(
+            f"not enough memory to decode image {path}: shrink it or remove it from the dataset"
+        ) from None
+    except Exception as err:  # a hostile file can make PIL raise anything
+        raise ImageReadError(
+            f"cannot read image {path}: {err or type(err).__name__}. Replace the file or "
+            "remove it from the dataset"
+        ) from None
+
+
+def _check_size(img: Image.Image, path: str | os.PathLike) -> None:
+    # PIL only warns between its limit and twice that, and decodes anyway.
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = img.size
+    if limit is not None and width * height > limit:
+        raise _too_large(path, f"{width}x{height} = {width * height} pixels, above {limit}")
+
+
+def _too_large(path: str | os.PathLike, detail: str) -> ImageReadError:
+    return ImageReadError(
+        f"image {path} is too large to decode safely ({detail}): it may be a decompression "
+        "bomb. Shrink it, or if you trust it raise PIL.Image.MAX_IMAGE_PIXELS"
+    )
+
+
+def _converted(img: Image.Image, mode: str | None, path: str | os.PathLike) -> Image.Image:
+    if img.mode in _MODES_16 or img.mode in ("I", "F"):
+        img = to_8bit(img, path)
+    if mode and img.mode != mode:
+        return img.convert(mode)
+    return img.copy()
+
+
+def to_8bit(image: Image.Image, name: str | os.PathLike = "image") -> Image.Image:
+    """An 8-bit ``"L"`` copy of a greyscale image of more bits, scaled, not clipped.
+
+    The rule, by mode:
+
+    * ``"I;16"`` (16-bit PNG, TIFF) and ``"I"`` (how PIL holds 16-bit PGM,
+      already stretched to 0..65535): the 16-bit range, ``v * 255 / 65535``
+      rounded; ``"I"`` pixels outside 0..65535 (true 32-bit data has no
+      standard range) are refused.
+    * ``"F"`` (float TIFF): the smallest of the ranges [0, 1], [0, 255] and
+      [0, 65535] that holds every pixel is mapped to 0..255; NaN, infinite,
+      negative or larger values are refused.
+
+    Other modes are returned unchanged (PIL converts 8-bit modes itself).
+
+    Raises:
+        ImageReadError: pixels out of the ranges above; the message names
+            ``name``.
+
+    Examples:
+        >>> img = Image.fromarray(np.array([[0, 257, 65535]], dtype=np.uint16))
+        >>> img.mode, np.asarray(to_8bit(img)).tolist()
+        ('I;16', [[0, 1, 255]])
+    """
+    if not (image.mode in _MODES_16 or image.mode in ("I", "F")):
+        return image
+    pixels = np.asarray(image)
+    if image.mode == "F":
+        top = _float_range(pixels, name)
+    else:
+        if pixels.size and (pixels.min() < 0 or pixels.max() > _MAX_16):
+            raise ImageReadError(
+                f"cannot read image {name}: 32-bit integer pixels outside 0..{_MAX_16} have "
+                "no standard brightness scale; convert it to 8 or 16 bits"
+            )
+        top = _MAX_16
+    scaled = np.rint(pixels.astype(np.float64) * (255.0 / top))
+    return Image.fromarray(scaled.astype(np.uint8))
+
+
+def _float_range(pixels: np.ndarray, name: str | os.PathLike) -> float:
+    if not pixels.size:
+        return 1.0
+    low, high = float(pixels.min()), float(pixels.max())
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > _MAX_16:
+        raise ImageReadError(
+            f"cannot read image {name}: float pixels span [{low:g}, {high:g}]; siamkit reads "
+            f"finite values in [0, 1], [0, 255] or [0, {_MAX_16}]. Rescale the image"
+        )
+    return next(top for top in (1.0, 255.0, float(_MAX_16)) if high <= top)
