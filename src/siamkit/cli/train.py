@@ -10,8 +10,11 @@ from typing import Any
 from siamkit._atomic import write_json
 from siamkit.exceptions import ConfigError, TrainingError
 from siamkit.training.config import TrainConfig
+from siamkit.training.presets import PRESETS
 
 SPLIT_FILE = "split.json"
+#: The encoder of the from-scratch recipe when --encoder is not given.
+SCRATCH_ENCODER = "compact"
 #: Where `siamkit eval --model DIR` writes its report by default.
 EVAL_FOLDER = "evaluation"
 
@@ -22,9 +25,12 @@ def add_parser(commands: Any) -> None:
         "train",
         help="train an encoder on an image folder (one sub-folder per person)",
         description="Train an encoder with the contrastive loss on a folder of people, "
-        "validating every epoch on people held out of training. Writes a model directory "
-        "that siamkit.load_encoder() loads, with checkpoint.pt, history.json, loss_plot.png "
-        "and split.json.",
+        "validating on people held out of training. Two recipes: 'face' aligns each face "
+        "(dlib) and starts from dlib's pretrained face ResNet, tries a few gentle "
+        "fine-tuning strengths and keeps the frozen model unless one beats it on the "
+        "held-out people; 'scratch' trains an encoder from random weights. Writes a model "
+        "directory that siamkit.load_encoder() loads, with history.json, loss_plot.png and "
+        "split.json (and checkpoint.pt from scratch).",
     )
     parser.add_argument(
         "--data",
@@ -41,10 +47,21 @@ def add_parser(commands: Any) -> None:
         help="output model directory (created if missing)",
     )
     parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="auto",
+        help="training recipe: face (pretrained dlib-face behind the dlib aligner, fine-tuned "
+        "only where it helps the held-out people), scratch (--encoder from random weights), "
+        "or auto: face when the faces extra is installed and no --encoder is given, else "
+        "scratch (default: %(default)s)",
+    )
+    parser.add_argument(
         "--encoder",
-        default="compact",
+        default=None,
         metavar="NAME",
-        help="registered encoder name, plugins included (default: %(default)s; see `siamkit list`)",
+        help="registered encoder name, plugins included (see `siamkit list`); naming one, "
+        "or giving --encoder-arg, implies --preset scratch unless --preset face is given "
+        f"(default: {SCRATCH_ENCODER} from scratch, dlib-face for the face preset)",
     )
     parser.add_argument(
         "--encoder-arg",
@@ -55,10 +72,26 @@ def add_parser(commands: Any) -> None:
         "(repeatable), e.g. --encoder-arg embedding_dim=64",
     )
     parser.add_argument(
+        "--aligner",
+        default=None,
+        metavar="NAME",
+        help="face aligner applied to every image and saved with the model: none, dlib or a "
+        "plugin (default: dlib for the face preset, none from scratch)",
+    )
+    parser.add_argument(
+        "--aligner-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument for the aligner, as --encoder-arg (repeatable), e.g. "
+        "--aligner-arg on_missing=skip",
+    )
+    parser.add_argument(
         "--epochs",
         type=int,
-        default=defaults.epochs,
-        help="passes over the training people (default: %(default)s)",
+        default=None,
+        help=f"passes over the training people (default: {defaults.epochs} from scratch; the "
+        "face preset's candidates set their own, which this overrides)",
     )
     parser.add_argument(
         "--batch-size",
@@ -75,8 +108,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--lr",
         type=float,
-        default=defaults.lr,
-        help="peak learning rate of AdamW (default: %(default)s)",
+        default=None,
+        help=f"peak learning rate of AdamW (default: {defaults.lr} from scratch; the face "
+        "preset's candidates set their own, which this overrides)",
     )
     parser.add_argument(
         "--weight-decay",
@@ -141,13 +175,13 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def parse_encoder_args(pairs: list[str]) -> dict[str, Any]:
+def parse_encoder_args(pairs: list[str], option: str = "--encoder-arg") -> dict[str, Any]:
     """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``, values parsed as JSON when possible."""
     kwargs: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--encoder-arg expects KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"{option} expects KEY=VALUE, got {pair!r}")
         try:
             kwargs[key] = json.loads(value)
         except ValueError:
@@ -156,27 +190,15 @@ def parse_encoder_args(pairs: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from siamkit.data.folder import FaceFolder
     from siamkit.data.splits import split_by_class
-    from siamkit.encoders.base import create_encoder
-    from siamkit.training.trainer import Trainer
+    from siamkit.training.presets import resolve_preset
 
+    recipe = resolve_preset(args.preset, args.encoder, bool(args.encoder_arg))
     _check_out_folder(args.out, resume=args.resume)
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        m_per_class=args.m_per_class,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        margin=args.margin,
-        miner=args.miner,
-        augment=not args.no_augment,
-        seed=args.seed,
-        device=args.device,
-        num_threads=args.threads,
-    )
+    if args.resume and _report_finished(args.out):
+        return 0
+    config = _config(args)
     dataset = FaceFolder(args.data, min_images_per_class=2)
     split = split_by_class(
         dataset,
@@ -190,15 +212,69 @@ def run(args: argparse.Namespace) -> int:
         "val_classes": split.val_classes,
     }
     _check_resume_split(args, split_info)
-    torch.manual_seed(args.seed)  # the encoder's initial weights
-    encoder = create_encoder(args.encoder, **parse_encoder_args(args.encoder_arg))
-    trainer = Trainer(encoder, config, progress=not args.quiet)
+    aligner = _aligner(args, recipe.name)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / SPLIT_FILE, split_info)
+    if recipe.name == "face":
+        _train_face(args, recipe, config, split, aligner)
+    else:
+        _train_scratch(args, recipe, config, split, aligner)
+    print(f"model written to {args.out} (load with siamkit.load_encoder)")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    defaults = TrainConfig()
+    # The face preset's candidates set their own lr and epochs unless these are given.
+    return TrainConfig(
+        epochs=defaults.epochs if args.epochs is None else args.epochs,
+        batch_size=args.batch_size,
+        m_per_class=args.m_per_class,
+        lr=defaults.lr if args.lr is None else args.lr,
+        weight_decay=args.weight_decay,
+        margin=args.margin,
+        miner=args.miner,
+        augment=not args.no_augment,
+        seed=args.seed,
+        device=args.device,
+        num_threads=args.threads,
+    )
+
+
+def _aligner(args: argparse.Namespace, recipe: str) -> Any:
+    from siamkit.alignment.base import create_aligner
+    from siamkit.training.presets import FACE_ALIGNER
+
+    name = args.aligner or (FACE_ALIGNER if recipe == "face" else None)
+    if name is None:
+        if args.aligner_arg:
+            raise ConfigError("--aligner-arg needs --aligner NAME")
+        return None
+    return create_aligner(name, **parse_encoder_args(args.aligner_arg, "--aligner-arg"))
+
+
+def _train_scratch(
+    args: argparse.Namespace, recipe: Any, config: TrainConfig, split: Any, aligner: Any
+) -> None:
+    import torch
+
+    from siamkit.encoders.base import create_encoder
+    from siamkit.training.trainer import Trainer
+
+    name = args.encoder or SCRATCH_ENCODER
+    torch.manual_seed(args.seed)  # the encoder's initial weights
+    encoder = create_encoder(name, **parse_encoder_args(args.encoder_arg))
+    encoder.aligner = aligner
+    print(
+        f"recipe: scratch ({name} from random weights, {config.epochs} epochs at lr "
+        f"{config.lr:g}): {recipe.why}"
+    )
+    trainer = Trainer(encoder, config, progress=not args.quiet)
     result = trainer.fit(split.train, split.val if len(split.val) else None, args.out, args.resume)
+    _print_alignment(aligner, result.skipped_images)
     last = result.history[-1]
     print(
-        f"trained {args.encoder} for {len(result.history)} epochs in {result.seconds:.0f} s "
+        f"trained {name} for {len(result.history)} epochs in {result.seconds:.0f} s "
         f"on {trainer.runtime.get('num_threads', '?')} threads; "
         f"final loss {last['loss']:.4f}"
     )
@@ -207,13 +283,101 @@ def run(args: argparse.Namespace) -> int:
             f"best epoch {result.best_epoch}: held-out AUC {result.best['auc']:.4f}, "
             f"EER {100 * result.best['eer']:.2f}%, rank-1 {result.best['rank1']:.3f}"
         )
-    print(f"model written to {args.out} (load with siamkit.load_encoder)")
-    return 0
+
+
+def _train_face(
+    args: argparse.Namespace, recipe: Any, config: TrainConfig, split: Any, aligner: Any
+) -> None:
+    import functools
+    import time
+
+    from siamkit.training.presets import (
+        FACE_ENCODER,
+        face_encoder,
+        save_face_run,
+        select_fine_tuning,
+    )
+
+    encoder_args = parse_encoder_args(args.encoder_arg)
+    if "trainable_from" in encoder_args:
+        raise ConfigError(
+            "--preset face chooses trainable_from itself; to fix it, train with "
+            f"--preset scratch --encoder {FACE_ENCODER} --encoder-arg trainable_from=PART"
+        )
+    candidates = _face_candidates(args)
+    held_out = len(split.val_classes)
+    print(
+        f"recipe: face (pretrained {FACE_ENCODER} behind the {_aligner_name(aligner)} aligner; "
+        f"fine-tuning strength chosen on {held_out} held-out people among "
+        f"{', '.join(c.name for c in candidates)}): {recipe.why}"
+    )
+    started = time.perf_counter()
+    outcome = select_fine_tuning(
+        functools.partial(face_encoder, aligner=aligner, **encoder_args),
+        split.train,
+        split.val if len(split.val) else None,
+        config=config,
+        candidates=candidates,
+        out_dir=args.out,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
+    save_face_run(outcome, args.out, extra={"preset": "face"})
+    _print_alignment(aligner, outcome.selection.skipped_images)
+    print(f"{outcome.selection.summary()}; {time.perf_counter() - started:.0f} s")
+    kept = outcome.selection.kept_result
+    if kept.measured:
+        print(
+            f"kept model: held-out AUC {kept.auc:.5f}, EER {100 * kept.eer:.2f}%, "  # type: ignore[operator]
+            f"rank-1 {kept.rank1:.3f}"
+        )
+
+
+def _face_candidates(args: argparse.Namespace) -> tuple[Any, ...]:
+    import dataclasses
+
+    from siamkit.training.presets import FACE_CANDIDATES
+
+    changes = {k: v for k, v in (("lr", args.lr), ("epochs", args.epochs)) if v is not None}
+    return tuple(c if c.frozen else dataclasses.replace(c, **changes) for c in FACE_CANDIDATES)
+
+
+def _aligner_name(aligner: Any) -> str:
+    if aligner is None:
+        return "no"
+    from siamkit.alignment.base import aligner_registry
+
+    return aligner_registry.name_of(type(aligner)) or type(aligner).__name__
+
+
+def _print_alignment(aligner: Any, skipped: int) -> None:
+    if aligner is None:
+        return
+    stats = aligner.stats
+    line = (
+        f"alignment: a face was found in {stats.aligned} of {stats.total} images; "
+        f"{stats.fallback} aligned whole (no face found)"
+    )
+    if skipped:
+        line += f"; {skipped} skipped (no face found, --aligner-arg on_missing=skip)"
+    print(line)
+
+
+def _report_finished(out: Path) -> bool:
+    """A finished face-preset run has nothing to resume: say what it kept."""
+    from siamkit.training.presets import CANDIDATES_FOLDER, read_fine_tuning
+
+    selection = read_fine_tuning(out)
+    if selection is None or (out / CANDIDATES_FOLDER).exists():
+        return False
+    print(f"{out} holds a finished face-preset run, nothing to resume: {selection.summary()}")
+    return True
 
 
 def _check_out_folder(out: Path, resume: bool) -> None:
     """Refuse an --out that holds anything but a training run (or a run without --resume)."""
-    from siamkit.training.trainer import CHECKPOINT_FILE
+    from siamkit.training.presets import CANDIDATES_FOLDER
+    from siamkit.training.trainer import CHECKPOINT_FILE, HISTORY_FILE
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: pass a folder for the model")
@@ -226,7 +390,8 @@ def _check_out_folder(out: Path, resume: bool) -> None:
             f"--out {out} holds files that are not from a training run ({shown}): pick a "
             "new or empty folder, so nothing there is overwritten or deleted"
         )
-    if (out / CHECKPOINT_FILE).exists() and not resume:
+    started = [CHECKPOINT_FILE, HISTORY_FILE, CANDIDATES_FOLDER]
+    if any((out / name).exists() for name in started) and not resume:
         raise TrainingError(
             f"{out} already holds a training run: add --resume to continue it, "
             "or pick another --out"
@@ -235,9 +400,11 @@ def _check_out_folder(out: Path, resume: bool) -> None:
 
 def _is_run_file(name: str) -> bool:
     from siamkit.encoders.base import ENCODER_FILE, WEIGHTS_FILE
+    from siamkit.training.presets import CANDIDATES_FOLDER
     from siamkit.training.trainer import CHECKPOINT_FILE, HISTORY_FILE, PLOT_FILE
 
     written = {ENCODER_FILE, CHECKPOINT_FILE, HISTORY_FILE, PLOT_FILE, SPLIT_FILE, EVAL_FOLDER}
+    written.add(CANDIDATES_FOLDER)
     temporary = name.startswith(".") and (name.endswith(".tmp") or name == ".encoder-weights.pt")
     return name in written or bool(WEIGHTS_FILE.fullmatch(name)) or temporary
 

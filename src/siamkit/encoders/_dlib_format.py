@@ -304,4 +304,3 @@ def read_dlib_network(path: str | os.PathLike, stack: list[str]) -> list[DlibLay
     if reader.pos != len(data):
         raise reader.fail(f"{len(data) - reader.pos} bytes left after the network")
     return [*layers, loss]
-

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from siamkit.exceptions import ConfigError
+
 
 class FaceAugment(nn.Module):
     """Random flips, small rotations, scalings and shifts, and brightness/contrast jitter.
@@ -25,13 +27,18 @@ class FaceAugment(nn.Module):
         rotation: Maximum rotation in degrees.
         scale: Maximum relative zoom in or out.
         shift: Maximum shift as a fraction of the image size.
-        brightness: Maximum additive brightness change (inputs are in ``[-1, 1]``).
+        brightness: Maximum additive brightness change, as a fraction of half
+            the inputs' range (0.2 is 0.2 on ``[-1, 1]`` inputs, 25.5 on ``[0, 255]``).
         contrast: Maximum relative contrast change.
+        value_range: ``(low, high)`` of the input pixel values: the encoder's
+            :attr:`~siamkit.Encoder.input_range` (the Trainer passes it).
 
     Examples:
         >>> import torch
         >>> FaceAugment()(torch.zeros(4, 1, 56, 46)).shape
         torch.Size([4, 1, 56, 46])
+        >>> FaceAugment(value_range=(0.0, 255.0)).brightness_step
+        25.5
     """
 
     def __init__(
@@ -42,14 +49,25 @@ class FaceAugment(nn.Module):
         shift: float = 0.08,
         brightness: float = 0.2,
         contrast: float = 0.2,
+        value_range: tuple[float, float] = (-1.0, 1.0),
     ) -> None:
         super().__init__()
+        low, high = (float(v) for v in value_range)
+        if not high > low:
+            raise ConfigError(f"value_range must be (low, high) with high > low, got {value_range}")
         self.flip = flip
         self.rotation = rotation
         self.scale = scale
         self.shift = shift
         self.brightness = brightness
         self.contrast = contrast
+        self.value_range = (low, high)
+
+    @property
+    def brightness_step(self) -> float:
+        """The largest additive brightness change, in the inputs' own units."""
+        low, high = self.value_range
+        return self.brightness * (high - low) / 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -75,10 +93,11 @@ class FaceAugment(nn.Module):
         shape = (n,) + (1,) * (x.ndim - 1)
         mean = out.mean(dim=tuple(range(1, x.ndim)), keepdim=True)
         gain = (1.0 + uniform(self.contrast)).view(shape)
-        return (out - mean) * gain + mean + uniform(self.brightness).view(shape)
+        return (out - mean) * gain + mean + uniform(self.brightness_step).view(shape)
 
     def extra_repr(self) -> str:
         return (
             f"flip={self.flip}, rotation={self.rotation}, scale={self.scale}, shift={self.shift}, "
-            f"brightness={self.brightness}, contrast={self.contrast}"
+            f"brightness={self.brightness}, contrast={self.contrast}, "
+            f"value_range={self.value_range}"
         )

@@ -29,6 +29,7 @@ from siamkit.exceptions import (
     DataError,
     GeometryError,
     ModelFileError,
+    NoFaceError,
     NonFiniteError,
     TrainingError,
 )
@@ -49,6 +50,10 @@ CHECKPOINT_VERSION = 2
 #: last bits: a resume may change them.
 EXECUTION_SETTINGS = frozenset({"num_threads", "deterministic", "cache_limit_mb"})
 DEFAULT_MARGINS = {"cosine": 0.5, "euclidean": 1.0}
+
+
+class _DivergedError(TrainingError):
+    """Training produced NaN or infinite values (the face recipe drops such a candidate)."""
 
 
 class Callback(Protocol):
@@ -76,6 +81,8 @@ class TrainResult:
         best: Validation metrics of that epoch (empty without validation data).
         out_dir: Where the model, checkpoint, history and plot were written.
         seconds: Wall time of this call.
+        skipped_images: Images dropped because the encoder's aligner found no
+            face in them and its policy is ``"skip"`` (training and validation).
 
     Examples:
         >>> result = Trainer(encoder).fit(train, val, out_dir="runs/faces")  # doctest: +SKIP
@@ -88,29 +95,73 @@ class TrainResult:
     best: dict[str, float] = field(default_factory=dict)
     out_dir: Path | None = None
     seconds: float = 0.0
+    skipped_images: int = 0
 
 
 class _ImageSource:
-    """The model-input tensors of a dataset, cached in memory when they fit."""
+    """The model-input tensors of a dataset, cached in memory when they fit.
+
+    Preprocessing goes through ``encoder.preprocess``, so the encoder's face
+    aligner runs once per image. Under the aligner's ``on_missing="skip"``
+    policy, images without a face are dropped and counted in ``skipped``;
+    under ``"error"`` the :class:`~siamkit.exceptions.NoFaceError` propagates.
+    """
 
     def __init__(
         self, dataset: Any, encoder: Encoder, cache_limit_mb: int, progress: bool, desc: str
     ) -> None:
         self.labels = dataset_labels(dataset)
         self.items = _dataset_items(dataset)
+        self.classes = _classes_of(dataset)
         self.encoder = encoder
         self.cache: torch.Tensor | None = None
+        self.skipped = 0
         if len(self.items) == 0:
             return
+        limit = cache_limit_mb * 2**20
+        if _skips_missing_faces(encoder):
+            # Every image is looked at once, to know which ones to keep.
+            self._load(limit, skipping=True, first=None, progress=progress, desc=desc)
+            return
         first = encoder.preprocess(self._item(0))
-        if first.element_size() * first.numel() * len(self.items) <= cache_limit_mb * 2**20:
-            from tqdm.auto import tqdm
+        if first.element_size() * first.numel() * len(self.items) <= limit:
+            self._load(limit, skipping=False, first=first, progress=progress, desc=desc)
 
-            loaded = [
-                encoder.preprocess(self._item(i))
-                for i in tqdm(range(len(self.items)), desc=desc, disable=not progress, leave=False)
-            ]
-            self.cache = torch.stack(loaded)
+    def _load(
+        self,
+        limit: int,
+        skipping: bool,
+        first: torch.Tensor | None,
+        progress: bool,
+        desc: str,
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        kept: list[int] = []
+        tensors: list[torch.Tensor] | None = []
+        used = 0
+        for i in tqdm(range(len(self.items)), desc=desc, disable=not progress, leave=False):
+            try:
+                # Item 0 was already preprocessed to size the cache: an aligner runs once.
+                tensor = first if i == 0 and first is not None else self._preprocess(i)
+            except NoFaceError:
+                if not skipping:
+                    raise
+                self.skipped += 1
+                continue
+            kept.append(i)
+            used += tensor.element_size() * tensor.numel()
+            if tensors is not None and used <= limit:
+                tensors.append(tensor)
+            else:
+                tensors = None  # too large to keep: batches preprocess on the fly
+        self.items = [self.items[i] for i in kept]
+        self.labels = self.labels[kept]
+        if tensors:
+            self.cache = torch.stack(tensors)
+
+    def _preprocess(self, index: int) -> torch.Tensor:
+        return self.encoder.preprocess(self._item(index))
 
     def _item(self, index: int) -> Any:
         item = self.items[index]
@@ -125,6 +176,11 @@ class _ImageSource:
         return torch.stack([self.encoder.preprocess(self._item(int(i))) for i in indices])
 
 
+def _skips_missing_faces(encoder: Encoder) -> bool:
+    aligner = encoder.aligner
+    return aligner is not None and getattr(aligner, "on_missing", None) == "skip"
+
+
 def _dataset_items(dataset: Any) -> list[Any]:
     """File paths when the dataset is an ImageFolder (or a Subset of one), else loaders."""
     base, indices = dataset, None
@@ -137,17 +193,30 @@ def _dataset_items(dataset: Any) -> list[Any]:
     return [lambda i=i: dataset[i][0] for i in range(len(dataset))]
 
 
-def _check_trainable(labels: np.ndarray, classes: Sequence[str] | None) -> None:
+def _check_trainable(labels: np.ndarray, classes: Sequence[str] | None, skipped: int = 0) -> None:
+    why = _skipped_note(skipped)
     values, counts = np.unique(labels, return_counts=True)
     if len(values) < 2:
-        raise DataError("training needs images of at least two people (classes)")
+        raise DataError(f"training needs images of at least two people (classes){why}")
     single = [int(v) for v, c in zip(values, counts, strict=True) if c < 2]
     if single:
         names = [classes[v] if classes else str(v) for v in single]
         raise DataError(
-            f"classes with a single image cannot form a matching pair: {', '.join(names[:10])}. "
-            "Add images or remove these classes"
+            f"classes with a single image cannot form a matching pair: {', '.join(names[:10])}"
+            f"{why}. Add images or remove these classes"
         )
+
+
+def _check_validation(labels: np.ndarray, skipped: int) -> None:
+    why = _skipped_note(skipped)
+    if len(np.unique(labels)) < 2:
+        raise DataError(f"validation data needs at least two people to form impostor pairs{why}")
+    if len(labels) == 0 or np.unique(labels, return_counts=True)[1].max() < 2:
+        raise DataError(f"validation data needs a person with two images for genuine pairs{why}")
+
+
+def _skipped_note(skipped: int) -> str:
+    return f" ({skipped} images without a face were skipped)" if skipped else ""
 
 
 def _classes_of(dataset: Any) -> list[str] | None:
@@ -206,9 +275,9 @@ class Trainer:
         self.metric = encoder.metric
         self.loss = self._bind_loss(loss)
         self.miner = self._bind_miner(miner)
-        self.augment = (
-            augment if augment is not None else (FaceAugment() if self.config.augment else None)
-        )
+        if augment is None and self.config.augment:
+            augment = FaceAugment(value_range=encoder.input_range)
+        self.augment = augment
         self.callbacks = list(callbacks)
         self.progress = progress
         self.device = _resolve_device(self.config.device)
@@ -278,6 +347,9 @@ class Trainer:
                 and ``resume`` is False, or the run to resume used another
                 encoder, other encoder arguments or other settings.
             ModelFileError: the checkpoint to resume is corrupt or not siamkit's.
+            NoFaceError: the encoder's aligner found no face in an image and its
+                policy is ``"error"`` (under ``"skip"`` the image is dropped and
+                counted in ``TrainResult.skipped_images``).
         """
         started = time.perf_counter()
         out = Path(out_dir) if out_dir is not None else None
@@ -290,14 +362,13 @@ class Trainer:
     def _fit(self, train: Any, val: Any | None, out: Path | None, resume: bool) -> TrainResult:
         cfg = self.config
         state = self._start_state(out, resume)
-        train_labels = dataset_labels(train)
-        _check_trainable(train_labels, _classes_of(train))
-        train_source = _ImageSource(
-            train, self.encoder, cfg.cache_limit_mb, self.progress, "loading training images"
-        )
+        train_source = self._train_source(train)
         val_source = self._val_source(val)
         sampler = ClassBalancedBatchSampler(
-            train_labels, m_per_class=cfg.m_per_class, batch_size=cfg.batch_size, seed=cfg.seed
+            train_source.labels,
+            m_per_class=cfg.m_per_class,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
         )
         optimizer = self._prepare(state)
         history: list[dict[str, Any]] = list(state["history"]) if state else []
@@ -324,6 +395,7 @@ class Trainer:
             best_epoch=int(best["epoch"]),
             best={k[4:]: v for k, v in best_record.items() if k.startswith("val_")},
             out_dir=out,
+            skipped_images=train_source.skipped + (val_source.skipped if val_source else 0),
         )
 
     def _prepare(self, state: dict[str, Any] | None) -> torch.optim.Optimizer:
@@ -421,12 +493,12 @@ class Trainer:
                 pairs = self.miner(embeddings, labels)
                 loss = self.loss.batch(embeddings, labels, pairs)
             except NonFiniteError:
-                raise TrainingError(
+                raise _DivergedError(
                     f"training diverged at epoch {epoch}, batch {step + 1}: the embeddings "
                     f"became NaN or infinite. Lower the learning rate (now {cfg.lr})"
                 ) from None
             if not torch.isfinite(loss):
-                raise TrainingError(
+                raise _DivergedError(
                     f"the loss became {loss.item()} at epoch {epoch}, batch {step + 1}: lower "
                     f"the learning rate (now {cfg.lr})"
                 )
@@ -454,21 +526,37 @@ class Trainer:
         progress = (step - warmup) / max(1, total - warmup)
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
+    def _train_source(self, train: Any) -> _ImageSource:
+        if isinstance(train, _ImageSource):
+            source = train
+        else:
+            _check_trainable(dataset_labels(train), _classes_of(train))  # before any loading
+            source = _ImageSource(
+                train,
+                self.encoder,
+                self.config.cache_limit_mb,
+                self.progress,
+                "loading training images",
+            )
+        _check_trainable(source.labels, source.classes, source.skipped)
+        return source
+
     def _val_source(self, val: Any | None) -> _ImageSource | None:
         if val is None or len(val) == 0:
             return None
-        labels = dataset_labels(val)
-        if len(np.unique(labels)) < 2:
-            raise DataError("validation data needs at least two people to form impostor pairs")
-        if np.unique(labels, return_counts=True)[1].max() < 2:
-            raise DataError("validation data needs a person with two images for genuine pairs")
-        return _ImageSource(
-            val,
-            self.encoder,
-            self.config.cache_limit_mb,
-            self.progress,
-            "loading validation images",
-        )
+        if isinstance(val, _ImageSource):
+            source = val
+        else:
+            _check_validation(dataset_labels(val), 0)
+            source = _ImageSource(
+                val,
+                self.encoder,
+                self.config.cache_limit_mb,
+                self.progress,
+                "loading validation images",
+            )
+        _check_validation(source.labels, source.skipped)
+        return source
 
     @torch.no_grad()
     def evaluate_source(self, source: _ImageSource) -> dict[str, float]:
@@ -718,8 +806,9 @@ def _content_problem(state: dict[str, Any]) -> str | None:
 def encoder_identity(encoder: Encoder) -> dict[str, Any]:
     """The registered name, class and constructor arguments of ``encoder``, as plain values.
 
-    Checkpoints store it, so that resuming with another encoder, or the same
-    one built with other arguments, is refused.
+    Checkpoints store it, so that resuming with another encoder, the same
+    one built with other arguments, or with another face aligner (which
+    changes every training image) is refused.
 
     Examples:
         >>> import siamkit
@@ -732,10 +821,12 @@ def encoder_identity(encoder: Encoder) -> dict[str, Any]:
         config: dict[str, Any] | None = encoder.get_config()
     except ConfigError:
         config = None  # built with *args: only the weights' shapes can be compared
+    aligner = encoder.aligner
     return {
         "name": encoder_registry.name_of(cls),
         "class": f"{cls.__module__}.{cls.__qualname__}",
         "config": None if config is None else json.loads(_canonical(config)),
+        "aligner": None if aligner is None else json.loads(_canonical(aligner.describe())),
     }
 
 
@@ -761,6 +852,12 @@ def _identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> lis
     key = "name" if saved.get("name") or current["name"] else "class"
     if saved.get(key) != current[key]:
         return [f"{key} {saved.get(key)!r} in the checkpoint, {current[key]!r} now"]
+    # Checkpoints from before aligners existed trained without one.
+    if saved.get("aligner") != current.get("aligner"):
+        return [
+            f"aligner {_canonical(saved.get('aligner'))} in the checkpoint, "
+            f"{_canonical(current.get('aligner'))} now"
+        ]
     before, now = saved.get("config"), current["config"]
     if not isinstance(before, dict) or now is None:
         return []  # arguments not recorded (*args): the weights' shapes are still compared
