@@ -11,13 +11,17 @@ import siamkit
 
 PACKAGES = [
     "siamkit",
+    "siamkit.alignment",
     "siamkit.data",
     "siamkit.encoders",
     "siamkit.evaluation",
+    "siamkit.export",
     "siamkit.index",
     "siamkit.losses",
     "siamkit.miners",
+    "siamkit.runtime",
     "siamkit.siamese",
+    "siamkit.thresholds",
     "siamkit.training",
     "siamkit.demo",
 ]

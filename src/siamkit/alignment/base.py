@@ -40,6 +40,10 @@ class Face:
         landmarks: ``(K, 2)`` array of ``(x, y)`` points, or None for a
             detector that gives only boxes.
         score: The detector's confidence (larger is surer); 0 when unknown.
+
+    Examples:
+        >>> Face((10.0, 20.0, 50.0, 80.0)).area
+        2400.0
     """
 
     box: tuple[float, float, float, float]
@@ -62,6 +66,10 @@ class AlignmentStats:
         fallback: Images without a face that were aligned as a whole (``"fallback"``).
         missing: Images without a face that were refused (``"skip"`` or ``"error"``).
         several: Images with more than one face (the largest was used).
+
+    Examples:
+        >>> AlignmentStats(aligned=9, fallback=1).total
+        10
     """
 
     aligned: int = 0
@@ -95,8 +103,8 @@ def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
     Examples:
         >>> src = np.array([[0.0, 0.0], [1.0, 0.0]])
-        >>> similarity_transform(src, 2 * src + 1).round(6).tolist()
-        [[2.0, -0.0, 1.0], [0.0, 2.0, 1.0]]
+        >>> (similarity_transform(src, 2 * src + 1).round(6) + 0.0).tolist()  # + 0.0: no -0.0
+        [[2.0, 0.0, 1.0], [0.0, 2.0, 1.0]]
     """
     src, dst = np.asarray(source, np.float64), np.asarray(target, np.float64)
     src_mean, dst_mean = src.mean(0), dst.mean(0)
@@ -271,7 +279,12 @@ def list_aligners() -> list[str]:
 
 
 def aligner_from_description(description: Any) -> FaceAligner | None:
-    """Rebuild an aligner from :meth:`FaceAligner.describe`'s output (None for none)."""
+    """Rebuild an aligner from :meth:`FaceAligner.describe`'s output (None for none).
+
+    Examples:
+        >>> aligner_from_description({"name": "none", "config": {}})
+        NoAligner()
+    """
     if description is None:
         return None
     if not isinstance(description, dict) or not isinstance(description.get("name"), str):

@@ -41,6 +41,11 @@ def inference_session(path: str | os.PathLike, threads: int | None = None) -> An
     Raises:
         MissingExtraError: onnxruntime is not installed.
         ModelFileError: the graph cannot be loaded.
+
+    Examples:
+        >>> session = inference_session("model.onnx", threads=2)  # doctest: +SKIP
+        >>> session.get_inputs()[0].name  # doctest: +SKIP
+        'images'
     """
     try:
         import onnxruntime
@@ -173,6 +178,11 @@ def load_onnx_encoder(path: str | os.PathLike, threads: int | None = None) -> On
     Raises:
         ModelFileError: a file is missing, corrupted or from a newer siamkit.
         MissingExtraError: onnxruntime (or the aligner's extra) is not installed.
+
+    Examples:
+        >>> encoder = load_onnx_encoder("model.onnx")  # doctest: +SKIP
+        >>> encoder.embed(["face.jpg"]).shape  # doctest: +SKIP
+        (1, 128)
     """
     return OnnxEncoder(path, threads=threads)
 
