@@ -58,6 +58,13 @@ def test_demo_downloads_trains_and_rejects_strangers(
     index = siamkit.FaceIndex.load(out / "index", encoder=encoder)
     assert len(index) == 30 and set(index.labels()) == gallery
     assert index.threshold == pytest.approx(summary["threshold"])
+    # identify uses the 1:N threshold, calibrated for FPIR 0.01 by leaving people out.
+    fit = summary["fpir_calibration"]
+    assert (fit["target_fpir"], fit["source"], fit["gallery_size"]) == (
+        0.01, "leave-one-person-out", 30)  # fmt: skip
+    assert index.identify_threshold == pytest.approx(summary["identify_threshold"])
+    assert index.fpir_calibration.to_dict() == fit
+    assert "FPIR 0.01" in printed
     # The recorded rejection rate is what the saved index answers for the strangers.
     strangers = sorted((out / "data" / "att_faces").glob("s*/*.pgm"))
     strangers = [p for p in strangers if p.parent.name in unknown]
@@ -66,6 +73,7 @@ def test_demo_downloads_trains_and_rejects_strangers(
 
     html = (out / "report" / "report.html").read_text()
     assert "Gallery search with a FaceIndex" in html and "Training" in html
+    assert "target FPIR" in html and "expected FNIR" in html
 
     # A second run reuses the download and the finished training.
     assert main(argv) == 0

@@ -36,7 +36,7 @@ def test_eval_cli_writes_json_pictures_and_report(
     argv = ["eval", "--model", str(model_dir), "--data", str(synthetic_faces), "--out", str(out)]
     assert main([*argv, "--quiet"]) == 0
     printed = capsys.readouterr().out
-    for needle in ("ROC AUC", "EER", "TAR @ FAR 0.01", "rank-1", "report:"):
+    for needle in ("ROC AUC", "EER", "TAR @ FAR 0.01", "FNIR @ FPIR 0.01", "rank-1", "report:"):
         assert needle in printed
     data = json.loads((out / "evaluation.json").read_text())
     # The AUC agrees with one computed independently from the embeddings.
@@ -46,11 +46,16 @@ def test_eval_cli_writes_json_pictures_and_report(
     assert data["verification"]["auc"] == pytest.approx(roc_auc(d, same))
     assert data["num_pairs"] == 36 * 35 // 2 and data["num_people"] == 6
     assert data["threshold_source"].startswith("fitted on the model's validation people")
+    search = data["open_set_search"]  # 6 people: 2 kept out, as the demo splits them
+    assert (search["enrolled_people"], search["unknown_people"]) == (4, 2)
+    assert [f["target_fpir"] for f in search["fnir_at_fpir"]] == [0.1, 0.01, 0.001]
+    assert data["figures"]["det"] == "det.png" and search["det"]["fnir"][0] == 1.0
     for name in data["figures"].values():
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     html = (out / "report.html").read_text()
     sections = ["Overview", "Verification (1:1)", "TAR at fixed FAR", "Identification (1:N)"]
-    sections += ["Open set", "Pictures", "Training", "Olivetti Research Laboratory"]
+    sections += ["Open set", "Open-set search: FNIR at fixed FPIR", "DET curve", "Pictures"]
+    sections += ["Training", "Olivetti Research Laboratory"]
     for section in sections:
         assert section in html, section
     # every picture is embedded, so the file stands alone

@@ -38,6 +38,7 @@ def _saved_index(folder: Path, kind: str = "flat", metric: str = "cosine", n: in
     index = FaceIndex(metric=metric, dim=8, index=kind)
     index.add(rng.normal(size=(n, 8)).astype("float32"), labels=np.arange(n) % 5)
     index.calibrate(target_far=0.1)
+    index.calibrate(target_fpir=0.1)
     return index.save(folder)
 
 
@@ -142,6 +143,11 @@ _BAD_FIELDS: list[tuple[str, object]] = [
     ("threshold", -0.5),
     ("calibration", "x"),
     ("calibration", {"threshold": 0.1}),
+    ("identify_threshold", "abc"),
+    ("identify_threshold", -0.5),
+    ("identify_threshold", 1.9),  # disagrees with its calibration
+    ("fpir_calibration", "x"),
+    ("fpir_calibration", {"threshold": 0.1}),
     ("encoder", "x"),
     ("encoder", {"fingerprint": "ab", "class": "X", "embedding_dim": 8}),
     ("encoder", {"fingerprint": "a" * 64, "class": "X", "embedding_dim": 9}),
@@ -184,6 +190,8 @@ def test_manifest_fuzz_never_loads_garbage_nor_escapes_untyped(tmp_path: Path) -
         manifest[key] = values[rng.integers(len(values))]
         if manifest == original:
             continue
+        if key in ("calibration", "fpir_calibration") and manifest[key] is None:
+            continue  # a valid manifest: a threshold set by hand has no calibration report
         (folder / MANIFEST).write_text(json.dumps(with_checksum(manifest)))
         with pytest.raises(siamkit.IndexFileError):
             FaceIndex.load(folder)

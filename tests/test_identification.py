@@ -29,16 +29,22 @@ def test_tar_at_far_brute_force(seed: int, target: float) -> None:
     d, same = random_pairs(seed)
     result = tar_at_far(d, same, target)
     # brute force: among all thresholds with FAR <= target, the one with highest TAR
-    best_tar, best_t = 0.0, -np.inf
+    best_tar = 0.0
     for t in np.unique(d):
         far = (d[~same] <= t).mean()
         if far <= target and (d[same] <= t).mean() >= best_tar:
-            best_tar, best_t = (d[same] <= t).mean(), t
+            best_tar = (d[same] <= t).mean()
     assert result.tar == pytest.approx(best_tar)
     assert result.far <= target
     assert result.far == pytest.approx((d[~same] <= result.threshold).mean())
-    if best_tar > 0:
-        assert result.threshold == pytest.approx(best_t)
+    # The rule of siamkit.thresholds: the middle of the gap below the first impostor
+    # that would exceed the target.
+    impostor = np.sort(d[~same])
+    allowed = int(np.floor(target * impostor.size + 1e-9))
+    ceiling = impostor[allowed]
+    low = d[d < ceiling].max() if (d < ceiling).any() else 0.0
+    assert result.threshold == pytest.approx((low + ceiling) / 2)
+    assert ((d <= result.threshold) == (d < ceiling)).all()
     assert result.num_impostor == int((~same).sum())
     assert result.reliable == (result.num_impostor >= 10 / target)
 
@@ -47,11 +53,15 @@ def test_tar_at_far_hand_computed_and_errors() -> None:
     d = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
     same = [True, True, False, True, False, False]
     r = tar_at_far(d, same, 0.34)
-    assert (r.tar, r.threshold) == (1.0, 0.4)
+    assert (r.tar, r.threshold) == (1.0, 0.45)
     r = tar_at_far(d, same, 0.3)  # no impostor may pass
-    assert r.tar == pytest.approx(2 / 3) and r.far == 0.0 and r.threshold == 0.2
-    with pytest.raises(siamkit.DataError, match="target_far"):
-        tar_at_far(d, same, 0.0)
+    assert r.tar == pytest.approx(2 / 3) and r.far == 0.0 and r.threshold == 0.25
+    r = tar_at_far([0.0, 0.0, 0.5], [True, False, False], 0.4)  # an impostor at 0: missed
+    assert r.threshold == 0.0 and r.far == 0.5
+    # One rule for every rate: out of (0, 1) is a ConfigError (an argument, not the data).
+    for bad in (0.0, 1.0, -0.1, True):
+        with pytest.raises(siamkit.ConfigError, match="target_far"):
+            tar_at_far(d, same, bad)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -78,8 +78,9 @@ def test_build_then_query_names_known_people_and_rejects_strangers(
 def test_query_with_a_threshold_and_without_calibration(
     setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert build(setup, "--calibrate-far", "0") == 0
-    assert "no threshold" in capsys.readouterr().out
+    assert build(setup, "--calibrate-far", "0", "--calibrate-fpir", "0") == 0
+    out = capsys.readouterr().out
+    assert "no 1:1 threshold" in out and "no 1:N threshold" in out
     probe = str(sorted(setup["probes"].iterdir())[0])
     argv = ["index", "query", "--index", str(setup["index"]), probe, "--quiet"]
     assert main(argv) == 0
@@ -115,6 +116,33 @@ def test_add_remove_and_info(setup: dict[str, Path], capsys: pytest.CaptureFixtu
     assert main(["index", "info", "--index", index]) == 0
     text = capsys.readouterr().out
     assert "27 images of 6 people" in text and "cosine, 36-d" in text
+
+
+def test_info_and_query_warn_when_the_gallery_outgrows_its_1n_threshold(
+    setup: dict[str, Path], make_image_folder: Callable[..., Path], capsys
+) -> None:
+    assert build(setup) == 0
+    out = capsys.readouterr().out
+    assert "identify threshold" in out and "expected FNIR" in out
+    index, probe = str(setup["index"]), str(sorted(setup["probes"].iterdir())[0])
+    assert main(["index", "info", "--index", index]) == 0
+    text = capsys.readouterr().out
+    assert "identify:  " in text and "leave-one-person-out" in text and "warning" not in text
+    more = make_image_folder({f"new{i}": 7 for i in range(5)})  # 30 + 35 items: past 2x
+    assert main(["index", "add", "--index", index, "--gallery", str(more), "--quiet"]) == 0
+    assert "1:N threshold" in capsys.readouterr().out  # kept, not silently refitted
+    assert main(["index", "info", "--index", index]) == 0
+    assert "warning:   the gallery holds 65 items, 2.2x the 30" in capsys.readouterr().out
+    assert main(["index", "query", "--index", index, probe, "--quiet", "--json"]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # the warning stays off the JSON
+    assert "siamkit: warning: the gallery holds 65 items" in captured.err
+    assert main(["index", "add", "--index", index, "--gallery", str(more), "--upsert",
+                 "--calibrate-fpir", "0.01", "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["index", "info", "--index", index, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["warnings"] == [] and info["fpir_calibration"]["gallery_size"] == 65
 
 
 def test_errors_are_one_line_and_name_the_fix(

@@ -68,6 +68,7 @@ else:
     from siamkit.index import (
         Calibration,
         FaceIndex,
+        FpirCalibration,
         Match,
         Neighbors,
         Record,
@@ -116,6 +117,7 @@ __all__ = [
     "FaceAligner",
     "FaceFolder",
     "FaceIndex",
+    "FpirCalibration",
     "GeometryError",
     "HardPairMiner",
     "ImageReadError",

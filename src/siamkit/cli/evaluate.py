@@ -14,8 +14,9 @@ def add_parser(commands: Any) -> None:
         help="evaluate a trained model on a folder of people: metrics, pictures, HTML report",
         description="Evaluate a trained encoder on an image folder (one sub-folder per person): "
         "ROC AUC, EER, TAR at FAR 1e-1/1e-2/1e-3, accuracy, 10-fold accuracy, rank-k/CMC, "
-        "precision@1, MAP@R and open-set rates. Writes evaluation.json, the pictures and "
-        "report.html to --out.",
+        "precision@1, MAP@R, open-set rates, and FNIR at FPIR 0.1/0.01/0.001 with a DET "
+        "curve (the people split into enrolled and unknown, seeded). Writes evaluation.json, "
+        "the pictures and report.html to --out.",
     )
     parser.add_argument(
         "--model",
@@ -50,7 +51,8 @@ def add_parser(commands: Any) -> None:
         "--seed",
         type=int,
         default=0,
-        help="seed of the example pairs and of the open-set enrolment (default: %(default)s)",
+        help="seed of the example pairs and of the open-set split into enrolled and unknown "
+        "people (default: %(default)s)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print the results as JSON instead of a table"
@@ -85,6 +87,11 @@ def summary_lines(result: Any) -> list[str]:
             f"  open set            DIR {result.open_set.detection_identification_rate:.3f}, "
             f"unknown rejected {100 * result.open_set.unknown_rejection_rate:.1f}%"
         )
+    search = result.open_set_search
+    for f in [] if search is None else search.fnir_at_fpir:
+        note = "" if f.reliable else "  (unreliable: too few stranger searches)"
+        fnir = "n/a" if f.fnir is None else f"{100 * f.fnir:.2f}%"
+        lines.append(f"  FNIR @ FPIR {f.target_fpir:<6g}  {fnir}{note}")
     return lines
 
 

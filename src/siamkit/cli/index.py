@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from siamkit.exceptions import ConfigError, DataError
 
 DEFAULT_FAR = 0.001
+DEFAULT_FPIR = 0.01
 
 
 def add_parser(commands: Any) -> None:
@@ -56,6 +58,12 @@ def _far_arg(parser: argparse.ArgumentParser, default: float | None, help_text: 
     )
 
 
+def _fpir_arg(parser: argparse.ArgumentParser, default: float | None, help_text: str) -> None:
+    parser.add_argument(
+        "--calibrate-fpir", type=float, default=default, metavar="FPIR", help=help_text
+    )
+
+
 def _quiet_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -65,7 +73,9 @@ def _add_build(actions: Any) -> None:
         "build",
         help="enrol an image folder (one sub-folder per person) into a new index",
         description="Encode every image of GALLERY/<person>/<image> with the model, "
-        "calibrate the decision threshold on the gallery's own pairs, and save the index.",
+        "calibrate the 1:1 (verify) threshold on the gallery's own pairs and the 1:N "
+        "(identify) threshold by searching each person as a stranger against the others, "
+        "and save the index.",
     )
     _model_arg(parser, required=True)
     parser.add_argument(
@@ -87,7 +97,14 @@ def _add_build(actions: Any) -> None:
     _far_arg(
         parser,
         DEFAULT_FAR,
-        "target false-accept rate of the threshold fitted on the gallery's pairs; 0 to skip "
+        "target false-accept rate of the 1:1 threshold fitted on the gallery's pairs; 0 to "
+        "skip (default: %(default)s)",
+    )
+    _fpir_arg(
+        parser,
+        DEFAULT_FPIR,
+        "target false-positive identification rate (share of strangers matched to someone) "
+        "of the 1:N threshold query uses, fitted by leaving each person out; 0 to skip "
         "(default: %(default)s)",
     )
     parser.add_argument(
@@ -113,7 +130,8 @@ def _add_query(actions: Any) -> None:
         "--threshold",
         type=float,
         default=None,
-        help="accept distances up to this (default: the index's calibrated threshold)",
+        help="accept distances up to this (default: the index's 1:N threshold, else its 1:1 "
+        "threshold)",
     )
     _model_arg(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list for scripts")
@@ -136,7 +154,8 @@ def _add_add(actions: Any) -> None:
     parser.add_argument(
         "--upsert", action="store_true", help="replace items whose id is already in the index"
     )
-    _far_arg(parser, None, "recalibrate the threshold at this false-accept rate after adding")
+    _far_arg(parser, None, "recalibrate the 1:1 threshold at this false-accept rate after adding")
+    _fpir_arg(parser, None, "recalibrate the 1:N threshold at this FPIR after adding")
     _model_arg(parser)
     parser.add_argument(
         "--batch-size", type=int, default=64, help="images encoded at once (default: %(default)s)"
@@ -154,7 +173,8 @@ def _add_remove(actions: Any) -> None:
     _index_arg(parser)
     parser.add_argument("ids", nargs="*", metavar="ID", help="ids to remove")
     parser.add_argument("--label", action="append", default=[], help="remove all of a person")
-    _far_arg(parser, None, "recalibrate the threshold at this false-accept rate after removing")
+    _far_arg(parser, None, "recalibrate the 1:1 threshold at this false-accept rate after removing")
+    _fpir_arg(parser, None, "recalibrate the 1:N threshold at this FPIR after removing")
     parser.set_defaults(handler=run_remove)
 
 
@@ -178,7 +198,7 @@ def run_build(args: argparse.Namespace) -> int:
     index = FaceIndex(encoder, index=args.index)
     index.extra["model"] = str(args.model.resolve())
     index.add_folder(args.gallery, batch_size=args.batch_size, progress=not args.quiet)
-    note = _calibrate(index, args.calibrate_far)
+    note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
     index.save(args.out)
     print(
         f"indexed {len(index)} images of {len(index.labels())} people into {args.out} "
@@ -192,7 +212,10 @@ def run_query(args: argparse.Namespace) -> int:
         raise ConfigError(f"--k must be positive, got {args.k}")
     index = _load(args.index, args.model)
     embeddings = index.encoder.embed([str(p) for p in args.images])  # once for both calls
-    threshold = args.threshold if args.threshold is not None else index.threshold
+    threshold = args.threshold if args.threshold is not None else index.search_threshold
+    if args.threshold is None:
+        for warning in index.info()["warnings"]:
+            print(f"siamkit: warning: {warning}", file=sys.stderr)
     results = index.search(embeddings, k=args.k)
     decisions = (
         index.identify(embeddings, threshold=threshold)
@@ -215,8 +238,8 @@ def run_query(args: argparse.Namespace) -> int:
         print(_describe(answer))
     if threshold is None:
         print(
-            "no threshold: rebuild with --calibrate-far, run `siamkit index add "
-            "--calibrate-far`, or pass --threshold to tell known faces from unknown ones"
+            "no threshold: rebuild with --calibrate-fpir, run `siamkit index add "
+            "--calibrate-fpir`, or pass --threshold to tell known faces from unknown ones"
         )
     return 0
 
@@ -265,7 +288,7 @@ def run_add(args: argparse.Namespace) -> int:
         adding(
             items, labels=args.label, ids=args.ids, batch_size=args.batch_size, progress=progress
         )
-    note = _calibrate(index, args.calibrate_far) if args.calibrate_far else _threshold_note(index)
+    note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
     index.save(args.index)
     print(
         f"added {len(index) - before} items; {args.index} now holds {len(index)} images of "
@@ -288,7 +311,7 @@ def run_remove(args: argparse.Namespace) -> int:
             raise DataError(f"no person labelled {text!r} in {args.index}")
         ids += index.ids(label=label)
     removed = index.remove(ids)
-    note = _calibrate(index, args.calibrate_far) if args.calibrate_far else _threshold_note(index)
+    note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
     index.save(args.index)
     print(f"removed {removed} items; {args.index} now holds {len(index)} images; {note}")
     return 0
@@ -332,11 +355,28 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"geometry:  {info['metric']}, {info['dim']}-d")
     print(f"faiss:     {info['index']}{f' ({settings})' if settings else ''}")
     print(f"threshold: {threshold}")
+    print(f"identify:  {_identify_line(info)}")
     print(f"model:     {info['extra'].get('model', 'not recorded')}")
     fingerprint = info["encoder_fingerprint"]
     print(f"encoder:   {fingerprint[:16] + '...' if fingerprint else 'none (embeddings only)'}")
     print(f"files:     {len(info['files']) + 1}, {size / 1e6:.1f} MB")
+    for warning in info["warnings"]:
+        print(f"warning:   {warning}")
     return 0
+
+
+def _identify_line(info: dict[str, Any]) -> str:
+    fit, threshold = info["fpir_calibration"], info["identify_threshold"]
+    if threshold is None:
+        return "no 1:N threshold (identify falls back to the 1:1 one)"
+    if fit is None:
+        return f"{threshold:.4f} (set by hand)"
+    fnir = "n/a" if fit["fnir"] is None else f"{fit['fnir']:.3f}"
+    return (
+        f"{threshold:.4f} (FPIR {fit['fpir']:.4g} for target {fit['target_fpir']:g}, expected "
+        f"FNIR {fnir}, {fit['source']}, {fit['num_non_mated']} stranger searches at "
+        f"{fit['gallery_size']} items{'' if fit['reliable'] else ', too few to trust'})"
+    )
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -356,13 +396,20 @@ def _load(folder: Path, model: Path | None) -> Any:
     return FaceIndex.load(folder, encoder=load_encoder(model))
 
 
-def _calibrate(index: Any, target_far: float | None) -> str:
+def _calibrate(index: Any, target_far: float | None, target_fpir: float | None) -> str:
+    notes = [_calibrate_far(index, target_far), _calibrate_fpir(index, target_fpir)]
+    return "; ".join(note for note in notes if note)
+
+
+def _calibrate_far(index: Any, target_far: float | None) -> str:
     if not target_far:
-        return _threshold_note(index)
+        if index.threshold is None:
+            return "no 1:1 threshold (calibrate with --calibrate-far)"
+        return f"1:1 threshold {index.threshold:.4f} kept (recalibrate with --calibrate-far)"
     try:
         report = index.calibrate(target_far=target_far)
     except DataError as err:
-        return f"not calibrated ({err})"
+        return f"1:1 not calibrated ({err})"
     warning = "" if report.reliable else "; too few impostor pairs for that rate, use with care"
     return (
         f"threshold {report.threshold:.4f} at FAR {report.far:.4g} (target {target_far:g}), "
@@ -371,10 +418,24 @@ def _calibrate(index: Any, target_far: float | None) -> str:
     )
 
 
-def _threshold_note(index: Any) -> str:
-    if index.threshold is None:
-        return "no threshold (calibrate with --calibrate-far)"
-    return f"threshold {index.threshold:.4f} kept (recalibrate with --calibrate-far)"
+def _calibrate_fpir(index: Any, target_fpir: float | None) -> str:
+    if not target_fpir:
+        if index.identify_threshold is None:
+            return "no 1:N threshold (calibrate with --calibrate-fpir)"
+        return (
+            f"1:N threshold {index.identify_threshold:.4f} kept (recalibrate with --calibrate-fpir)"
+        )
+    try:
+        report = index.calibrate(target_fpir=target_fpir)
+    except DataError as err:
+        return f"1:N not calibrated ({err})"
+    warning = "" if report.reliable else "; too few stranger searches for that rate, use with care"
+    fnir = "n/a" if report.fnir is None else f"{report.fnir:.3f}"
+    return (
+        f"identify threshold {report.threshold:.4f} at FPIR {report.fpir:.4g} (target "
+        f"{target_fpir:g}), expected FNIR {fnir} on {report.num_non_mated} stranger / "
+        f"{report.num_mated} known searches{warning}"
+    )
 
 
 def _parse_key(text: str, known: set[Any]) -> Any:

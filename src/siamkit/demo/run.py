@@ -19,10 +19,12 @@ from siamkit.data.images import load_image
 from siamkit.data.splits import split_by_class
 from siamkit.encoders.base import create_encoder
 from siamkit.evaluation import plots
+from siamkit.evaluation.open_set import open_set_split
 from siamkit.evaluation.report import Section, embedded_image, table, write_report
 from siamkit.evaluation.runner import Evaluation, evaluate_encoder
 from siamkit.exceptions import DataError
 from siamkit.index.face_index import FaceIndex
+from siamkit.thresholds import FarCalibration, FpirCalibration
 from siamkit.training.config import TrainConfig
 from siamkit.training.trainer import Trainer
 
@@ -36,11 +38,15 @@ class DemoResult:
         report: The HTML report.
         train_people, val_people, gallery_people, unknown_people: Who was where.
         evaluation: Verification and identification on all held-out people.
-        threshold: The face index's calibrated threshold.
+        threshold: The face index's 1:1 threshold (verify), calibrated for ``target_far``.
+        calibration: Its report.
+        identify_threshold: The 1:N threshold (identify), calibrated for ``target_fpir``
+            by leaving each enrolled person out in turn.
+        fpir_calibration: Its report, with the FNIR it predicts.
         known_probes: Queries of enrolled people.
-        known_identified: Share of them identified as the right person.
+        known_identified: Share of them identified as the right person (at the 1:N threshold).
         unknown_probes: Queries of people kept out of the gallery.
-        unknown_rejected: Share of them answered "unknown".
+        unknown_rejected: Share of them answered "unknown" (at the 1:N threshold).
         train_seconds: Wall time of training.
 
     Examples:
@@ -57,7 +63,9 @@ class DemoResult:
     unknown_people: list[str]
     evaluation: Evaluation
     threshold: float
-    calibration: dict[str, Any]
+    calibration: FarCalibration
+    identify_threshold: float
+    fpir_calibration: FpirCalibration
     known_probes: int
     known_identified: float
     unknown_probes: int
@@ -74,8 +82,10 @@ class DemoResult:
                 "seen in training:",
                 f"  verification   ROC AUC {v.auc:.4f}, EER {100 * v.eer:.2f}%",
                 f"  identification rank-1 {self.evaluation.identification['rank1']:.3f}",
-                f"  face index     {len(self.gallery_people)} people enrolled, threshold "
-                f"{self.threshold:.4f} (FAR {self.calibration['target_far']:g})",
+                f"  face index     {len(self.gallery_people)} people enrolled, identify threshold "
+                f"{self.identify_threshold:.4f} (FPIR {self.fpir_calibration.target_fpir:g}, "
+                f"expected FNIR {_percent(self.fpir_calibration.fnir)}), verify threshold "
+                f"{self.threshold:.4f} (FAR {self.calibration.target_far:g})",
                 f"  known faces    {100 * self.known_identified:.1f}% of {self.known_probes} "
                 "identified correctly",
                 f"  unknown faces  {100 * self.unknown_rejected:.1f}% of {self.unknown_probes} "
@@ -95,24 +105,20 @@ def _load_faces(
     )
 
 
+def _percent(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{100 * rate:.1f}%"
+
+
 def _gallery_and_probes(
     faces: FaceFolder, people: list[str], unknown_share: float, seed: int
 ) -> tuple[list[str], list[str], list[tuple[str, str]], list[tuple[str, str]]]:
-    rng = np.random.default_rng(seed + 1)
-    shuffled = [people[i] for i in rng.permutation(len(people))]
-    n_unknown = max(1, round(unknown_share * len(people)))
-    unknown, enrolled = sorted(shuffled[:n_unknown]), sorted(shuffled[n_unknown:])
-    by_person: dict[str, list[str]] = {}
-    for path, label in faces.samples:
-        by_person.setdefault(faces.classes[label], []).append(path)
-    gallery, probes = [], []
-    for person in enrolled:
-        images = by_person[person]
-        half = max(1, len(images) // 2)
-        gallery += [(p, person) for p in images[:half]]
-        probes += [(p, person) for p in images[half:]]
-    probes += [(p, person) for person in unknown for p in by_person[person]]
-    return enrolled, unknown, gallery, probes
+    """The people split as ``siamkit eval`` splits them (:func:`open_set_split`)."""
+    chosen = set(people)
+    samples = [(p, faces.classes[y]) for p, y in faces.samples if faces.classes[y] in chosen]
+    split = open_set_split([person for _, person in samples], unknown_share, seed)
+    gallery = [samples[i] for i in split.gallery.tolist()]
+    probes = [samples[i] for i in [*split.known_probes.tolist(), *split.unknown_probes.tolist()]]
+    return split.enrolled, split.unknown, gallery, probes
 
 
 def run_demo(
@@ -121,6 +127,7 @@ def run_demo(
     epochs: int | None = None,
     seed: int = 0,
     target_far: float = 1e-3,
+    target_fpir: float = 1e-2,
     url: str | None = None,
     progress: bool = False,
 ) -> DemoResult:
@@ -131,9 +138,10 @@ def run_demo(
        training entirely, a tenth for validation, the rest for training;
     3. trains the default recipe; 4. evaluates it on the held-out people;
     5. enrols half the images of most held-out people in a :class:`FaceIndex`,
-       calibrated for ``target_far``, and queries it with their other images and
-       with every image of the held-out people kept out of the gallery, who
-       should come back unknown; 6. writes ``report.html``.
+       calibrates identify for ``target_fpir`` (by leaving each enrolled person
+       out in turn) and verify for ``target_far``, and queries it with their
+       other images and with every image of the held-out people kept out of
+       the gallery, who should come back unknown; 6. writes ``report.html``.
 
     Examples:
         >>> result = run_demo("demo-out", data="data/att_faces")  # doctest: +SKIP
@@ -163,12 +171,13 @@ def run_demo(
         ids=[os.path.relpath(p, faces.root) for p, _ in gallery], progress=progress,
     )  # fmt: skip
     calibration = index.calibrate(target_far=target_far)
+    fpir_calibration = index.calibrate(target_fpir=target_fpir)
     index.extra["model"] = str(model_dir.resolve())
     index.save(out / "index")
     answers = index.identify([p for p, _ in probes])
     outcome = _score(probes, answers, set(enrolled))
     section = _gallery_section(
-        probes, answers, outcome, calibration, enrolled, unknown, report_dir, seed
+        probes, answers, outcome, fpir_calibration, enrolled, unknown, report_dir, seed
     )
     report = write_report(
         evaluation, report_dir, model_dir=model_dir, sections=[section],
@@ -183,7 +192,9 @@ def run_demo(
         unknown_people=unknown,
         evaluation=evaluation,
         threshold=calibration.threshold,
-        calibration=calibration.to_dict(),
+        calibration=calibration,
+        identify_threshold=fpir_calibration.threshold,
+        fpir_calibration=fpir_calibration,
         known_probes=outcome["known"],
         known_identified=outcome["known_identified"],
         unknown_probes=outcome["unknown"],
@@ -217,7 +228,7 @@ def _gallery_section(
     probes: list[tuple[str, str]],
     answers: list[Any],
     outcome: dict[str, Any],
-    calibration: Any,
+    calibration: FpirCalibration,
     enrolled: list[str],
     unknown: list[str],
     report_dir: Path,
@@ -227,9 +238,14 @@ def _gallery_section(
     rows = [
         ("people enrolled (half their images in the gallery)", ", ".join(enrolled)),
         ("people kept out of the gallery", ", ".join(unknown)),
-        ("calibrated threshold", c.threshold),
-        ("target FAR (gallery impostor pairs)", f"{c.target_far:g}"),
-        ("genuine / impostor calibration pairs", f"{c.num_genuine} / {c.num_impostor}"),
+        ("identify threshold (1:N)", c.threshold),
+        ("target FPIR (strangers matched to someone)", f"{c.target_fpir:g}"),
+        (
+            "calibration: each enrolled person left out in turn",
+            f"{c.num_non_mated} stranger / {c.num_mated} known searches"
+            + ("" if c.reliable else " (too few for that FPIR: use with care)"),
+        ),
+        ("expected FNIR (known faces rejected or misnamed)", _percent(c.fnir)),
         (
             "known queries identified correctly",
             f"{100 * o['known_identified']:.1f}% of {o['known']}",

@@ -7,6 +7,12 @@ from siamkit.evaluation.identification import (
     rank1_leave_one_out,
     retrieval_metrics,
 )
+from siamkit.evaluation.open_set import (
+    OpenSetSearch,
+    OpenSetSplit,
+    open_set_search,
+    open_set_split,
+)
 from siamkit.evaluation.report import Section, write_report
 from siamkit.evaluation.runner import Evaluation, evaluate_encoder, read_pairs
 from siamkit.evaluation.verification import (
@@ -29,6 +35,8 @@ __all__ = [
     "Evaluation",
     "KFoldAccuracy",
     "OpenSetResult",
+    "OpenSetSearch",
+    "OpenSetSplit",
     "RocCurve",
     "Section",
     "TarAtFar",
@@ -41,6 +49,8 @@ __all__ = [
     "fit_threshold",
     "kfold_accuracy",
     "open_set_identification",
+    "open_set_search",
+    "open_set_split",
     "rank1_leave_one_out",
     "read_pairs",
     "retrieval_metrics",

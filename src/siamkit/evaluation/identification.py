@@ -9,6 +9,7 @@ import numpy as np
 
 from siamkit.exceptions import DataError, ShapeError
 from siamkit.geometry import check_embeddings, check_metric, pairwise_distances
+from siamkit.thresholds import check_rate, threshold_at_rate
 
 
 def _embeddings_and_labels(
@@ -163,7 +164,9 @@ def open_set_identification(
     Probes whose label is not in the gallery are the "unknown" people. Give
     ``threshold`` (e.g. a face index's calibrated one) to measure what share of
     unknown probes it rejects, or ``false_alarm_rate`` to pick the threshold that
-    lets through at most that share of unknown probes and report the DIR there.
+    lets through at most that share of unknown probes and report the DIR there
+    (fitted by the rule of :mod:`siamkit.thresholds`; for the FNIR at several
+    rates and the DET curve, see :func:`siamkit.evaluation.open_set_search`).
 
     Examples:
         >>> g = np.array([[0.0], [1.0]], dtype="float32")
@@ -183,15 +186,9 @@ def open_set_identification(
         raise DataError(
             "open-set evaluation needs probes of both enrolled and never-enrolled people"
         )
-    unknown_distances = np.sort(distance[~known])
-    if threshold is None:
-        allowed = int(np.floor(false_alarm_rate * len(unknown_distances) + 1e-9))
-        # accept below the (allowed+1)-th smallest unknown distance
-        threshold = (
-            float(np.nextafter(unknown_distances[allowed], -np.inf))
-            if allowed < len(unknown_distances)
-            else float(unknown_distances[-1])
-        )
+    if threshold is None:  # the rule of siamkit.thresholds, as the face index fits it
+        rate = check_rate(false_alarm_rate, "false_alarm_rate")
+        threshold = threshold_at_rate(distance[~known], rate, candidates=distance[known])
     accepted = distance <= threshold
     correct = g_lab[nearest] == p_lab
     far = float(accepted[~known].mean())

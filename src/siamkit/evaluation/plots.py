@@ -1,4 +1,4 @@
-"""The pictures of an evaluation: ROC, distance histograms, CMC, pair and retrieval grids.
+"""The pictures of an evaluation: ROC, DET, distance histograms, CMC, pair and retrieval grids.
 
 Every function draws with Matplotlib's object API (no global pyplot state) and
 writes a PNG atomically.
@@ -17,6 +17,7 @@ from PIL import Image
 
 from siamkit._atomic import write_with
 from siamkit.evaluation.verification import RocCurve
+from siamkit.thresholds import DetCurve, FpirCalibration
 
 GOOD, BAD = "#2e7d32", "#c62828"
 
@@ -57,6 +58,45 @@ def plot_roc(curves: dict[str, RocCurve], path: str | os.PathLike) -> None:
            ylabel="true accept rate (TAR)", title="ROC on held-out people")  # fmt: skip
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right")
+    _save(figure, path)
+
+
+def plot_det(
+    curves: dict[str, DetCurve],
+    path: str | os.PathLike,
+    points: Sequence[FpirCalibration] = (),
+) -> None:
+    """DET curves of open-set search: FNIR against FPIR, both on log axes.
+
+    Rates of 0 are drawn at the axes' floor (1e-4). ``points`` marks fitted
+    operating points (e.g. FNIR at FPIR 0.01).
+
+    Examples:
+        >>> import tempfile, os
+        >>> from siamkit.thresholds import OpenSetScores, det_curve
+        >>> p = os.path.join(tempfile.mkdtemp(), "det.png")
+        >>> plot_det({"model": det_curve(OpenSetScores([0.1, 0.5], [True, True], [0.3]))}, p)
+        >>> os.path.exists(p)
+        True
+    """
+    floor = 1e-4
+    figure = _figure(5.5, 4.5)
+    ax = figure.subplots()
+    for name, curve in curves.items():
+        ax.step(np.maximum(curve.fpir, floor), np.maximum(curve.fnir, floor), where="post",
+                label=name)  # fmt: skip
+    for fit in points:
+        if fit.fnir is not None:
+            ax.plot(max(fit.fpir, floor), max(fit.fnir, floor), "o", color=BAD)
+            ax.annotate(f"FPIR {fit.target_fpir:g}", (max(fit.fpir, floor), max(fit.fnir, floor)),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlim=(floor, 1.0), ylim=(floor, 1.05), title="DET of open-set search",
+           xlabel="false positive identification rate (FPIR, strangers matched)",
+           ylabel="false negative identification rate (FNIR)")  # fmt: skip
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper right")
     _save(figure, path)
 
 

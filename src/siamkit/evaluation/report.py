@@ -144,7 +144,42 @@ def _identification(ev: Evaluation) -> str:
                 ],
             )
         )
-    return text
+    return text + _open_set_search(ev)
+
+
+def _open_set_search(ev: Evaluation) -> str:
+    search = ev.open_set_search
+    if search is None:
+        return ""
+    rows = [
+        (
+            f"{f.target_fpir:g}",
+            "n/a" if f.fnir is None else f"{100 * f.fnir:.2f}%",
+            f"{f.fpir:.4f}",
+            f.threshold,
+            f"{f.num_mated} / {f.num_non_mated}",
+            "yes" if f.reliable else f"no (fewer than {10 / f.target_fpir:.0f} stranger searches)",
+        )
+        for f in search.fnir_at_fpir
+    ]
+    return (
+        f"<h3>Open-set search: FNIR at fixed FPIR ({search.enrolled_people} people enrolled "
+        f"with {search.gallery_images} images, {search.unknown_people} kept out)</h3>"
+        + table(
+            [
+                "target FPIR",
+                "FNIR",
+                "FPIR reached",
+                "threshold",
+                "known / stranger searches",
+                "reliable",
+            ],
+            rows,
+        )
+        + '<p class="sub">FPIR: share of searches by strangers matched to someone; FNIR: '
+        "share of enrolled people rejected or named wrongly, at the threshold fitted on "
+        "these searches.</p>"
+    )
 
 
 def _training(model_dir: Path | None) -> str:
@@ -193,12 +228,13 @@ def write_report(
     )
     pictures = {
         "roc": "ROC curve (FAR on a log scale)",
+        "det": "DET curve of open-set search (FNIR against FPIR, log scales)",
         "histograms": "Distances of genuine and impostor pairs, with the decision threshold",
         "cmc": "Cumulative match characteristic (leave-one-out identification)",
         "pairs": "Example pairs with their dissimilarity; green: the call was right, red: wrong",
         "retrieval": "Each query beside its five nearest faces; green: same person, red: another",
     }
-    small, large = ("roc", "histograms", "cmc"), ("pairs", "retrieval")
+    small, large = ("roc", "det", "histograms", "cmc"), ("pairs", "retrieval")
     figures = (
         '<div class="figs">'
         + "".join(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from siamkit.evaluation.identification import (
     open_set_identification,
     retrieval_metrics,
 )
+from siamkit.evaluation.open_set import OpenSetSearch, open_set_search
 from siamkit.evaluation.verification import (
     KFoldAccuracy,
     TarAtFar,
@@ -90,6 +90,9 @@ class Evaluation:
         kfold: 10-fold accuracy with the threshold fitted on the other folds.
         identification: Leave-one-out rank-1, rank-5, precision@1, MAP@R and the CMC curve.
         open_set: Half the people enrolled, the others unknown (None when too few people).
+        open_set_search: FNIR at FPIR 0.1, 0.01, 0.001 and the DET curve, with
+            the people split into enrolled and unknown as ``siamkit demo`` does
+            (seeded; None when the split leaves no known or unknown probe).
         figures: Picture names -> file names in the output directory.
 
     Examples:
@@ -112,11 +115,15 @@ class Evaluation:
     kfold: KFoldAccuracy
     identification: dict[str, Any]
     open_set: OpenSetResult | None = None
+    open_set_search: OpenSetSearch | None = None
     figures: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        return asdict(self)
+        data = asdict(self)
+        if self.open_set_search is not None:
+            data["open_set_search"] = self.open_set_search.to_dict()
+        return data
 
 
 def read_pairs(
@@ -170,16 +177,10 @@ def read_pairs(
 
 
 def _model_threshold(encoder_dir: str | os.PathLike | None) -> float | None:
-    if encoder_dir is None:
-        return None
-    manifest = Path(encoder_dir) / "encoder.json"
-    if not manifest.is_file():
-        return None
-    metrics = (
-        json.loads(manifest.read_text()).get("extra", {}).get("training", {}).get("metrics", {})
-    )
-    value = metrics.get("val_threshold")
-    return float(value) if value is not None else None
+    from siamkit.training.records import read_training_record
+
+    record = read_training_record(encoder_dir) if encoder_dir is not None else None
+    return None if record is None else record.threshold
 
 
 def _open_set(
@@ -215,7 +216,9 @@ def evaluate_encoder(
 
     Verification uses all pairs of the folder's images, or the pairs of the
     ``pairs`` file. Identification is leave-one-out over the folder. Open-set
-    enrols one image of half the people and probes with everything else.
+    enrols one image of half the people and probes with everything else;
+    open-set search splits the people into enrolled and unknown as the demo
+    does and reports FNIR at FPIR 0.1, 0.01, 0.001 and the DET curve.
 
     Args:
         encoder: The trained encoder.
@@ -286,6 +289,7 @@ def evaluate_encoder(
         kfold=kfold_accuracy(distances, same, folds=min(10, len(distances)), seed=seed),
         identification=identification,
         open_set=_open_set(embeddings, labels, metric, threshold, seed),
+        open_set_search=open_set_search(embeddings, labels, metric, seed=seed),
     )
     if out_dir is not None:
         out = Path(out_dir)
@@ -353,6 +357,12 @@ def _draw(
         "pairs": "pairs.png",
         "retrieval": "retrieval.png",
     }
+    if result.open_set_search is not None:
+        figures["det"] = "det.png"
+        plots.plot_det(
+            {"model": result.open_set_search.det}, out / figures["det"],
+            points=result.open_set_search.fnir_at_fpir,
+        )  # fmt: skip
     plots.plot_roc({"model": roc_curve(distances, same)}, out / figures["roc"])
     plots.plot_distance_histograms(distances, same, result.threshold, out / figures["histograms"])
     plots.plot_cmc(result.identification["cmc"], out / figures["cmc"])

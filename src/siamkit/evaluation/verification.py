@@ -1,7 +1,8 @@
 """Verification (1:1) metrics on distances: ROC, AUC, EER, thresholds, accuracy.
 
 Convention: a pair is accepted as "same person" when its distance is at most
-the threshold; genuine pairs show one person, impostor pairs two.
+the threshold; genuine pairs show one person, impostor pairs two. Thresholds
+for a target FAR are fitted by :mod:`siamkit.thresholds`, as in the face index.
 """
 
 from __future__ import annotations
@@ -13,18 +14,8 @@ import numpy as np
 
 from siamkit.exceptions import DataError, ShapeError
 from siamkit.geometry import check_embeddings, pairwise_distances
-
-
-def _check(distances: Any, same: Any) -> tuple[np.ndarray, np.ndarray]:
-    d = np.asarray(distances, dtype=np.float64).reshape(-1)
-    s = np.asarray(same, dtype=bool).reshape(-1)
-    if d.shape != s.shape:
-        raise ShapeError(f"{d.size} distances but {s.size} same/different flags")
-    if not np.isfinite(d).all():
-        raise DataError("distances contain NaN or infinity")
-    if s.all() or not s.any():
-        raise DataError("need both genuine (same) and impostor (different) pairs to evaluate")
-    return d, s
+from siamkit.thresholds import FarCalibration, fit_far_threshold
+from siamkit.thresholds import check_scores as _check
 
 
 @dataclass(frozen=True)
@@ -186,56 +177,28 @@ def verification_metrics(distances: Any, same: Any) -> VerificationResult:
     )
 
 
-@dataclass(frozen=True)
-class TarAtFar:
-    """The true-accept rate at a target false-accept rate.
-
-    Attributes:
-        target_far: The false-accept rate asked for.
-        tar: Share of genuine pairs accepted at ``threshold``.
-        far: False-accept rate actually reached (at most ``target_far``).
-        threshold: The largest distance whose false-accept rate is within the target.
-        num_impostor: Impostor pairs the rate rests on.
-        reliable: False when there are fewer than ``10 / target_far`` impostor
-            pairs: the rate then rests on a handful of false accepts.
-
-    Examples:
-        >>> tar_at_far([0.1, 0.2, 0.8, 0.9], [True, True, False, False], 0.1).tar
-        1.0
-    """
-
-    target_far: float
-    tar: float
-    far: float
-    threshold: float
-    num_impostor: int
-    reliable: bool
+#: TAR at a target FAR: the :class:`siamkit.thresholds.FarCalibration` that
+#: :func:`tar_at_far` returns (the same class as a face index's ``Calibration``).
+TarAtFar = FarCalibration
 
 
-def tar_at_far(distances: Any, same: Any, target_far: float) -> TarAtFar:
+def tar_at_far(distances: Any, same: Any, target_far: float) -> FarCalibration:
     """TAR at the largest threshold whose FAR does not exceed ``target_far``.
+
+    The threshold follows the rule of :mod:`siamkit.thresholds`, as the face
+    index's calibration does; ``reliable`` is False below ``10 / target_far``
+    impostor pairs.
+
+    Raises:
+        ConfigError: ``target_far`` is not in (0, 1).
 
     Examples:
         >>> d = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
         >>> r = tar_at_far(d, [True, True, False, True, False, False], target_far=0.34)
         >>> r.tar, round(r.far, 3), r.threshold, r.reliable
-        (1.0, 0.333, 0.4, False)
+        (1.0, 0.333, 0.45, False)
     """
-    if not 0 < target_far <= 1:
-        raise DataError(f"target_far must be in (0, 1], got {target_far}")
-    d, s = _check(distances, same)
-    curve = roc_curve(d, s)
-    k = int(np.flatnonzero(curve.far <= target_far + 1e-12).max())
-    n_impostor = int((~s).sum())
-    threshold = float(curve.thresholds[k]) if k > 0 else float(d.min()) - 1e-6
-    return TarAtFar(
-        target_far=float(target_far),
-        tar=float(curve.tar[k]),
-        far=float(curve.far[k]),
-        threshold=threshold,
-        num_impostor=n_impostor,
-        reliable=n_impostor >= 10 / target_far,
-    )
+    return fit_far_threshold(distances, same, target_far, source="pairs")
 
 
 @dataclass(frozen=True)

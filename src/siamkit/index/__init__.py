@@ -12,6 +12,7 @@ Examples:
 from siamkit.index.face_index import FaceIndex
 from siamkit.index.results import (
     Calibration,
+    FpirCalibration,
     Match,
     Neighbors,
     Record,
@@ -22,6 +23,7 @@ from siamkit.index.results import (
 __all__ = [
     "Calibration",
     "FaceIndex",
+    "FpirCalibration",
     "Match",
     "Neighbors",
     "Record",

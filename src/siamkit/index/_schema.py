@@ -20,13 +20,15 @@ from siamkit.exceptions import ConfigError, IndexFileError
 from siamkit.geometry import METRICS
 from siamkit.index._inputs import check_id, check_label
 from siamkit.index.backends import IndexSpec
-from siamkit.index.calibration import check_far, check_threshold
+from siamkit.index.calibration import check_far, check_fpir, check_threshold
 from siamkit.index.results import Calibration
+from siamkit.thresholds import FpirCalibration
 
 FORMAT_NAME = "siamkit-face-index"
-#: Version 2 added the manifest's own checksum; version 1 files still load.
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = frozenset({1, 2})
+#: Version 2 added the manifest's own checksum, version 3 the 1:N threshold
+#: (``identify_threshold``, ``fpir_calibration``); older files still load.
+FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = frozenset({1, 2, 3})
 CHECKSUM_KEY = "manifest_sha256"
 #: The largest embedding size accepted from a file (FAISS itself handles more).
 MAX_DIM = 1 << 16
@@ -128,6 +130,12 @@ _FIELDS: dict[str, Callable[[Any], bool]] = {
     "extra": lambda v: isinstance(v, dict),
     "files": lambda v: isinstance(v, dict),
 }
+#: Fields added by format version 3.
+_FIELDS_V3: dict[str, Callable[[Any], bool]] = {
+    "identify_threshold": lambda v: v is None or isinstance(v, (int, float)),
+    "fpir_calibration": lambda v: v is None or isinstance(v, dict),
+}
+_FPIR_SOURCES = ("leave-one-person-out", "probes")
 
 
 def check_manifest(manifest: dict[str, Any], path: Path) -> None:
@@ -151,12 +159,14 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> None:
 
 
 def _manifest_problems(manifest: dict[str, Any]) -> list[str]:
-    expected = set(_FIELDS) | ({CHECKSUM_KEY} if manifest.get("format_version") != 1 else set())
+    version = manifest.get("format_version")
+    checks = {**_FIELDS, **(_FIELDS_V3 if version == 3 else {})}
+    expected = set(checks) | ({CHECKSUM_KEY} if version != 1 else set())
     problems = [f"unknown field {key!r}" for key in sorted(set(manifest) - expected)]
     problems += [f"missing field {key!r}" for key in sorted(expected - set(manifest))]
     problems += [
         f"invalid {key} {manifest[key]!r}"
-        for key, ok in _FIELDS.items()
+        for key, ok in checks.items()
         if key in manifest and not ok(manifest[key])
     ]
     if problems:
@@ -205,7 +215,44 @@ def _threshold_problems(manifest: dict[str, Any]) -> list[str]:
             problems.append(f"invalid threshold {threshold!r}")
     if calibration is not None:
         problems += _calibration_problems(calibration, threshold)
+    if "identify_threshold" in manifest:
+        problems += _identify_problems(manifest["identify_threshold"], manifest["fpir_calibration"])
     return problems
+
+
+def _identify_problems(threshold: Any, fit: dict[str, Any] | None) -> list[str]:
+    problems = []
+    if threshold is not None:
+        try:
+            check_threshold(threshold)
+        except ConfigError:
+            problems.append(f"invalid identify_threshold {threshold!r}")
+    if fit is not None and not _valid_fpir_calibration(fit, threshold):
+        problems.append(f"invalid fpir_calibration {fit!r}")
+    return problems
+
+
+def _valid_fpir_calibration(fit: dict[str, Any], threshold: Any) -> bool:
+    if set(fit) != {f.name for f in fields(FpirCalibration)}:
+        return False
+    counts = ("num_mated", "num_non_mated", "gallery_size", "gallery_people")
+    ok = (
+        all(_is_int(fit[k]) and fit[k] >= 0 for k in counts)
+        and fit["num_non_mated"] > 0
+        and fit["gallery_size"] >= fit["gallery_people"] >= 1
+        and _is_rate(fit["fpir"])
+        and all(fit[k] is None or _is_rate(fit[k]) for k in ("fnir", "misidentified"))
+        and (fit["fnir"] is None) == (fit["num_mated"] == 0)
+        and (fit["misidentified"] is None) == (fit["fnir"] is None)
+        and isinstance(fit["reliable"], bool)
+        and fit["source"] in _FPIR_SOURCES
+        and fit["threshold"] == threshold
+    )
+    try:
+        check_fpir(fit["target_fpir"])
+    except (ConfigError, TypeError, ValueError):
+        return False
+    return ok
 
 
 def _calibration_problems(calibration: dict[str, Any], threshold: Any) -> list[str]:

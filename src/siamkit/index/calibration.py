@@ -1,20 +1,47 @@
-"""Fitting a face index's decision threshold for a target false-accept rate."""
+"""Fitting a face index's thresholds: 1:1 (a false-accept rate) and 1:N (an FPIR).
+
+The rule that places a threshold lives in :mod:`siamkit.thresholds`, shared with
+the evaluation; this module gathers the face index's own distances for it: its
+genuine and impostor pairs (1:1), and its searches (1:N), made with the index's
+own search so the geometry and the FAISS index are the ones identify uses.
+"""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from siamkit.evaluation.verification import all_pairs_distances, roc_curve
+from siamkit.evaluation.verification import all_pairs_distances
 from siamkit.exceptions import ConfigError, DataError
-from siamkit.geometry import paired_distances
-from siamkit.index.results import Calibration
+from siamkit.geometry import paired_distances, pairwise_distances
+from siamkit.index.results import Neighbors
+from siamkit.thresholds import (
+    OpenSetScores,
+    check_rate,
+    check_threshold,
+    fit_far_threshold,
+)
+
+__all__ = [
+    "MAX_PAIRS",
+    "check_far",
+    "check_fpir",
+    "check_threshold",
+    "fit_far_threshold",
+    "gallery_pairs",
+    "search_scores",
+]
 
 #: Above this many pairs of a kind, the gallery's pairs are sampled (seeded).
 MAX_PAIRS = 1_000_000
 _CHUNK = 200_000  # pairs per distance computation, to bound memory
+_QUERIES = 4096  # searches per call to the index, to bound memory
+
+#: The index's batch search: ``(queries, k) -> Neighbors``.
+Search = Callable[[np.ndarray, int], Neighbors]
 
 
 def check_far(target_far: float) -> float:
@@ -24,65 +51,17 @@ def check_far(target_far: float) -> float:
         >>> check_far(0.001)
         0.001
     """
-    if isinstance(target_far, bool) or not 0.0 < float(target_far) < 1.0:
-        raise ConfigError(f"target_far must be between 0 and 1 (e.g. 0.001), got {target_far!r}")
-    return float(target_far)
+    return check_rate(target_far, "target_far")
 
 
-def check_threshold(threshold: Any) -> float:
-    """``threshold`` as a float if it is a usable distance: a finite number, not negative.
+def check_fpir(target_fpir: float) -> float:
+    """``target_fpir`` if it is a rate strictly between 0 and 1.
 
     Examples:
-        >>> check_threshold(0.5)
-        0.5
-        >>> check_threshold("abc")
-        Traceback (most recent call last):
-        ...
-        siamkit.exceptions.ConfigError: threshold must be a finite, non-negative distance ...
+        >>> check_fpir(0.01)
+        0.01
     """
-    number = isinstance(threshold, (int, float, np.integer, np.floating))
-    if isinstance(threshold, bool) or not number or not 0.0 <= float(threshold) < math.inf:
-        raise ConfigError(
-            f"threshold must be a finite, non-negative distance (e.g. 0.5), got {threshold!r}; "
-            "calibrate the index to get one"
-        )
-    return float(threshold)
-
-
-def fit_far_threshold(
-    distances: Any, same: Any, target_far: float, source: str = "pairs"
-) -> Calibration:
-    """The largest distance whose false-accept rate on the impostor pairs is ``<= target_far``.
-
-    Candidate thresholds are the observed distances (the ROC curve's points).
-    When even the closest impostor pair is too many, the threshold sits just
-    below it, so no impostor pair is accepted.
-
-    Examples:
-        >>> c = fit_far_threshold([0.1, 0.2, 0.3, 0.6, 0.7], [1, 1, 0, 0, 0], target_far=0.5)
-        >>> c.threshold, round(c.far, 3), c.tar
-        (0.3, 0.333, 1.0)
-    """
-    target_far = check_far(target_far)
-    curve = roc_curve(distances, same)  # also checks both kinds of pair are there
-    d = np.asarray(distances, dtype=np.float64).reshape(-1)
-    s = np.asarray(same, dtype=bool).reshape(-1)
-    point = int(np.searchsorted(curve.far, target_far, side="right")) - 1
-    threshold = float(curve.thresholds[point])
-    if not np.isfinite(threshold):
-        # No distance can be negative, so an impostor pair at 0 stays accepted.
-        threshold = max(0.0, float(np.nextafter(d[~s].min(), -np.inf)))
-    impostor, genuine = d[~s], d[s]
-    return Calibration(
-        threshold=threshold,
-        target_far=target_far,
-        far=float((impostor <= threshold).mean()),
-        tar=float((genuine <= threshold).mean()),
-        num_genuine=int(genuine.size),
-        num_impostor=int(impostor.size),
-        reliable=bool(impostor.size >= 10.0 / target_far),
-        source=source,
-    )
+    return check_rate(target_fpir, "target_fpir")
 
 
 def gallery_pairs(
@@ -171,3 +150,126 @@ def _paired(vectors: np.ndarray, first: np.ndarray, second: np.ndarray, metric: 
         a, b = vectors[first[start:stop]], vectors[second[start:stop]]
         out[start:stop] = paired_distances(a, b, metric)
     return out
+
+
+# -- 1:N: the index's own searches ----------------------------------------------------
+@dataclass(frozen=True)
+class Gallery:
+    """The live items of an index, in its geometry (embeddings prepared as stored).
+
+    Examples:
+        >>> one = np.array(["a"], object)
+        >>> Gallery(np.zeros((1, 2), "float32"), one, one).size
+        1
+    """
+
+    vectors: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+
+    @property
+    def size(self) -> int:
+        """The number of items."""
+        return len(self.labels)
+
+
+def search_scores(
+    search: Search, gallery: Gallery, metric: str, unknown: np.ndarray | None = None
+) -> OpenSetScores:
+    """Open-set search outcomes of a gallery, without extra data.
+
+    Mated searches: each image of a person with two or more images, searched
+    against the gallery without that image (leave one image out). Non-mated
+    searches: the ``unknown`` probes against the whole gallery when given,
+    else each person's images against the gallery without that person (leave
+    one person out): the distance to the nearest image of anyone else.
+
+    Examples:
+        >>> from siamkit.index import FaceIndex
+        >>> index = FaceIndex(metric="euclidean", dim=1)
+        >>> v = np.array([[0.0], [0.1], [1.0], [1.3]], dtype="float32")
+        >>> _ = index.add(v, labels=["a", "a", "b", "b"])
+        >>> g = Gallery(v, np.array(["a", "a", "b", "b"], object), np.arange(4).astype(object))
+        >>> s = search_scores(index.knn, g, "euclidean")
+        >>> s.mated.round(2).tolist(), s.non_mated.round(2).tolist()
+        ([0.1, 0.1, 0.3, 0.3], [1.0, 0.9, 0.9, 1.2])
+    """
+    codes = _label_codes(gallery.labels)
+    counts = np.bincount(codes)[codes]
+    rows = np.flatnonzero(counts > 1)
+    found, mated = _nearest_other(
+        search, gallery.vectors[rows], gallery.ids[rows], gallery, "ids", np.full(rows.size, 2),
+        metric,
+    )  # fmt: skip
+    correct = found == gallery.labels[rows]
+    if unknown is not None:
+        none = np.full(len(unknown), None, dtype=object)
+        non_mated = _nearest_other(search, unknown, none, gallery, "ids", np.ones(len(none), int),
+                                   metric)[1]  # fmt: skip
+    else:
+        # Enough neighbours that someone else is among them, in an exact index.
+        non_mated = _nearest_other(
+            search, gallery.vectors, gallery.labels, gallery, "labels", counts + 1, metric
+        )[1]
+    return OpenSetScores(mated=mated, mated_correct=correct, non_mated=non_mated)
+
+
+def _nearest_other(
+    search: Search,
+    queries: np.ndarray,
+    own: np.ndarray,
+    gallery: Gallery,
+    key: str,
+    k: np.ndarray,
+    metric: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label and distance of each query's nearest item whose ``key`` (ids or labels) differs.
+
+    Each query first asks the index for ``k`` neighbours, then twice as many
+    while an approximate index comes up short; past the whole index, brute force.
+    """
+    labels = np.full(len(queries), None, dtype=object)
+    distance = np.full(len(queries), np.nan)
+    need = np.minimum(np.asarray(k, dtype=np.int64), gallery.size)
+    todo = np.arange(len(queries))
+    while todo.size:
+        # Power-of-two buckets of k: one search per bucket, never far more neighbours than needed.
+        bucket = 2 ** np.ceil(np.log2(np.maximum(need[todo], 1))).astype(np.int64)
+        for size in np.unique(bucket):
+            group = todo[bucket == size]
+            for start in range(0, group.size, _QUERIES):
+                part = group[start : start + _QUERIES]
+                found = search(queries[part], int(min(size, gallery.size)))
+                keys = found.ids if key == "ids" else found.labels
+                ok = np.isfinite(found.distances) & (keys != own[part][:, None])
+                first = ok.argmax(1)
+                hit = ok[np.arange(part.size), first]
+                labels[part[hit]] = found.labels[hit, first[hit]]
+                distance[part[hit]] = found.distances[hit, first[hit]]
+        todo = todo[np.isnan(distance[todo])]
+        exhausted = todo[need[todo] >= gallery.size]
+        if exhausted.size:
+            _brute_force(queries, own, gallery, key, metric, exhausted, labels, distance)
+        todo = todo[need[todo] < gallery.size]
+        need[todo] = np.minimum(2 * need[todo], gallery.size)
+    return labels, distance
+
+
+def _brute_force(
+    queries: np.ndarray,
+    own: np.ndarray,
+    gallery: Gallery,
+    key: str,
+    metric: str,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    distance: np.ndarray,
+) -> None:
+    keys = gallery.ids if key == "ids" else gallery.labels
+    for row in rows.tolist():
+        d = np.asarray(pairwise_distances(queries[row : row + 1], gallery.vectors, metric))[0]
+        d = np.where(keys != own[row], d, np.inf)
+        if not np.isfinite(d).any():
+            raise DataError("no other item to search against: enrol more images or people")
+        best = int(d.argmin())
+        labels[row], distance[row] = gallery.labels[best], float(d[best])

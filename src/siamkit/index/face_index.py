@@ -46,10 +46,13 @@ from siamkit.index.backends import (
 )
 from siamkit.index.calibration import (
     MAX_PAIRS,
+    Gallery,
     check_far,
+    check_fpir,
     check_threshold,
     fit_far_threshold,
     gallery_pairs,
+    search_scores,
 )
 from siamkit.index.results import (
     Calibration,
@@ -61,6 +64,7 @@ from siamkit.index.results import (
     SearchResults,
     Verification,
 )
+from siamkit.thresholds import FpirCalibration, fit_fpir_threshold, growth_warning
 
 #: Removed rows are rebuilt away once they pass this share of the FAISS index.
 REBUILD_FRACTION = 0.2
@@ -128,7 +132,11 @@ class FaceIndex:
         self._backend: Backend | None = None
         self._next_id = 0
         self._threshold: float | None = None
+        self._identify_threshold: float | None = None
+        #: The 1:1 calibration (:meth:`calibrate` with ``target_far``), or None.
         self.calibration: Calibration | None = None
+        #: The 1:N calibration (:meth:`calibrate` with ``target_fpir``), or None.
+        self.fpir_calibration: FpirCalibration | None = None
         #: JSON-able notes saved with the index (the CLI records the model folder).
         self.extra: dict[str, Any] = {}
         if self._dim is not None:
@@ -152,7 +160,7 @@ class FaceIndex:
 
     @property
     def threshold(self) -> float | None:
-        """The decision threshold: set by :meth:`calibrate`, or by hand."""
+        """The 1:1 threshold of :meth:`verify`: from ``calibrate(target_far=...)``, or by hand."""
         return self._threshold
 
     @threshold.setter
@@ -160,6 +168,35 @@ class FaceIndex:
         self._threshold = None if value is None else check_threshold(value)
         if self.calibration is not None and self.calibration.threshold != self._threshold:
             self.calibration = None  # the report no longer describes the threshold
+
+    @property
+    def identify_threshold(self) -> float | None:
+        """The 1:N threshold of :meth:`identify`: from ``calibrate(target_fpir=...)`` or by hand."""
+        return self._identify_threshold
+
+    @identify_threshold.setter
+    def identify_threshold(self, value: float | None) -> None:
+        self._identify_threshold = None if value is None else check_threshold(value)
+        fit = self.fpir_calibration
+        if fit is not None and fit.threshold != self._identify_threshold:
+            self.fpir_calibration = None
+
+    @property
+    def search_threshold(self) -> float | None:
+        """What :meth:`identify` uses without ``threshold=``: the 1:N threshold, else the 1:1 one.
+
+        Examples:
+            >>> index = FaceIndex(metric="cosine", dim=2)
+            >>> index.threshold = 0.5
+            >>> index.search_threshold
+            0.5
+            >>> index.identify_threshold = 0.2
+            >>> index.search_threshold
+            0.2
+        """
+        if self._identify_threshold is not None:
+            return self._identify_threshold
+        return self._threshold
 
     @property
     def ef_search(self) -> int | None:
@@ -544,6 +581,12 @@ class FaceIndex:
         threshold vote (ties go to the nearest), and the nearest item of the
         winning label is returned.
 
+        The threshold, first found first used: the ``threshold`` argument; the
+        1:N threshold (:attr:`identify_threshold`, from
+        ``calibrate(target_fpir=...)``); the 1:1 threshold (:attr:`threshold`,
+        from ``calibrate(target_far=...)``), which lets more strangers through
+        as the gallery grows.
+
         Args:
             query: One item or a batch.
             threshold: Accept distances up to this; default: the calibrated one.
@@ -563,7 +606,7 @@ class FaceIndex:
             >>> index.identify(np.array([9.0], dtype="float32"), threshold=0.5) is None
             True
         """
-        limit = self._decision_threshold(threshold)
+        limit = self._decision_threshold(self.search_threshold if threshold is None else threshold)
         results = self.search(query, k)
         if isinstance(results, SearchResults):
             return [_vote(matches, limit) for matches in results]
@@ -597,8 +640,9 @@ class FaceIndex:
             threshold = self._threshold
         if threshold is None:
             raise NotCalibratedError(
-                "no decision threshold: call index.calibrate(target_far=...) on a gallery "
-                "with several images per person, or pass threshold="
+                "no decision threshold: call index.calibrate(target_fpir=...) for identify or "
+                "index.calibrate(target_far=...) for verify on a gallery with several images "
+                "per person, or pass threshold="
             )
         return check_threshold(threshold)
 
@@ -735,32 +779,50 @@ class FaceIndex:
     # -- calibration -----------------------------------------------------------------
     def calibrate(
         self,
-        target_far: float = 1e-3,
+        target_far: float | None = None,
         pairs: tuple[Any, Any, Any] | None = None,
         *,
+        target_fpir: float | None = None,
+        unknown: Any = None,
         max_pairs: int = MAX_PAIRS,
         seed: int = 0,
-    ) -> Calibration:
-        """Fit and store the decision threshold for a target false-accept rate.
+    ) -> Calibration | FpirCalibration:
+        """Fit and store a decision threshold: 1:1 for a FAR, or 1:N for an FPIR.
 
-        The threshold is the largest distance at which at most ``target_far``
-        of the impostor pairs are accepted. By default the pairs are the
-        gallery's own: every genuine pair (two images of one person) and every
-        impostor pair (two people), sampled with ``seed`` above ``max_pairs``.
+        **1:1** (``target_far``, default 0.001; used by :meth:`verify`): the
+        largest distance at which at most ``target_far`` of the impostor pairs
+        are accepted. The pairs are the gallery's own (every genuine and
+        impostor pair, sampled with ``seed`` above ``max_pairs``) or ``pairs``.
+
+        **1:N** (``target_fpir``; used by :meth:`identify`): the largest
+        distance at which at most ``target_fpir`` of searches by people *not*
+        in the gallery match someone. Without ``unknown`` probes, each enrolled
+        person in turn is searched as a stranger against everyone else (leave
+        one person out). The expected FNIR (enrolled people rejected or
+        misidentified) comes from searching each image of people with two or
+        more images against the rest. The gallery size is recorded: a gallery
+        grown well past it lets more strangers through (see :meth:`info`).
+        All distances come from this index's own search.
 
         Args:
             target_far: The false-accept rate to allow, e.g. 0.001.
             pairs: Labelled pairs ``(a, b, same)`` instead: two equal-length
-                batches of items or embeddings and a bool per pair. Distances
-                are always computed here, in the index's geometry.
-            max_pairs: Cap on pairs of each kind drawn from the gallery.
+                batches of items or embeddings and a bool per pair.
+            target_fpir: The false-positive identification rate to allow, e.g. 0.01.
+            unknown: Items or embeddings of people not in the gallery, to
+                measure the FPIR on instead of leaving people out.
+            max_pairs: Cap on 1:1 pairs of each kind drawn from the gallery.
             seed: Seed of that sampling.
 
         Returns:
-            The :class:`Calibration` report, also kept as ``index.calibration``.
+            A :class:`Calibration` (1:1, also ``index.calibration``) or a
+            :class:`~siamkit.thresholds.FpirCalibration` (1:N, also
+            ``index.fpir_calibration``).
 
         Raises:
-            DataError: no genuine or no impostor pair to fit on.
+            ConfigError: a rate outside (0, 1), or both kinds asked at once.
+            DataError: nothing to fit on (no genuine or impostor pair; fewer
+                than two people to leave out).
 
         Examples:
             >>> rng = np.random.default_rng(0)
@@ -771,7 +833,25 @@ class FaceIndex:
             >>> report = index.calibrate(target_far=0.01)
             >>> report.num_genuine, report.num_impostor, report.tar
             (30, 160, 1.0)
+            >>> search = index.calibrate(target_fpir=0.1)
+            >>> search.num_mated, search.num_non_mated, search.fnir, search.gallery_size
+            (20, 20, 0.0, 20)
         """
+        if target_fpir is None:
+            if unknown is not None:
+                raise ConfigError("unknown= probes calibrate 1:N search: pass target_fpir= too")
+            return self._calibrate_far(1e-3 if target_far is None else target_far, pairs,
+                                       max_pairs, seed)  # fmt: skip
+        if target_far is not None or pairs is not None:
+            raise ConfigError(
+                "calibrate fits one threshold per call: target_far (1:1, verify) or "
+                "target_fpir (1:N, identify); call it twice for both"
+            )
+        return self._calibrate_fpir(target_fpir, unknown)
+
+    def _calibrate_far(
+        self, target_far: float, pairs: Any, max_pairs: int, seed: int
+    ) -> Calibration:
         target_far = check_far(target_far)
         if pairs is not None:
             distances, same = self._pair_distances(pairs)
@@ -784,6 +864,31 @@ class FaceIndex:
             report = fit_far_threshold(distances, same, target_far, source="gallery")
         with self._lock.write():
             self._threshold, self.calibration = report.threshold, report
+        return report
+
+    def _calibrate_fpir(self, target_fpir: float, unknown: Any) -> FpirCalibration:
+        target_fpir = check_fpir(target_fpir)
+        probes = None
+        if unknown is not None:
+            probes, _, _ = to_embeddings(unknown, self.encoder, self._dim)
+            if not len(probes):
+                raise DataError("unknown= holds no probe: pass images or embeddings of strangers")
+        with self._lock.read():
+            vectors, labels = self._gallery()
+            store = self._require_store()
+            ids = store.ids[store.alive] if store.num_dead else store.ids
+        people = len(set(labels.tolist()))
+        if probes is None and people < 2:
+            raise DataError(
+                f"the gallery holds {people} person: leaving one out to act as a stranger "
+                "needs at least two; enrol more people, or pass unknown= probes"
+            )
+        scores = search_scores(self.knn, Gallery(vectors, labels, ids), self._metric, probes)
+        source = "probes" if probes is not None else "leave-one-person-out"
+        report = fit_fpir_threshold(scores, target_fpir, gallery_size=len(labels),
+                                    gallery_people=people, source=source)  # fmt: skip
+        with self._lock.write():
+            self._identify_threshold, self.fpir_calibration = report.threshold, report
         return report
 
     def _gallery(self) -> tuple[np.ndarray, np.ndarray]:
@@ -810,7 +915,11 @@ class FaceIndex:
 
     # -- information -----------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        """A JSON-able summary: size, geometry, index settings, threshold, encoder.
+        """A JSON-able summary: size, geometry, index settings, thresholds, encoder, warnings.
+
+        ``warnings`` lists what may make decisions worse than calibrated: a
+        gallery grown past twice the size its 1:N threshold was fitted at, or
+        identify left to the 1:1 threshold.
 
         Examples:
             >>> FaceIndex(metric="cosine", dim=4).info()["count"]
@@ -818,8 +927,10 @@ class FaceIndex:
         """
         with self._lock.read():
             store, backend = self._store, self._backend
+            count = 0 if store is None else store.num_alive
+            fit = self.fpir_calibration
             return {
-                "count": 0 if store is None else store.num_alive,
+                "count": count,
                 "people": len(set(self._gallery()[1].tolist())) if len(self) else 0,
                 "dim": self._dim,
                 "metric": self._metric,
@@ -831,9 +942,22 @@ class FaceIndex:
                 "removed_pending": 0 if store is None else store.num_dead,
                 "threshold": self._threshold,
                 "calibration": None if self.calibration is None else self.calibration.to_dict(),
+                "identify_threshold": self._identify_threshold,
+                "fpir_calibration": None if fit is None else fit.to_dict(),
                 "encoder_fingerprint": (self._encoder_info or {}).get("fingerprint"),
                 "extra": dict(self.extra),
+                "warnings": self._warnings(count),
             }
+
+    def _warnings(self, count: int) -> list[str]:
+        grown = growth_warning(self.fpir_calibration, count)
+        warnings = [] if grown is None else [grown]
+        if self._identify_threshold is None and self._threshold is not None:
+            warnings.append(
+                "identify uses the 1:1 threshold, which accepts more strangers the larger the "
+                "gallery: calibrate 1:N search (target_fpir=...)"
+            )
+        return warnings
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -873,7 +997,7 @@ class FaceIndex:
         return directory
 
     def _manifest(self, store: RowStore) -> dict[str, Any]:
-        backend = self._backend
+        backend, fit = self._backend, self.fpir_calibration
         return {
             "format": storage.FORMAT_NAME,
             "format_version": storage.FORMAT_VERSION,
@@ -888,6 +1012,8 @@ class FaceIndex:
             "count": store.num_alive,
             "threshold": self._threshold,
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "identify_threshold": self._identify_threshold,
+            "fpir_calibration": None if fit is None else fit.to_dict(),
             "encoder": self._encoder_info,
             "extra": self.extra,
         }
@@ -952,6 +1078,9 @@ class FaceIndex:
         calibration = manifest["calibration"]
         self.calibration = None if calibration is None else Calibration(**calibration)
         self.threshold = manifest["threshold"]
+        fit = manifest.get("fpir_calibration")  # absent before format version 3
+        self.fpir_calibration = None if fit is None else FpirCalibration(**fit)
+        self.identify_threshold = manifest.get("identify_threshold")
         self.extra = dict(manifest["extra"])
         if self.encoder is None:
             self._encoder_info = manifest["encoder"]

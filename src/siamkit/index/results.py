@@ -10,6 +10,21 @@ from typing import Any, overload
 
 import numpy as np
 
+from siamkit.thresholds import FarCalibration, FpirCalibration
+
+__all__ = [
+    "Calibration",
+    "FarCalibration",
+    "FpirCalibration",
+    "ItemId",
+    "Label",
+    "Match",
+    "Neighbors",
+    "Record",
+    "SearchResults",
+    "Verification",
+]
+
 #: An item's id in a face index: a string or an integer (their type is kept, so
 #: ``1`` and ``"1"`` are two ids).
 ItemId = str | int
@@ -71,43 +86,10 @@ class Verification:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """A decision threshold fitted for a target false-accept rate, and what it rests on.
-
-    A pair is accepted as "same person" when its distance is at most
-    ``threshold``.
-
-    Attributes:
-        threshold: The largest distance whose false-accept rate on the
-            impostor pairs is at most ``target_far``.
-        target_far: The false-accept rate asked for.
-        far: The false-accept rate reached on the impostor pairs.
-        tar: The true-accept rate on the genuine pairs at the threshold.
-        num_genuine: Genuine (same person) pairs used.
-        num_impostor: Impostor (different people) pairs used.
-        reliable: At least ``10 / target_far`` impostor pairs: fewer cannot
-            measure such a small rate.
-        source: ``"gallery"`` (the index's own pairs) or ``"pairs"`` (given).
-
-    Examples:
-        >>> c = Calibration(0.4, 0.01, 0.008, 0.97, 200, 4750, False, "gallery")
-        >>> c.to_dict()["threshold"]
-        0.4
-    """
-
-    threshold: float
-    target_far: float
-    far: float
-    tar: float
-    num_genuine: int
-    num_impostor: int
-    reliable: bool
-    source: str = "gallery"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report as a JSON-able dict."""
-        return asdict(self)
+#: The 1:1 threshold report of :meth:`FaceIndex.calibrate` with ``target_far``: the
+#: same class as :class:`siamkit.thresholds.FarCalibration` (one family with the
+#: 1:N :class:`~siamkit.thresholds.FpirCalibration`), kept under its old name.
+Calibration = FarCalibration
 
 
 @dataclass(frozen=True)

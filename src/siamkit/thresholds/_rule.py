@@ -1,0 +1,157 @@
+"""The one rule siamkit uses to place a threshold for a target error rate.
+
+A distance is accepted (a match, "same person") when it is **at most** the
+threshold, so every distance tied with the threshold is accepted with it.
+
+To allow at most a share ``target`` of the *negatives* (impostor pairs in 1:1,
+searches by strangers in 1:N) through, let ``k`` be the largest count with
+``k / n <= target`` and ``c`` the ``(k + 1)``-th smallest negative distance:
+accepting ``c`` would exceed the target, and negatives tied at ``c`` are
+rejected together (half a tie cannot be accepted). Every threshold in
+``[lo, c)`` gives the same rates on the measured distances, where ``lo`` is
+the largest observed distance (negative or positive) below ``c``. The
+threshold is the middle of that gap, ``(lo + c) / 2``: sitting on ``lo``
+would reject fresh positives just past the last one measured, sitting just
+below ``c`` would accept fresh negatives just short of the first one rejected.
+
+Fallback, when nothing reaches the target: with no observed distance below
+``c``, ``lo`` is 0 (distances are never negative). If ``c`` is 0 itself (a
+negative at distance 0, e.g. one image filed under two people), no threshold
+can reject it: the threshold is 0, and the rate reached, reported with every
+fit, shows the target was missed. Every fit also says whether at least
+``10 / target`` negatives back it (``reliable``); fewer cannot measure the rate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from siamkit.exceptions import ConfigError, DataError, ShapeError
+
+#: Below ``RELIABLE_COUNT / target`` negatives a fitted rate rests on fewer than
+#: ten errors, and the fit is flagged unreliable.
+RELIABLE_COUNT = 10
+
+
+def check_rate(value: Any, name: str = "target_far") -> float:
+    """``value`` as a float if it is a rate strictly between 0 and 1.
+
+    Raises:
+        ConfigError: naming ``name`` and an example of a valid rate.
+
+    Examples:
+        >>> check_rate(0.01, "target_fpir")
+        0.01
+        >>> check_rate(1.5, "target_fpir")
+        Traceback (most recent call last):
+        ...
+        siamkit.exceptions.ConfigError: target_fpir must be between 0 and 1 ...
+    """
+    number = isinstance(value, (int, float, np.integer, np.floating))
+    if isinstance(value, bool) or not number or not 0.0 < float(value) < 1.0:
+        raise ConfigError(f"{name} must be between 0 and 1 (exclusive, e.g. 0.01), got {value!r}")
+    return float(value)
+
+
+def check_threshold(threshold: Any) -> float:
+    """``threshold`` as a float if it is a usable distance: a finite number, not negative.
+
+    Examples:
+        >>> check_threshold(0.5)
+        0.5
+        >>> check_threshold("abc")
+        Traceback (most recent call last):
+        ...
+        siamkit.exceptions.ConfigError: threshold must be a finite, non-negative distance ...
+    """
+    number = isinstance(threshold, (int, float, np.integer, np.floating))
+    if isinstance(threshold, bool) or not number or not 0.0 <= float(threshold) < math.inf:
+        raise ConfigError(
+            f"threshold must be a finite, non-negative distance (e.g. 0.5), got {threshold!r}; "
+            "calibrate the index to get one"
+        )
+    return float(threshold)
+
+
+def check_scores(distances: Any, same: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and same-person flags as flat arrays, with both kinds of pair present.
+
+    Raises:
+        ShapeError: the two differ in length.
+        DataError: a distance is NaN or infinite, or all pairs are of one kind.
+
+    Examples:
+        >>> d, s = check_scores([0.1, 0.9], [1, 0])
+        >>> d.tolist(), s.tolist()
+        ([0.1, 0.9], [True, False])
+    """
+    d = np.asarray(distances, dtype=np.float64).reshape(-1)
+    s = np.asarray(same, dtype=bool).reshape(-1)
+    if d.shape != s.shape:
+        raise ShapeError(f"{d.size} distances but {s.size} same/different flags")
+    if not np.isfinite(d).all():
+        raise DataError("distances contain NaN or infinity")
+    if s.all() or not s.any():
+        raise DataError("need both genuine (same) and impostor (different) pairs to evaluate")
+    return d, s
+
+
+def allowed_count(target: float, total: int) -> int:
+    """The largest count ``k`` of ``total`` negatives with ``k / total <= target``.
+
+    Examples:
+        >>> allowed_count(0.29, 100), allowed_count(0.001, 500)
+        (29, 0)
+    """
+    k = math.floor(target * total)
+    while k + 1 <= total and (k + 1) / total <= target:  # floor may round a hair low
+        k += 1
+    while k > 0 and k / total > target:
+        k -= 1
+    return k
+
+
+def threshold_at_rate(negatives: Any, target: float, candidates: Any = ()) -> float:
+    """The threshold accepting at most ``target`` of ``negatives`` (the module's rule).
+
+    Args:
+        negatives: Distances that should be rejected (impostor or non-mated).
+        target: The share of them that may be accepted, in (0, 1).
+        candidates: The other observed distances (genuine or mated), which
+            bound the gap the threshold sits in.
+
+    Raises:
+        DataError: no negative distance, or a distance that is NaN or infinite.
+
+    Examples:
+        >>> threshold_at_rate([0.3, 0.6, 0.7], 0.34, candidates=[0.1, 0.4])  # one may pass
+        0.5
+        >>> threshold_at_rate([0.3, 0.6, 0.7], 0.1, candidates=[0.1, 0.2])  # none may
+        0.25
+        >>> threshold_at_rate([0.0, 0.6], 0.1)  # nothing reaches the target
+        0.0
+    """
+    neg = np.sort(np.asarray(negatives, dtype=np.float64).reshape(-1))
+    if neg.size == 0:
+        raise DataError("no negative distance (impostor or unknown probe) to fit a threshold on")
+    cand = np.asarray(candidates, dtype=np.float64).reshape(-1)
+    if not (np.isfinite(neg).all() and np.isfinite(cand).all()):
+        raise DataError("distances contain NaN or infinity")
+    ceiling = float(neg[allowed_count(target, neg.size)])
+    below = np.concatenate([neg[neg < ceiling], cand[cand < ceiling]])
+    low = max(0.0, float(below.max())) if below.size else 0.0
+    middle = (low + ceiling) / 2
+    return middle if middle < ceiling else low  # two adjacent floats have no middle
+
+
+def reliable(num_negatives: int, target: float) -> bool:
+    """Whether ``num_negatives`` can measure a rate as small as ``target`` (ten errors or more).
+
+    Examples:
+        >>> reliable(1000, 0.01), reliable(999, 0.01)
+        (True, False)
+    """
+    return bool(num_negatives >= RELIABLE_COUNT / target)
