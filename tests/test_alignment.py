@@ -239,3 +239,17 @@ def test_tensors_skip_alignment() -> None:
     encoder.aligner = _Boxes([], on_missing="error")
     batch = torch.zeros(2, 1, *encoder.input_size)
     assert encoder.embed(batch).shape == (2, encoder.embedding_dim)
+
+
+def test_a_second_look_finds_faces_just_under_the_threshold(orl_root) -> None:
+    # An ORL face (s33/2) that dlib's HOG detector scores just under its threshold.
+    image = Image.open(orl_root / "s33" / "2.pgm")
+    strict = DlibAligner(second_look=False)
+    assert strict.detect(image) == []
+    found = DlibAligner().detect(image)
+    assert len(found) == 1 and found[0].weak and found[0].score < 0
+    aligner = DlibAligner()
+    aligner.align(image)
+    assert (aligner.stats.aligned, aligner.stats.weak, aligner.stats.fallback) == (1, 1, 0)
+    strict.align(image)
+    assert (strict.stats.aligned, strict.stats.fallback) == (0, 1)

@@ -40,6 +40,8 @@ class Face:
         landmarks: ``(K, 2)`` array of ``(x, y)`` points, or None for a
             detector that gives only boxes.
         score: The detector's confidence (larger is surer); 0 when unknown.
+        weak: Found only by a second, more permissive look (see
+            :class:`~siamkit.alignment.DlibAligner`).
 
     Examples:
         >>> Face((10.0, 20.0, 50.0, 80.0)).area
@@ -49,6 +51,7 @@ class Face:
     box: tuple[float, float, float, float]
     landmarks: np.ndarray | None = None
     score: float = 0.0
+    weak: bool = False
 
     @property
     def area(self) -> float:
@@ -66,6 +69,8 @@ class AlignmentStats:
         fallback: Images without a face that were aligned as a whole (``"fallback"``).
         missing: Images without a face that were refused (``"skip"`` or ``"error"``).
         several: Images with more than one face (the largest was used).
+        weak: Images whose face was found only by a second, more permissive
+            look (counted in ``aligned`` too).
 
     Examples:
         >>> AlignmentStats(aligned=9, fallback=1).total
@@ -76,6 +81,7 @@ class AlignmentStats:
     fallback: int = 0
     missing: int = 0
     several: int = 0
+    weak: int = 0
 
     @property
     def total(self) -> int:
@@ -85,9 +91,9 @@ class AlignmentStats:
     def summary(self) -> str:
         """One line for logs and reports."""
         return (
-            f"{self.aligned} of {self.total} images had a face found; {self.fallback} were "
-            f"aligned whole, {self.missing} had none and were refused, {self.several} had "
-            "several (the largest was used)"
+            f"{self.aligned} of {self.total} images had a face found ({self.weak} on a second "
+            f"look); {self.fallback} were aligned whole, {self.missing} had none and were "
+            f"refused, {self.several} had several (the largest was used)"
         )
 
 
@@ -196,8 +202,9 @@ class FaceAligner(ABC):
         """
         faces = self.detect(image)
         if faces:
-            self._count(aligned=1, several=int(len(faces) > 1))
-            return self.chip(image, max(faces, key=lambda face: face.area))
+            face = max(faces, key=lambda face: face.area)
+            self._count(aligned=1, several=int(len(faces) > 1), weak=int(face.weak))
+            return self.chip(image, face)
         if self.on_missing == "fallback":
             self._count(fallback=1)
             width, height = image.size
