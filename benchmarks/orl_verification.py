@@ -444,6 +444,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--plot-only", action="store_true", help="redraw the figure from the saved JSON and stop"
     )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="re-run only --methods and replace their rows in the saved report (same folds "
+        "and seeds), keeping the other methods' rows",
+    )
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):
         parser.error("--seeds must be distinct")
@@ -470,6 +476,19 @@ def run_all(args: argparse.Namespace, faces: siamkit.FaceFolder) -> dict[str, li
     return runs
 
 
+def merged_runs(args: argparse.Namespace, fresh: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The saved runs with the methods just run replaced (``--update``), in METHODS order.
+
+    Raises:
+        SystemExit: the saved report used other folds or seeds.
+    """
+    saved = json.loads((args.out / "orl_verification.json").read_text())
+    if saved["folds"] != args.folds or saved["seeds"] != args.seeds:
+        raise SystemExit("--update needs the folds and seeds of the saved report")
+    runs = {**saved["runs"], **fresh}
+    return {method: runs[method] for method in METHODS if method in runs}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.plot_only:
@@ -478,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     runs = run_all(args, siamkit.ATTFaces(args.data))
+    if args.update:
+        runs = merged_runs(args, runs)
     summary = {m: summarise(rows) for m, rows in runs.items()}
     table = markdown_table(summary)
     seeds = ", ".join(map(str, args.seeds))
