@@ -10,6 +10,7 @@ Examples:
 """
 
 from siamkit.index.face_index import FaceIndex
+from siamkit.index.milvus import MilvusStore
 from siamkit.index.results import (
     Calibration,
     FpirCalibration,
@@ -19,14 +20,27 @@ from siamkit.index.results import (
     SearchResults,
     Verification,
 )
+from siamkit.index.store import (
+    StoredItem,
+    StoreHits,
+    VectorStore,
+    register_store,
+    store_registry,
+)
 
 __all__ = [
     "Calibration",
     "FaceIndex",
     "FpirCalibration",
     "Match",
+    "MilvusStore",
     "Neighbors",
     "Record",
     "SearchResults",
+    "StoreHits",
+    "StoredItem",
+    "VectorStore",
     "Verification",
+    "register_store",
+    "store_registry",
 ]
