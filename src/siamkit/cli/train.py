@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,21 @@ def add_parser(commands: Any) -> None:
         "for cosine encoders, 1.0 for euclidean)",
     )
     parser.add_argument(
+        "--loss",
+        default="contrastive",
+        metavar="NAME",
+        help="registered loss: contrastive, pml (any pytorch-metric-learning loss, named with "
+        "--loss-arg loss=CLASS) or a plugin (see `siamkit list`; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--loss-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument for the loss, as --encoder-arg (repeatable), e.g. --loss pml "
+        "--loss-arg loss=MultiSimilarityLoss",
+    )
+    parser.add_argument(
         "--miner",
         default=defaults.miner,
         metavar="NAME",
@@ -172,7 +189,65 @@ def add_parser(commands: Any) -> None:
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_launcher(parser)
     parser.set_defaults(handler=run)
+
+
+#: Options of the local launcher, passed to torch.distributed.run (not to the processes).
+LAUNCHER_OPTIONS = {
+    "--nproc-per-node": "--nproc-per-node",
+    "--nnodes": "--nnodes",
+    "--node-rank": "--node-rank",
+    "--rdzv-endpoint": "--rdzv-endpoint",
+    "--rdzv-backend": "--rdzv-backend",
+    "--max-restarts": "--max-restarts",
+}
+
+
+def _add_launcher(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "several processes (torch.distributed)",
+        "Train data-parallel: --nproc-per-node N starts N processes on this machine through "
+        "torch.distributed.run (torchrun), each training on its share of every batch. The "
+        "other options are torchrun's own, passed through for several machines. Running "
+        "`torchrun ... -m siamkit train ...` yourself does the same.",
+    )
+    group.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes on this machine (one per GPU on a GPU machine)",
+    )
+    group.add_argument("--nnodes", default=None, metavar="N", help="machines (or MIN:MAX)")
+    group.add_argument(
+        "--node-rank", type=int, default=None, metavar="R", help="this machine's rank"
+    )
+    group.add_argument(
+        "--rdzv-endpoint",
+        default=None,
+        metavar="HOST:PORT",
+        help="where the machines meet (the first machine's address)",
+    )
+    group.add_argument(
+        "--rdzv-backend", default=None, metavar="NAME", help="rendezvous backend (e.g. c10d)"
+    )
+    group.add_argument(
+        "--max-restarts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="restart the group up to N times when a process fails; add --resume so a "
+        "restarted group continues from the last checkpoint",
+    )
+    group.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=TrainConfig().dist_timeout,
+        metavar="SECONDS",
+        help="how long a process waits for the others before the run fails instead of "
+        "hanging (default: %(default)s)",
+    )
 
 
 def parse_encoder_args(pairs: list[str], option: str = "--encoder-arg") -> dict[str, Any]:
@@ -190,11 +265,73 @@ def parse_encoder_args(pairs: list[str], option: str = "--encoder-arg") -> dict[
 
 
 def run(args: argparse.Namespace) -> int:
+    from siamkit.training.distributed import launched_by_torchrun
+
+    launcher = [name for name in LAUNCHER_OPTIONS if getattr(args, _dest(name)) is not None]
+    if launcher and launched_by_torchrun():
+        raise ConfigError(
+            f"{launcher[0]} starts processes, but this one already runs under torchrun: "
+            "leave the launcher options to torchrun"
+        )
+    if launcher:
+        return _launch(args)
+    if int(os.environ.get("RANK", "0")) != 0:
+        # Rank 0 speaks for the group; the others train quietly.
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return _run(args)
+    return _run(args)
+
+
+def _dest(option: str) -> str:
+    return option.lstrip("-").replace("-", "_")
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Start this same command on --nproc-per-node processes through torch.distributed.run."""
+    import subprocess
+    import sys
+
+    if args.nproc_per_node is None or args.nproc_per_node < 1:
+        raise ConfigError("the launcher options need --nproc-per-node N (N >= 1)")
+    launcher: list[str] = []
+    for option in LAUNCHER_OPTIONS:
+        value = getattr(args, _dest(option))
+        if value is not None:
+            launcher += [option, str(value)]
+    if args.nnodes in (None, "1") and args.rdzv_endpoint is None:
+        launcher.append("--standalone")  # one machine: torchrun picks a free port itself
+    forwarded = _without_launcher_options(getattr(args, "argv", None) or [])
+    command = [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "siamkit"]
+    return subprocess.call([*command, *forwarded])
+
+
+def _without_launcher_options(argv: list[str]) -> list[str]:
+    """``argv`` less the launcher options and their values."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        name = item.split("=", 1)[0]
+        if name in LAUNCHER_OPTIONS:
+            skip = "=" not in item
+            continue
+        kept.append(item)
+    return kept
+
+
+def _run(args: argparse.Namespace) -> int:
     from siamkit.data.folder import FaceFolder
     from siamkit.data.splits import split_by_class
+    from siamkit.training.distributed import launched_by_torchrun
     from siamkit.training.presets import resolve_preset
 
     recipe = resolve_preset(args.preset, args.encoder, bool(args.encoder_arg))
+    if recipe.name == "face" and launched_by_torchrun():
+        raise ConfigError(
+            "the face preset trains its candidates in one process: under torchrun or "
+            "--nproc-per-node, pass --preset scratch (with --encoder)"
+        )
     _check_out_folder(args.out, resume=args.resume)
     if args.resume and _report_finished(args.out):
         return 0
@@ -214,7 +351,8 @@ def run(args: argparse.Namespace) -> int:
     _check_resume_split(args, split_info)
     aligner = _aligner(args, recipe.name)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / SPLIT_FILE, split_info)
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_json(args.out / SPLIT_FILE, split_info)
     if recipe.name == "face":
         _train_face(args, recipe, config, split, aligner)
     else:
@@ -238,6 +376,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         device=args.device,
         num_threads=args.threads,
+        dist_timeout=args.dist_timeout,
     )
 
 
@@ -259,6 +398,7 @@ def _train_scratch(
     import torch
 
     from siamkit.encoders.base import create_encoder
+    from siamkit.losses.base import create_loss
     from siamkit.training.trainer import Trainer
 
     name = args.encoder or SCRATCH_ENCODER
@@ -269,19 +409,21 @@ def _train_scratch(
         f"recipe: scratch ({name} from random weights, {config.epochs} epochs at lr "
         f"{config.lr:g}): {recipe.why}"
     )
-    trainer = Trainer(encoder, config, progress=not args.quiet)
+    loss = create_loss(args.loss, **parse_encoder_args(args.loss_arg, "--loss-arg"))
+    trainer = Trainer(encoder, config, loss=loss, progress=not args.quiet)
     result = trainer.fit(split.train, split.val if len(split.val) else None, args.out, args.resume)
     _print_alignment(aligner, result.skipped_images)
     last = result.history[-1]
+    processes = f" x {result.world_size} processes" if result.world_size > 1 else ""
     print(
         f"trained {name} for {len(result.history)} epochs in {result.seconds:.0f} s "
-        f"on {trainer.runtime.get('num_threads', '?')} threads; "
-        f"final loss {last['loss']:.4f}"
+        f"on {trainer.runtime.get('num_threads', '?')} threads{processes}; "
+        f"final loss {last.loss:.4f}"
     )
-    if result.best:
+    if result.metrics is not None:
         print(
-            f"best epoch {result.best_epoch}: held-out AUC {result.best['auc']:.4f}, "
-            f"EER {100 * result.best['eer']:.2f}%, rank-1 {result.best['rank1']:.3f}"
+            f"best epoch {result.best_epoch}: held-out AUC {result.metrics.auc:.4f}, "
+            f"EER {100 * result.metrics.eer:.2f}%, rank-1 {result.metrics.rank1:.3f}"
         )
 
 
@@ -299,6 +441,11 @@ def _train_face(
     )
 
     encoder_args = parse_encoder_args(args.encoder_arg)
+    if args.loss != "contrastive" or args.loss_arg:
+        raise ConfigError(
+            "the face preset trains with the contrastive loss; --loss and --loss-arg apply "
+            "to --preset scratch"
+        )
     if "trainable_from" in encoder_args:
         raise ConfigError(
             "--preset face chooses trainable_from itself; to fix it, train with "

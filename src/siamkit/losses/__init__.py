@@ -10,13 +10,14 @@ from siamkit.losses.base import (
     register_loss,
 )
 from siamkit.losses.contrastive import ContrastiveLoss
-from siamkit.losses.pml import PMLLoss, pml_metric
+from siamkit.losses.pml import PMLLoss, as_pair_loss, pml_metric
 
 __all__ = [
     "ContrastiveLoss",
     "PMLLoss",
     "PairIndices",
     "PairLoss",
+    "as_pair_loss",
     "create_loss",
     "list_losses",
     "loss_registry",

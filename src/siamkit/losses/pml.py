@@ -118,6 +118,28 @@ class PMLLoss(PairLoss):
         return f"loss={self.loss_name}, metric={self.distance!r}"
 
 
+def as_pair_loss(loss: Any) -> PairLoss:
+    """A :class:`PairLoss` as it is; a pytorch-metric-learning loss wrapped in :class:`PMLLoss`.
+
+    Raises:
+        ConfigError: ``loss`` is neither.
+
+    Examples:
+        >>> from pytorch_metric_learning import losses
+        >>> type(as_pair_loss(losses.CircleLoss())).__name__
+        'PMLLoss'
+    """
+    if isinstance(loss, PairLoss):
+        return loss
+    module = type(loss).__module__ or ""
+    if isinstance(loss, torch.nn.Module) and module.startswith("pytorch_metric_learning"):
+        return PMLLoss(loss)
+    raise ConfigError(
+        f"expected a siamkit PairLoss or a pytorch-metric-learning loss, got "
+        f"{type(loss).__name__}: subclass siamkit.losses.PairLoss to write your own"
+    )
+
+
 def _build(loss: Any, kwargs: dict[str, Any]) -> Any:
     if not isinstance(loss, str):
         if kwargs:

@@ -1,4 +1,5 @@
-"""Training: the :class:`Trainer`, its settings, batch augmentation and the recipes."""
+"""Training: the :class:`Trainer`, its settings, batch augmentation, the recipes, the
+typed records of a run, and data-parallel training on ``torch.distributed``."""
 
 from siamkit.training.augment import FaceAugment
 from siamkit.training.config import TrainConfig
@@ -15,6 +16,12 @@ from siamkit.training.presets import (
     save_face_run,
     select_fine_tuning,
 )
+from siamkit.training.records import (
+    EpochRecord,
+    TrainingRecord,
+    ValidationMetrics,
+    read_training_record,
+)
 from siamkit.training.runtime import reproducible
 from siamkit.training.trainer import Callback, Trainer, TrainResult, fit, load_checkpoint
 
@@ -22,6 +29,7 @@ __all__ = [
     "FACE_CANDIDATES",
     "Callback",
     "CandidateResult",
+    "EpochRecord",
     "FaceAugment",
     "FineTuneCandidate",
     "FineTuneOutcome",
@@ -29,12 +37,15 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "TrainingRecord",
+    "ValidationMetrics",
     "choose_candidate",
     "face_encoder",
     "fit",
     "load_checkpoint",
     "plot_history",
     "read_fine_tuning",
+    "read_training_record",
     "reproducible",
     "save_face_run",
     "select_fine_tuning",

@@ -70,30 +70,57 @@ class FaceAugment(nn.Module):
         return self.brightness * (high - low) / 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        if n == 0:
+        if x.shape[0] == 0:
             return x
+        return self._apply(x, self._draw(x.shape[0], x.device))
 
+    def forward_shard(self, x: torch.Tensor, start: int, total: int) -> torch.Tensor:
+        """Augment rows ``start:start + len(x)`` of a batch of ``total`` images.
+
+        Draws the random parameters of the whole batch, as :meth:`forward`
+        would, and applies its rows: every rank of a data-parallel run
+        augments its share of the global batch exactly as one process would.
+
+        Examples:
+            >>> import torch
+            >>> batch, augment = torch.rand(4, 1, 8, 8), FaceAugment()
+            >>> _ = torch.manual_seed(0); whole = augment(batch)
+            >>> _ = torch.manual_seed(0); part = augment.forward_shard(batch[2:], 2, 4)
+            >>> torch.allclose(whole[2:], part)
+            True
+        """
+        params = self._draw(total, x.device)
+        return self._apply(x, {k: v[start : start + x.shape[0]] for k, v in params.items()})
+
+    def _draw(self, n: int, device: torch.device) -> dict[str, torch.Tensor]:
         def uniform(limit: float) -> torch.Tensor:
-            return (torch.rand(n, device=x.device) * 2 - 1) * limit
+            return (torch.rand(n, device=device) * 2 - 1) * limit
 
-        angle = uniform(math.radians(self.rotation))
-        zoom = 1.0 + uniform(self.scale)
-        mirror = torch.where(torch.rand(n, device=x.device) < self.flip, -1.0, 1.0)
-        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        # The order of the draws is the random stream's layout: keep it.
+        return {
+            "angle": uniform(math.radians(self.rotation)),
+            "zoom": 1.0 + uniform(self.scale),
+            "mirror": torch.where(torch.rand(n, device=device) < self.flip, -1.0, 1.0),
+            "shift_x": uniform(2 * self.shift),
+            "shift_y": uniform(2 * self.shift),
+            "gain": 1.0 + uniform(self.contrast),
+            "offset": uniform(self.brightness_step),
+        }
+
+    def _apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        cos, sin = torch.cos(p["angle"]) / p["zoom"], torch.sin(p["angle"]) / p["zoom"]
         theta = torch.stack(
             [
-                torch.stack([cos * mirror, -sin, uniform(2 * self.shift)], 1),
-                torch.stack([sin * mirror, cos, uniform(2 * self.shift)], 1),
+                torch.stack([cos * p["mirror"], -sin, p["shift_x"]], 1),
+                torch.stack([sin * p["mirror"], cos, p["shift_y"]], 1),
             ],
             1,
         )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         out = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
-        shape = (n,) + (1,) * (x.ndim - 1)
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
         mean = out.mean(dim=tuple(range(1, x.ndim)), keepdim=True)
-        gain = (1.0 + uniform(self.contrast)).view(shape)
-        return (out - mean) * gain + mean + uniform(self.brightness_step).view(shape)
+        return (out - mean) * p["gain"].view(shape) + mean + p["offset"].view(shape)
 
     def extra_repr(self) -> str:
         return (

@@ -39,6 +39,12 @@ class TrainConfig:
             without them, multi-threaded gradient sums vary from run to run in
             the last bits. No measurable cost on a CPU; deterministic cuDNN
             kernels can be slower on a GPU.
+        sync_batchnorm: Under torch.distributed, normalise BatchNorm layers
+            with the statistics of the global batch (all ranks), as one process
+            would; the saved encoder keeps its plain layers.
+        dist_timeout: Seconds a process waits for the others in a collective
+            before the run fails with an error (a dead or hung peer), instead
+            of hanging.
 
     Examples:
         >>> TrainConfig(epochs=5).epochs
@@ -61,6 +67,8 @@ class TrainConfig:
     cache_limit_mb: int = 2048
     num_threads: int | None = None
     deterministic: bool = True
+    sync_batchnorm: bool = True
+    dist_timeout: float = 300.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -78,6 +86,8 @@ class TrainConfig:
             raise ConfigError(f"margin must be positive, got {self.margin}")
         if self.monitor not in ("auc", "eer"):
             raise ConfigError(f"monitor must be 'auc' or 'eer', got {self.monitor!r}")
+        if not self.dist_timeout > 0:
+            raise ConfigError(f"dist_timeout must be positive seconds, got {self.dist_timeout}")
         if self.num_threads is not None:
             resolve_num_threads(self.num_threads)
 

@@ -96,10 +96,31 @@ def init_distributed(
         raise TrainingError("this PyTorch build has no torch.distributed: train in one process")
     backend = default_backend(device)
     try:
-        dist.init_process_group(backend=backend, timeout=timeout)
-    except (RuntimeError, ValueError) as err:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        store = _attempt_store(rank, world, timeout)
+        dist.init_process_group(
+            backend=backend, store=store, rank=rank, world_size=world, timeout=timeout
+        )
+    except (RuntimeError, ValueError, KeyError) as err:
         raise TrainingError(f"cannot join the {backend} process group: {err}") from None
     return _context(initialised_here=True)
+
+
+def _attempt_store(rank: int, world: int, timeout: datetime.timedelta) -> dist.Store:
+    """The rendezvous store of this attempt of the group.
+
+    After ``torchrun --max-restarts`` restarts a group, the store can still
+    hold the addresses the dead attempt's processes published, and a new rank
+    would dial them; keys prefixed with the restart count cannot be stale.
+    Under torchrun the agent serves the store; otherwise rank 0 does.
+    """
+    host, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ["MASTER_PORT"])
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        host, port, world_size=world, is_master=rank == 0 and not agent, timeout=timeout
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"siamkit/attempt_{attempt}", store)
 
 
 def _context(initialised_here: bool) -> DistributedContext:
@@ -211,6 +232,63 @@ def all_equal(value: Any, ctx: DistributedContext) -> bool:
 def _comm_device(ctx: DistributedContext) -> torch.device:
     # NCCL moves only CUDA tensors; gloo only CPU ones.
     return torch.device("cuda", ctx.local_rank) if ctx.backend == "nccl" else torch.device("cpu")
+
+
+def split_range(count: int, ctx: DistributedContext) -> range:
+    """This rank's contiguous share of ``count`` items, for work that need not be balanced.
+
+    The first ranks get ``ceil(count / world_size)`` items, the last ones what
+    is left (possibly nothing); :func:`gather_rows` puts the shares back together.
+
+    Examples:
+        >>> split_range(5, DistributedContext(rank=1, world_size=2))
+        range(3, 5)
+    """
+    size = -(-count // ctx.world_size)
+    return range(min(count, ctx.rank * size), min(count, (ctx.rank + 1) * size))
+
+
+def gather_rows(rows: torch.Tensor, count: int, ctx: DistributedContext) -> torch.Tensor:
+    """Every rank's :func:`split_range` share of ``count`` rows, in order (not differentiable).
+
+    Examples:
+        >>> gather_rows(torch.ones(3, 2), 3, DistributedContext()).shape
+        torch.Size([3, 2])
+    """
+    if not ctx.enabled:
+        return rows
+    size = -(-count // ctx.world_size)
+    device = _comm_device(ctx)
+    padded = torch.zeros((size, *rows.shape[1:]), dtype=rows.dtype, device=device)
+    padded[: rows.shape[0]] = rows.to(device)
+    parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, padded)
+    return torch.cat(parts)[:count].to(rows.device)
+
+
+def is_collective_failure(err: BaseException) -> bool:
+    """True for the errors a collective raises when a peer died or timed out.
+
+    gloo reports a dead peer as a closed connection, NCCL and timeouts as a
+    ``DistBackendError``; both are ``RuntimeError``s, like many bugs, so the
+    message decides.
+    """
+    if isinstance(err, getattr(dist, "DistError", ())):
+        return True
+    text = str(err).lower()
+    signs = ("gloo", "nccl", "connection closed", "connection reset", "timed out", "timeout")
+    return isinstance(err, RuntimeError) and any(sign in text for sign in signs)
+
+
+def lost_peer_error(err: BaseException, ctx: DistributedContext) -> TrainingError:
+    """A one-line :class:`TrainingError` for a collective that failed (a rank died or hung)."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    return TrainingError(
+        f"rank {ctx.rank} of {ctx.world_size} lost the other processes ({first}): one of them "
+        "died, hung past the process-group timeout, or the network failed. Under torchrun "
+        "--max-restarts N with --resume the group restarts from the last checkpoint; otherwise "
+        "rerun with --resume"
+    )
 
 
 def barrier(ctx: DistributedContext) -> None:

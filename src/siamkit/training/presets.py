@@ -38,13 +38,14 @@ from siamkit import _model_files
 from siamkit._atomic import write_json
 from siamkit.encoders.base import ENCODER_FILE, Encoder
 from siamkit.exceptions import ConfigError, MissingExtraError, NonFiniteError
+from siamkit.training._sources import ImageSource
 from siamkit.training.config import TrainConfig
+from siamkit.training.records import EpochRecord
 from siamkit.training.trainer import (
     HISTORY_FILE,
     PLOT_FILE,
     Trainer,
     _DivergedError,
-    _ImageSource,
 )
 
 PRESETS = ("auto", "face", "scratch")
@@ -232,7 +233,7 @@ class FineTuneOutcome:
 
     encoder: Encoder
     selection: FineTuneSelection
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
 
 
@@ -458,7 +459,7 @@ def select_fine_tuning(
         return FineTuneOutcome(base, selection)
     started = time.perf_counter()
     results = [_measured(frozen, judge.evaluate(val_source), 0, time.perf_counter() - started)]
-    runs: dict[str, tuple[Encoder, list[dict[str, Any]], int]] = {frozen.name: (base, [], 0)}
+    runs: dict[str, tuple[Encoder, list[EpochRecord], int]] = {frozen.name: (base, [], 0)}
     for candidate in (c for c in candidates if not c.frozen):
         folder = Path(out_dir) / CANDIDATES_FOLDER / candidate.name if out_dir else None
         result, run = _run_candidate(
@@ -499,12 +500,12 @@ def _run_candidate(
     make_encoder: Callable[[str], Encoder],
     candidate: FineTuneCandidate,
     config: TrainConfig,
-    train: _ImageSource,
-    val: _ImageSource,
+    train: ImageSource,
+    val: ImageSource,
     folder: Path | None,
     resume: bool,
     progress: bool,
-) -> tuple[CandidateResult, tuple[Encoder, list[dict[str, Any]], int] | None]:
+) -> tuple[CandidateResult, tuple[Encoder, list[EpochRecord], int] | None]:
     started = time.perf_counter()
     encoder = make_encoder(candidate.trainable_from)
     trainer = Trainer(encoder, candidate_config(config, candidate), progress=progress)
@@ -537,7 +538,11 @@ def save_face_run(
     outcome.encoder.save(out, extra={**(extra or {}), "fine_tuning": record})
     write_json(
         out / HISTORY_FILE,
-        {"history": outcome.history, "best_epoch": outcome.best_epoch, "fine_tuning": record},
+        {
+            "history": [dict(epoch) for epoch in outcome.history],
+            "best_epoch": outcome.best_epoch,
+            "fine_tuning": record,
+        },
     )
     if outcome.history:
         from siamkit.training.plots import plot_history

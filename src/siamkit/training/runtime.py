@@ -46,12 +46,18 @@ def default_num_threads() -> int:
     """The intra-op thread count a run uses when ``TrainConfig.num_threads`` is None.
 
     ``min(4, available CPUs)``: fixed on a given machine, so seeded runs repeat.
+    Under ``torchrun`` the CPUs are shared by the processes of this machine
+    (``LOCAL_WORLD_SIZE``), so each takes its share (at least one).
 
     Examples:
         >>> 1 <= default_num_threads() <= MAX_DEFAULT_THREADS
         True
     """
-    return min(MAX_DEFAULT_THREADS, available_cpus())
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return min(MAX_DEFAULT_THREADS, max(1, available_cpus() // local))
 
 
 def resolve_num_threads(num_threads: int | None) -> int:

@@ -1,16 +1,15 @@
-"""Training an encoder with the contrastive loss, validated on held-out people."""
+"""Training an encoder with a pair loss, validated on held-out people, on one or many processes."""
 
 from __future__ import annotations
 
 import copy
-import json
+import datetime
 import math
 import os
 import time
-import warnings
-import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,38 +17,52 @@ import numpy as np
 import torch
 
 from siamkit._atomic import write_json, write_with
-from siamkit.data.pairs import dataset_labels
 from siamkit.data.sampling import ClassBalancedBatchSampler
-from siamkit.encoders.base import Encoder, encoder_registry
+from siamkit.encoders.base import Encoder
 from siamkit.encoders.whitening import whitening_layers
 from siamkit.evaluation.identification import rank1_leave_one_out
 from siamkit.evaluation.verification import all_pairs_distances, verification_metrics
-from siamkit.exceptions import (
-    ConfigError,
-    DataError,
-    GeometryError,
-    ModelFileError,
-    NoFaceError,
-    NonFiniteError,
-    TrainingError,
-)
+from siamkit.exceptions import ConfigError, GeometryError, NonFiniteError, TrainingError
+from siamkit.losses.base import PairLoss
 from siamkit.losses.contrastive import ContrastiveLoss
+from siamkit.losses.pml import as_pair_loss
 from siamkit.miners.base import PairMiner, PMLPairMiner, as_pair_miner, create_miner
+from siamkit.training._parallel import check_world, parallel_model, resolve_device, training_device
+from siamkit.training._sources import ImageSource, train_source, val_source
 from siamkit.training.augment import FaceAugment
+from siamkit.training.checkpoint import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    check_same_encoder,
+    encoder_identity,
+    load_checkpoint,
+)
 from siamkit.training.config import TrainConfig
+from siamkit.training.distributed import (
+    DistributedContext,
+    all_equal,
+    barrier,
+    broadcast_json,
+    gather_batch,
+    gather_rows,
+    init_distributed,
+    is_collective_failure,
+    lost_peer_error,
+    shard,
+    shutdown,
+    split_range,
+)
+from siamkit.training.records import TRAINING_KEY, EpochRecord, TrainingRecord, ValidationMetrics
 from siamkit.training.runtime import reproducible
 
-CHECKPOINT_FILE = "checkpoint.pt"
 HISTORY_FILE = "history.json"
 PLOT_FILE = "loss_plot.png"
-CHECKPOINT_FORMAT = "siamkit-checkpoint"
-#: Version 2 adds the encoder's identity (name, class, constructor arguments) and
-#: the runtime (thread count, deterministic kernels); version 1 is still read.
-CHECKPOINT_VERSION = 2
 #: Settings that change only how a run executes, not what it computes up to the
 #: last bits: a resume may change them.
-EXECUTION_SETTINGS = frozenset({"num_threads", "deterministic", "cache_limit_mb"})
+EXECUTION_SETTINGS = frozenset({"num_threads", "deterministic", "cache_limit_mb", "dist_timeout"})
 DEFAULT_MARGINS = {"cosine": 0.5, "euclidean": 1.0}
+_EMBED_BATCH = 256
 
 
 class _DivergedError(TrainingError):
@@ -57,18 +70,18 @@ class _DivergedError(TrainingError):
 
 
 class Callback(Protocol):
-    """Hooks called by :class:`Trainer`; implement any subset of them.
+    """Hooks called by :class:`Trainer` (on every rank); implement any subset of them.
 
     Examples:
         >>> class PrintLoss:
         ...     def on_epoch_end(self, trainer, record):
-        ...         print(record["epoch"], round(record["loss"], 3))
+        ...         print(record.epoch, round(record.loss, 3))
         >>> trainer = Trainer(encoder, callbacks=[PrintLoss()])  # doctest: +SKIP
     """
 
     def on_batch_end(self, trainer: Trainer, epoch: int, step: int, loss: float) -> None: ...
 
-    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None: ...
 
 
 @dataclass
@@ -76,156 +89,53 @@ class TrainResult:
     """What :meth:`Trainer.fit` returns.
 
     Attributes:
-        history: One record per epoch: loss, lr, seconds and validation metrics.
+        history: One :class:`~siamkit.training.EpochRecord` per epoch.
         best_epoch: The epoch whose weights the encoder holds at the end.
-        best: Validation metrics of that epoch (empty without validation data).
+        best: Validation metrics of that epoch as a dict (``{"auc": ...}``;
+            empty without validation data). ``metrics`` is the typed form.
         out_dir: Where the model, checkpoint, history and plot were written.
         seconds: Wall time of this call.
         skipped_images: Images dropped because the encoder's aligner found no
             face in them and its policy is ``"skip"`` (training and validation).
+        metrics: The kept model's validation metrics (after whitening, when
+            whitening layers were fitted); None without validation data.
+        world_size: How many processes trained together.
 
     Examples:
         >>> result = Trainer(encoder).fit(train, val, out_dir="runs/faces")  # doctest: +SKIP
-        >>> result.best_epoch, result.best["auc"]  # doctest: +SKIP
+        >>> result.best_epoch, result.metrics.auc  # doctest: +SKIP
         (150, 0.987)
     """
 
-    history: list[dict[str, Any]]
+    history: list[EpochRecord]
     best_epoch: int
     best: dict[str, float] = field(default_factory=dict)
     out_dir: Path | None = None
     seconds: float = 0.0
     skipped_images: int = 0
+    metrics: ValidationMetrics | None = None
+    world_size: int = 1
 
 
-class _ImageSource:
-    """The model-input tensors of a dataset, cached in memory when they fit.
+@dataclass
+class _Run:
+    """The state of a :meth:`Trainer.fit` in progress, passed between its steps."""
 
-    Preprocessing goes through ``encoder.preprocess``, so the encoder's face
-    aligner runs once per image. Under the aligner's ``on_missing="skip"``
-    policy, images without a face are dropped and counted in ``skipped``;
-    under ``"error"`` the :class:`~siamkit.exceptions.NoFaceError` propagates.
-    """
-
-    def __init__(
-        self, dataset: Any, encoder: Encoder, cache_limit_mb: int, progress: bool, desc: str
-    ) -> None:
-        self.labels = dataset_labels(dataset)
-        self.items = _dataset_items(dataset)
-        self.classes = _classes_of(dataset)
-        self.encoder = encoder
-        self.cache: torch.Tensor | None = None
-        self.skipped = 0
-        if len(self.items) == 0:
-            return
-        limit = cache_limit_mb * 2**20
-        if _skips_missing_faces(encoder):
-            # Every image is looked at once, to know which ones to keep.
-            self._load(limit, skipping=True, first=None, progress=progress, desc=desc)
-            return
-        first = encoder.preprocess(self._item(0))
-        if first.element_size() * first.numel() * len(self.items) <= limit:
-            self._load(limit, skipping=False, first=first, progress=progress, desc=desc)
-
-    def _load(
-        self,
-        limit: int,
-        skipping: bool,
-        first: torch.Tensor | None,
-        progress: bool,
-        desc: str,
-    ) -> None:
-        from tqdm.auto import tqdm
-
-        kept: list[int] = []
-        tensors: list[torch.Tensor] | None = []
-        used = 0
-        for i in tqdm(range(len(self.items)), desc=desc, disable=not progress, leave=False):
-            try:
-                # Item 0 was already preprocessed to size the cache: an aligner runs once.
-                tensor = first if i == 0 and first is not None else self._preprocess(i)
-            except NoFaceError:
-                if not skipping:
-                    raise
-                self.skipped += 1
-                continue
-            kept.append(i)
-            used += tensor.element_size() * tensor.numel()
-            if tensors is not None and used <= limit:
-                tensors.append(tensor)
-            else:
-                tensors = None  # too large to keep: batches preprocess on the fly
-        self.items = [self.items[i] for i in kept]
-        self.labels = self.labels[kept]
-        if tensors:
-            self.cache = torch.stack(tensors)
-
-    def _preprocess(self, index: int) -> torch.Tensor:
-        return self.encoder.preprocess(self._item(index))
-
-    def _item(self, index: int) -> Any:
-        item = self.items[index]
-        return item() if callable(item) else item
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batch(self, indices: Sequence[int]) -> torch.Tensor:
-        if self.cache is not None:
-            return self.cache[torch.as_tensor(list(indices), dtype=torch.long)]
-        return torch.stack([self.encoder.preprocess(self._item(int(i))) for i in indices])
-
-
-def _skips_missing_faces(encoder: Encoder) -> bool:
-    aligner = encoder.aligner
-    return aligner is not None and getattr(aligner, "on_missing", None) == "skip"
-
-
-def _dataset_items(dataset: Any) -> list[Any]:
-    """File paths when the dataset is an ImageFolder (or a Subset of one), else loaders."""
-    base, indices = dataset, None
-    if isinstance(dataset, torch.utils.data.Subset):
-        base, indices = dataset.dataset, list(dataset.indices)
-    samples = getattr(base, "samples", None)
-    if samples is not None and getattr(base, "transform", None) is None:
-        paths = [path for path, _ in samples]
-        return [paths[i] for i in indices] if indices is not None else paths
-    return [lambda i=i: dataset[i][0] for i in range(len(dataset))]
-
-
-def _check_trainable(labels: np.ndarray, classes: Sequence[str] | None, skipped: int = 0) -> None:
-    why = _skipped_note(skipped)
-    values, counts = np.unique(labels, return_counts=True)
-    if len(values) < 2:
-        raise DataError(f"training needs images of at least two people (classes){why}")
-    single = [int(v) for v, c in zip(values, counts, strict=True) if c < 2]
-    if single:
-        names = [classes[v] if classes else str(v) for v in single]
-        raise DataError(
-            f"classes with a single image cannot form a matching pair: {', '.join(names[:10])}"
-            f"{why}. Add images or remove these classes"
-        )
-
-
-def _check_validation(labels: np.ndarray, skipped: int) -> None:
-    why = _skipped_note(skipped)
-    if len(np.unique(labels)) < 2:
-        raise DataError(f"validation data needs at least two people to form impostor pairs{why}")
-    if len(labels) == 0 or np.unique(labels, return_counts=True)[1].max() < 2:
-        raise DataError(f"validation data needs a person with two images for genuine pairs{why}")
-
-
-def _skipped_note(skipped: int) -> str:
-    return f" ({skipped} images without a face were skipped)" if skipped else ""
-
-
-def _classes_of(dataset: Any) -> list[str] | None:
-    base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
-    return getattr(base, "classes", None)
+    ctx: DistributedContext
+    model: torch.nn.Module
+    train: ImageSource
+    val: ImageSource | None
+    sampler: ClassBalancedBatchSampler
+    optimizer: torch.optim.Optimizer
+    out: Path | None
+    history: list[EpochRecord]
+    best_epoch: int = 0
+    best_value: float | None = None
+    best_weights: dict[str, torch.Tensor] | None = None
 
 
 class Trainer:
-    """Trains an :class:`~siamkit.Encoder` with the contrastive loss on class-balanced batches.
+    """Trains an :class:`~siamkit.Encoder` with a pair loss on class-balanced batches.
 
     Each epoch draws batches of ``m_per_class`` images of several people,
     augments them, mines pairs, and steps AdamW on a warm-up + cosine learning
@@ -235,13 +145,21 @@ class Trainer:
     a checkpoint, so ``fit(..., resume=True)`` continues after a crash and
     loses at most the epoch in progress.
 
+    Under ``torchrun`` (or a process group the caller initialised) the same
+    call trains data-parallel: each process draws its share of every global
+    batch, embeddings are gathered so pairs span all processes, and rank 0
+    alone writes files. See the how-to "Train on several processes or machines".
+
     The loss and miner take their geometry from the encoder (``encoder.metric``);
     passing ones that measure distance differently raises ``GeometryError``.
+    Neither is modified: geometry defaults are resolved into new objects.
 
     Args:
         encoder: The encoder to train (in place).
         config: Settings; see :class:`TrainConfig`.
-        loss: A :class:`~siamkit.ContrastiveLoss`; default from the config's margin.
+        loss: A :class:`~siamkit.losses.PairLoss` or a pytorch-metric-learning
+            loss; default a :class:`~siamkit.ContrastiveLoss` with the config's
+            margin. A loss with its own weights (ArcFace) is trained on a copy.
         miner: A :class:`~siamkit.miners.PairMiner`, a pytorch-metric-learning
             pair miner, or None for the config's ``miner``.
         augment: A module applied to training batches; default :class:`FaceAugment`
@@ -262,7 +180,7 @@ class Trainer:
         self,
         encoder: Encoder,
         config: TrainConfig | None = None,
-        loss: ContrastiveLoss | None = None,
+        loss: PairLoss | Any | None = None,
         miner: PairMiner | Any | None = None,
         augment: torch.nn.Module | None = None,
         callbacks: Sequence[Any] = (),
@@ -280,28 +198,25 @@ class Trainer:
         self.augment = augment
         self.callbacks = list(callbacks)
         self.progress = progress
-        self.device = _resolve_device(self.config.device)
+        self.device = resolve_device(self.config.device)
         #: How the latest :meth:`fit` ran (thread count, deterministic kernels).
         self.runtime: dict[str, Any] = {}
+        #: Where this process sits among those training together (set by :meth:`fit`).
+        self.context = DistributedContext()
 
-    def _bind_loss(self, loss: ContrastiveLoss | None) -> ContrastiveLoss:
+    def _bind_loss(self, loss: Any) -> PairLoss:
+        margin = (
+            self.config.margin
+            or getattr(self.encoder, "default_margin", None)
+            or DEFAULT_MARGINS[self.metric]
+        )
         if loss is None:
-            margin = (
-                self.config.margin
-                or getattr(self.encoder, "default_margin", None)
-                or DEFAULT_MARGINS[self.metric]
-            )
             return ContrastiveLoss(margin=margin, distance=self.metric)
-        if loss.distance is None:
-            loss = copy.copy(loss)
-            loss.distance = self.metric
-        elif loss.distance != self.metric:
-            raise GeometryError(
-                f"the loss measures {loss.distance} distance but the encoder's metric is "
-                f"{self.metric}: build ContrastiveLoss(distance={self.metric!r}) or change the "
-                "encoder's metric, so training, thresholds and search agree"
-            )
-        return loss
+        bound = as_pair_loss(loss).bound_to(self.metric, margin)
+        if any(True for _ in bound.parameters()):
+            # Its weights train, and a wrapper (PMLLoss) still holds the caller's loss.
+            bound = copy.deepcopy(bound)
+        return bound
 
     def _bind_miner(self, miner: Any) -> PairMiner:
         miner = as_pair_miner(miner) if miner is not None else create_miner(self.config.miner)
@@ -339,13 +254,17 @@ class Trainer:
             val: Held-out people, same kinds as ``train``; optional.
             out_dir: Directory for the best model (``load_encoder(out_dir)``),
                 ``checkpoint.pt``, ``history.json`` and ``loss_plot.png``.
-            resume: Continue from ``out_dir/checkpoint.pt``.
+            resume: Continue from ``out_dir/checkpoint.pt`` (and start afresh
+                when there is none yet).
 
         Raises:
             DataError: fewer than two people, or a person with a single image.
+            ConfigError: under torch.distributed, the batch does not split over
+                the processes, or the processes were given different settings.
             TrainingError: the loss became NaN, ``out_dir`` holds another run
-                and ``resume`` is False, or the run to resume used another
-                encoder, other encoder arguments or other settings.
+                and ``resume`` is False, the run to resume used another
+                encoder, other encoder arguments or other settings, or another
+                process of the group died or hung.
             ModelFileError: the checkpoint to resume is corrupt or not siamkit's.
             NoFaceError: the encoder's aligner found no face in an image and its
                 policy is ``"error"`` (under ``"skip"`` the image is dropped and
@@ -353,106 +272,20 @@ class Trainer:
         """
         started = time.perf_counter()
         out = Path(out_dir) if out_dir is not None else None
+        timeout = datetime.timedelta(seconds=self.config.dist_timeout)
         with reproducible(self.config.num_threads, self.config.deterministic) as runtime:
             self.runtime = runtime
-            result = self._fit(train, val, out, resume)
+            ctx = self.context = init_distributed(self.device, timeout)
+            try:
+                result = self._fit(train, val, out, resume, ctx)
+            except Exception as err:
+                if ctx.enabled and is_collective_failure(err):
+                    raise lost_peer_error(err, ctx) from None
+                raise
+            finally:
+                shutdown(ctx)
         result.seconds = time.perf_counter() - started
         return result
-
-    def _fit(self, train: Any, val: Any | None, out: Path | None, resume: bool) -> TrainResult:
-        cfg = self.config
-        state = self._start_state(out, resume)
-        train_source = self._train_source(train)
-        val_source = self._val_source(val)
-        sampler = ClassBalancedBatchSampler(
-            train_source.labels,
-            m_per_class=cfg.m_per_class,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-        )
-        optimizer = self._prepare(state)
-        history: list[dict[str, Any]] = list(state["history"]) if state else []
-        best = dict(state["best"]) if state else {"epoch": 0, "value": None}
-        best, best_weights = self._run_epochs(
-            train_source, val_source, sampler, optimizer, history, best, out
-        )
-        if best_weights is not None:
-            self.encoder.load_state_dict(best_weights)
-        elif best["epoch"] and out is not None and best["epoch"] != len(history):
-            self._restore_saved_best(out)
-        final = self._fit_whitening(train_source, val_source)
-        if final is not None and out is not None:
-            self.encoder.save(out, extra=self._model_extra(final, best["epoch"], whitened=True))
-        if out is not None:
-            from siamkit.training.plots import plot_history
-
-            plot_history(history, out / PLOT_FILE)
-        best_record = history[best["epoch"] - 1] if best["epoch"] else {}
-        if final is not None:
-            best_record = final
-        return TrainResult(
-            history=history,
-            best_epoch=int(best["epoch"]),
-            best={k[4:]: v for k, v in best_record.items() if k.startswith("val_")},
-            out_dir=out,
-            skipped_images=train_source.skipped + (val_source.skipped if val_source else 0),
-        )
-
-    def _prepare(self, state: dict[str, Any] | None) -> torch.optim.Optimizer:
-        """Move the encoder to the device, build AdamW, and load a resumed state."""
-        cfg = self.config
-        self.encoder.to(self.device)
-        for layer in whitening_layers(self.encoder):
-            layer.reset()  # training sees the identity; refitted after the last epoch
-        optimizer = torch.optim.AdamW(
-            self.encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
-        if state is not None:
-            try:
-                self.encoder.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
-                raise TrainingError(
-                    f"the checkpoint's weights do not fit this {type(self.encoder).__name__}: "
-                    f"{str(err).splitlines()[0]}. Resume with the encoder and arguments the "
-                    "run was started with, or start afresh in another output directory"
-                ) from None
-        return optimizer
-
-    def _run_epochs(
-        self,
-        train_source: _ImageSource,
-        val_source: _ImageSource | None,
-        sampler: ClassBalancedBatchSampler,
-        optimizer: torch.optim.Optimizer,
-        history: list[dict[str, Any]],
-        best: dict[str, Any],
-        out: Path | None,
-    ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
-        """The remaining epochs; returns the best epoch and its weights if it is one of them."""
-        from tqdm.auto import tqdm
-
-        best_weights = None
-        epochs = range(len(history) + 1, self.config.epochs + 1)
-        bar = tqdm(epochs, desc="training", unit="epoch", disable=not self.progress)
-        for epoch in bar:
-            record = self._train_epoch(epoch, train_source, sampler, optimizer)
-            if val_source is not None:
-                record.update(self.evaluate_source(val_source))
-            history.append(record)
-            if self._improved(record, best):
-                best = {"epoch": epoch, "value": record.get(f"val_{self.config.monitor}")}
-                best_weights = {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
-                if out is not None:
-                    self.encoder.save(out, extra=self._model_extra(record, epoch))
-            if out is not None:
-                self._save_checkpoint(out, epoch, optimizer, history, best)
-            bar.set_postfix(_postfix(record))
-            for callback in self.callbacks:
-                if hasattr(callback, "on_epoch_end"):
-                    callback.on_epoch_end(self, record)
-        bar.close()
-        return best, best_weights
 
     @torch.no_grad()
     def evaluate(self, data: Any) -> dict[str, float]:
@@ -463,59 +296,193 @@ class Trainer:
         with reproducible(self.config.num_threads, self.config.deterministic):
             return self.evaluate_source(self._val_source(data))
 
-    # -- epochs ----------------------------------------------------------------------
-    def _train_epoch(
+    @torch.no_grad()
+    def evaluate_source(self, source: ImageSource) -> dict[str, float]:
+        """Validation metrics of a preprocessed source (see :meth:`evaluate`)."""
+        return self._metrics(source, self.context).to_record()
+
+    # -- the steps of fit ------------------------------------------------------------
+    def _fit(
+        self, train: Any, val: Any | None, out: Path | None, resume: bool, ctx: DistributedContext
+    ) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        with ExitStack() as stack:
+            run = self._setup(train, val, out, resume, ctx, stack)
+            epochs = range(len(run.history) + 1, self.config.epochs + 1)
+            bar = tqdm(epochs, desc="training", unit="epoch", disable=not self._shows(ctx))
+            for epoch in bar:
+                record = self._epoch(run, epoch)
+                bar.set_postfix(_postfix(record))
+            bar.close()
+        return self._finish(run)
+
+    def _setup(
         self,
-        epoch: int,
-        source: _ImageSource,
-        sampler: ClassBalancedBatchSampler,
-        optimizer: torch.optim.Optimizer,
-    ) -> dict[str, Any]:
+        train: Any,
+        val: Any | None,
+        out: Path | None,
+        resume: bool,
+        ctx: DistributedContext,
+        stack: ExitStack,
+    ) -> _Run:
+        """Check the group, read the checkpoint, load the data, build model and optimiser."""
         cfg = self.config
+        computed = {k: v for k, v in cfg.to_dict().items() if k not in EXECUTION_SETTINGS}
+        if not all_equal([computed, repr(self.loss), repr(self.miner)], ctx):
+            raise ConfigError(
+                "the processes were given different settings, losses or miners: start every "
+                "rank with the same arguments"
+            )
+        self.device = training_device(self.device, ctx)
+        state = self._start_state(out, resume)
+        if not all_equal(0 if state is None else state["epoch"], ctx):
+            raise TrainingError(
+                f"the processes see different checkpoints in {out}: every rank must read the "
+                "same output folder (on several machines, a shared filesystem)"
+            )
+        sources = (self._train_source(train), self._val_source(val))
+        sampler = ClassBalancedBatchSampler(
+            sources[0].labels, m_per_class=cfg.m_per_class, batch_size=cfg.batch_size, seed=cfg.seed
+        )
+        check_world(sampler, ctx)
+        optimizer = self._prepare(state)
+        model = parallel_model(self.encoder, ctx, self.device, cfg.sync_batchnorm, stack)
+        history = [EpochRecord.from_dict(r) for r in state["history"]] if state else []
+        run = _Run(ctx, model, sources[0], sources[1], sampler, optimizer, out, history)
+        if state is not None:
+            run.best_epoch, run.best_value = state["best"]["epoch"], state["best"]["value"]
+        return run
+
+    def _epoch(self, run: _Run, epoch: int) -> EpochRecord:
+        """Train one epoch, validate, keep the best weights, checkpoint."""
+        record = self._train_epoch(run, epoch)
+        if run.val is not None:
+            record = replace(record, val=self._metrics(run.val, run.ctx))
+        # Rank 0's record (its timings) is the run's: every rank decides alike.
+        record = EpochRecord.from_dict(broadcast_json(record.to_dict(), run.ctx))
+        run.history.append(record)
+        if self._improved(record, run.best_value, run.best_epoch):
+            run.best_epoch, run.best_value = epoch, _monitored(record, self.config.monitor)
+            run.best_weights = {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
+            if run.out is not None and run.ctx.is_main:
+                self.encoder.save(run.out, extra=self._model_extra(record.val, epoch))
+        if run.out is not None and run.ctx.is_main:
+            self._save_checkpoint(run, epoch)
+        for callback in self.callbacks:
+            if hasattr(callback, "on_epoch_end"):
+                callback.on_epoch_end(self, record)
+        return record
+
+    def _finish(self, run: _Run) -> TrainResult:
+        """Put the best weights back, fit whitening, write the model and the plot."""
+        out, ctx = run.out, run.ctx
+        if run.best_weights is not None:
+            self.encoder.load_state_dict(run.best_weights)
+        elif run.best_epoch and out is not None and run.best_epoch != len(run.history):
+            self._restore_saved_best(out)
+        metrics = run.history[run.best_epoch - 1].val if run.best_epoch else None
+        if self._fit_whitening(run.train, ctx):
+            metrics = self._metrics(run.val, ctx) if run.val is not None else None
+            if out is not None and ctx.is_main:
+                extra = self._model_extra(metrics, run.best_epoch, whitened=True)
+                self.encoder.save(out, extra=extra)
+        if out is not None and ctx.is_main:
+            from siamkit.training.plots import plot_history
+
+            plot_history(run.history, out / PLOT_FILE)
+        barrier(ctx)  # every file is written before any rank returns
+        return TrainResult(
+            history=run.history,
+            best_epoch=int(run.best_epoch),
+            best={} if metrics is None else metrics.to_dict(),
+            out_dir=out,
+            skipped_images=run.train.skipped + (run.val.skipped if run.val else 0),
+            metrics=metrics,
+            world_size=ctx.world_size,
+        )
+
+    # -- training --------------------------------------------------------------------
+    def _prepare(self, state: dict[str, Any] | None) -> torch.optim.Optimizer:
+        """Move encoder and loss to the device, build AdamW, and load a resumed state."""
+        cfg = self.config
+        self.encoder.to(self.device)
+        self.loss.to(self.device)
+        for layer in whitening_layers(self.encoder):
+            layer.reset()  # training sees the identity; refitted after the last epoch
+        # The loss's own weights (ArcFace's class centres) train with the encoder's.
+        params = list(self.encoder.parameters()) + list(self.loss.parameters())
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if state is not None:
+            try:
+                self.encoder.load_state_dict(state["model"])
+                if "loss" in state:
+                    self.loss.load_state_dict(state["loss"])
+                optimizer.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+                raise TrainingError(
+                    f"the checkpoint's weights do not fit this {type(self.encoder).__name__} "
+                    f"and {type(self.loss).__name__}: {str(err).splitlines()[0]}. Resume with "
+                    "the encoder, arguments and loss the run was started with, or start afresh "
+                    "in another output directory"
+                ) from None
+        return optimizer
+
+    def _train_epoch(self, run: _Run, epoch: int) -> EpochRecord:
         started = time.perf_counter()
         # Seeding per epoch makes a resumed run draw exactly what an unbroken one would.
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        sampler.set_epoch(epoch)
+        torch.manual_seed(self.config.seed * 100_003 + epoch)
+        run.sampler.set_epoch(epoch)
+        self.miner.set_epoch(epoch - 1)
         self.encoder.train()
-        steps_per_epoch = len(sampler)
-        losses = []
-        for step, indices in enumerate(sampler):
-            global_step = (epoch - 1) * steps_per_epoch + step
-            lr = self._learning_rate(global_step, steps_per_epoch)
-            for group in optimizer.param_groups:
+        self.loss.train()
+        steps = len(run.sampler)
+        losses, lr = [], 0.0
+        for step, indices in enumerate(run.sampler):
+            lr = self._learning_rate((epoch - 1) * steps + step, steps)
+            for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            images = source.batch(indices).to(self.device)
-            labels = torch.as_tensor(source.labels[indices], device=self.device)
-            if self.augment is not None:
-                images = self.augment(images)
-            embeddings = self.encoder(images)
-            try:
-                pairs = self.miner(embeddings, labels)
-                loss = self.loss.batch(embeddings, labels, pairs)
-            except NonFiniteError:
-                raise _DivergedError(
-                    f"training diverged at epoch {epoch}, batch {step + 1}: the embeddings "
-                    f"became NaN or infinite. Lower the learning rate (now {cfg.lr})"
-                ) from None
-            if not torch.isfinite(loss):
-                raise _DivergedError(
-                    f"the loss became {loss.item()} at epoch {epoch}, batch {step + 1}: lower "
-                    f"the learning rate (now {cfg.lr})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+            losses.append(self._step(run, indices, epoch, step))
             for callback in self.callbacks:
                 if hasattr(callback, "on_batch_end"):
                     callback.on_batch_end(self, epoch, step, losses[-1])
-        return {
-            "epoch": epoch,
-            "loss": float(np.mean(losses)),
-            "lr": lr,
-            "seconds": time.perf_counter() - started,
-            "threads": torch.get_num_threads(),
-        }
+        return EpochRecord(
+            epoch=epoch,
+            loss=float(np.mean(losses)),
+            lr=lr,
+            seconds=time.perf_counter() - started,
+            threads=torch.get_num_threads(),
+            world_size=run.ctx.world_size,
+        )
+
+    def _step(self, run: _Run, indices: list[int], epoch: int, step: int) -> float:
+        """One optimiser step on a global batch; this rank embeds its share of it."""
+        ctx = run.ctx
+        mine = shard(indices, ctx)
+        images = run.train.batch(mine).to(self.device)
+        labels = torch.as_tensor(run.train.labels[mine], device=self.device)
+        if isinstance(self.augment, FaceAugment) and ctx.enabled:
+            images = self.augment.forward_shard(images, ctx.rank * len(mine), len(indices))
+        elif self.augment is not None:
+            images = self.augment(images)
+        embeddings, labels = gather_batch(run.model(images), labels, ctx)
+        try:
+            pairs = self.miner(embeddings, labels)
+            loss = self.loss.batch(embeddings, labels, pairs)
+        except NonFiniteError:
+            raise _DivergedError(
+                f"training diverged at epoch {epoch}, batch {step + 1}: the embeddings "
+                f"became NaN or infinite. Lower the learning rate (now {self.config.lr})"
+            ) from None
+        if not torch.isfinite(loss):
+            raise _DivergedError(
+                f"the loss became {loss.item()} at epoch {epoch}, batch {step + 1}: lower "
+                f"the learning rate (now {self.config.lr})"
+            )
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        return float(loss.item())
 
     def _learning_rate(self, step: int, steps_per_epoch: int) -> float:
         cfg = self.config
@@ -526,104 +493,81 @@ class Trainer:
         progress = (step - warmup) / max(1, total - warmup)
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    def _train_source(self, train: Any) -> _ImageSource:
-        if isinstance(train, _ImageSource):
-            source = train
-        else:
-            _check_trainable(dataset_labels(train), _classes_of(train))  # before any loading
-            source = _ImageSource(
-                train,
-                self.encoder,
-                self.config.cache_limit_mb,
-                self.progress,
-                "loading training images",
-            )
-        _check_trainable(source.labels, source.classes, source.skipped)
-        return source
+    def _train_source(self, train: Any) -> ImageSource:
+        return train_source(train, self.encoder, self.config.cache_limit_mb, self._shows())
 
-    def _val_source(self, val: Any | None) -> _ImageSource | None:
-        if val is None or len(val) == 0:
-            return None
-        if isinstance(val, _ImageSource):
-            source = val
-        else:
-            _check_validation(dataset_labels(val), 0)
-            source = _ImageSource(
-                val,
-                self.encoder,
-                self.config.cache_limit_mb,
-                self.progress,
-                "loading validation images",
-            )
-        _check_validation(source.labels, source.skipped)
-        return source
+    def _val_source(self, val: Any | None) -> ImageSource | None:
+        return val_source(val, self.encoder, self.config.cache_limit_mb, self._shows())
 
+    def _shows(self, ctx: DistributedContext | None = None) -> bool:
+        return self.progress and (ctx or self.context).is_main
+
+    # -- validation ------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate_source(self, source: _ImageSource) -> dict[str, float]:
-        """Validation metrics of a preprocessed source (see :meth:`evaluate`)."""
-        indices = list(range(len(source)))
-        embeddings = np.concatenate(
-            [
-                self.encoder.embed(source.batch(indices[i : i + 256]).to(self.device))
-                for i in range(0, len(indices), 256)
-            ]
-        )
+    def _embed_all(self, source: ImageSource, ctx: DistributedContext) -> np.ndarray:
+        """Embeddings of every image of ``source``; each rank embeds its share."""
+        share = list(split_range(len(source), ctx))
+        parts = [
+            torch.from_numpy(
+                self.encoder.embed(source.batch(share[i : i + _EMBED_BATCH]).to(self.device))
+            )
+            for i in range(0, len(share), _EMBED_BATCH)
+        ]
+        local = torch.cat(parts) if parts else torch.zeros(0, self.encoder.embedding_dim)
+        return gather_rows(local, len(source), ctx).numpy()
+
+    def _metrics(self, source: ImageSource, ctx: DistributedContext) -> ValidationMetrics:
+        embeddings = self._embed_all(source, ctx)
         distances, same = all_pairs_distances(embeddings, source.labels, self.metric)
         result = verification_metrics(distances, same)
-        return {
-            "val_auc": result.auc,
-            "val_eer": result.eer,
-            "val_threshold": result.eer_threshold,
-            "val_rank1": rank1_leave_one_out(embeddings, source.labels, self.metric),
-        }
+        return ValidationMetrics(
+            auc=float(result.auc),
+            eer=float(result.eer),
+            threshold=float(result.eer_threshold),
+            rank1=float(rank1_leave_one_out(embeddings, source.labels, self.metric)),
+        )
 
-    def _improved(self, record: dict[str, Any], best: dict[str, Any]) -> bool:
-        key = f"val_{self.config.monitor}"
-        if key not in record:
+    def _improved(self, record: EpochRecord, best: float | None, best_epoch: int) -> bool:
+        value = _monitored(record, self.config.monitor)
+        if value is None or best is None or not best_epoch:
             return True  # without validation the latest epoch is the best we know
-        if best["value"] is None:
-            return True
-        if self.config.monitor == "eer":
-            return record[key] < best["value"]
-        return record[key] > best["value"]
+        return value < best if self.config.monitor == "eer" else value > best
 
-    # -- persistence -----------------------------------------------------------------
     @torch.no_grad()
-    def _fit_whitening(
-        self, train: _ImageSource, val: _ImageSource | None
-    ) -> dict[str, Any] | None:
-        """Fit the encoder's Whitening layers on the training people; new val metrics."""
+    def _fit_whitening(self, train: ImageSource, ctx: DistributedContext) -> bool:
+        """Fit the encoder's Whitening layers on the training people (all ranks' shares)."""
         layers = whitening_layers(self.encoder) if self.config.whiten else []
-        if not layers:
-            return None
-        indices = list(range(len(train)))
+        share = list(split_range(len(train), ctx))
         for layer in layers:
-            captured: list[torch.Tensor] = []
+            captured: list[torch.Tensor] = [torch.zeros(0, layer.mean.numel())]
             hook = layer.register_forward_hook(
-                lambda _m, inputs, _o, store=captured: store.append(inputs[0])
+                lambda _m, inputs, _o, store=captured: store.append(inputs[0].cpu())
             )
             try:
-                for start in range(0, len(indices), 256):
-                    self.encoder.embed(train.batch(indices[start : start + 256]).to(self.device))
+                for start in range(0, len(share), _EMBED_BATCH):
+                    batch = train.batch(share[start : start + _EMBED_BATCH])
+                    self.encoder.embed(batch.to(self.device))
             finally:
                 hook.remove()
-            layer.fit(torch.cat(captured).cpu(), train.labels)
-        return self.evaluate_source(val) if val is not None else {}
+            layer.fit(gather_rows(torch.cat(captured), len(train), ctx), train.labels)
+        return bool(layers)
 
+    # -- persistence -----------------------------------------------------------------
     def _model_extra(
-        self, record: dict[str, Any], epoch: int, whitened: bool = False
+        self, metrics: ValidationMetrics | None, epoch: int, whitened: bool = False
     ) -> dict[str, Any]:
-        return {
-            "training": {
-                "config": self.config.to_dict(),
-                "whitened": whitened,
-                "epoch": epoch,
-                "metrics": {k: v for k, v in record.items() if k.startswith("val_")},
-                "margin": self.loss.margin,
-                "miner": repr(self.miner),
-                "runtime": dict(self.runtime),
-            }
-        }
+        record = TrainingRecord(
+            epoch=epoch,
+            metrics=metrics,
+            whitened=whitened,
+            config=self.config.to_dict(),
+            margin=self.loss.margin,
+            loss=repr(self.loss),
+            miner=repr(self.miner),
+            runtime=dict(self.runtime),
+            world_size=self.context.world_size,
+        )
+        return {TRAINING_KEY: record.to_dict()}
 
     def _start_state(self, out: Path | None, resume: bool) -> dict[str, Any] | None:
         if out is None:
@@ -642,6 +586,8 @@ class Trainer:
         try:
             saved = TrainConfig.from_dict(state["config"]).to_dict()
         except (ConfigError, TypeError, ValueError) as err:
+            from siamkit.exceptions import ModelFileError
+
             raise ModelFileError(
                 f"{checkpoint} holds invalid settings ({err}); delete it to start afresh"
             ) from None
@@ -654,33 +600,31 @@ class Trainer:
                 f"cannot resume {out}: its settings differ in {', '.join(differ)}; "
                 "resume with the same settings"
             )
-        _check_same_encoder(state, self.encoder, out)
+        check_same_encoder(state, self.encoder, out)
         return state
 
-    def _save_checkpoint(
-        self,
-        out: Path,
-        epoch: int,
-        optimizer: torch.optim.Optimizer,
-        history: list[dict[str, Any]],
-        best: dict[str, Any],
-    ) -> None:
+    def _save_checkpoint(self, run: _Run, epoch: int) -> None:
+        assert run.out is not None
+        history = [record.to_dict() for record in run.history]
+        best = {"epoch": run.best_epoch, "value": run.best_value}
         state = {
             "format": CHECKPOINT_FORMAT,
             "format_version": CHECKPOINT_VERSION,
             "epoch": epoch,
             "model": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
+            "loss": {k: v.detach().cpu() for k, v in self.loss.state_dict().items()},
+            "optimizer": run.optimizer.state_dict(),
             "history": history,
             "best": best,
             "config": self.config.to_dict(),
             "encoder": encoder_identity(self.encoder),
             "runtime": dict(self.runtime),
+            "world_size": run.ctx.world_size,
         }
-        write_with(out / CHECKPOINT_FILE, lambda handle: torch.save(state, handle))
+        write_with(run.out / CHECKPOINT_FILE, lambda handle: torch.save(state, handle))
         write_json(
-            out / HISTORY_FILE,
-            {"history": history, "best_epoch": best["epoch"], "runtime": dict(self.runtime)},
+            run.out / HISTORY_FILE,
+            {"history": history, "best_epoch": run.best_epoch, "runtime": dict(self.runtime)},
         )
 
     def _restore_saved_best(self, out: Path) -> None:
@@ -690,240 +634,15 @@ class Trainer:
         self.encoder.load_state_dict(saved.state_dict())
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a training checkpoint safely: ``weights_only=True``, so nothing in it is run.
-
-    Only what :meth:`Trainer.fit` writes is accepted: an uncompressed zip
-    archive (so a small file cannot expand to gigabytes in memory) holding a
-    dict of the expected layout.
-
-    Raises:
-        ModelFileError: the file is missing, truncated, corrupt, hostile (a
-            pickle that would run code, a compressed archive), from a newer
-            siamkit, or not a siamkit checkpoint.
-
-    Examples:
-        >>> state = load_checkpoint("runs/faces/checkpoint.pt")  # doctest: +SKIP
-        >>> state["epoch"], len(state["history"])  # doctest: +SKIP
-        (150, 150)
-    """
-    _check_archive(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. "unusual pickle protocol": refused below
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        # Untrusted bytes make torch.load fail in many ways, all meaning "not a
-        # usable checkpoint". Seen fuzzing real checkpoints: pickle.UnpicklingError
-        # (garbage, or a payload the weights-only unpickler refuses to run),
-        # RuntimeError from the zip reader, UnicodeDecodeError, OSError, EOFError,
-        # IndexError, struct.error, AssertionError, KeyError, ValueError, TypeError.
-        raise _unreadable(path, err) from None
-    _check_checkpoint(state, path)
-    return state
+def _monitored(record: EpochRecord, monitor: str) -> float | None:
+    return None if record.val is None else float(getattr(record.val, monitor))
 
 
-def _unreadable(path: str | os.PathLike, err: BaseException) -> ModelFileError:
-    return ModelFileError(
-        f"cannot read checkpoint {path}: {_first_line(err)} ({type(err).__name__}). "
-        "It is corrupt or not a siamkit checkpoint: delete it to start training afresh"
-    )
-
-
-def _check_archive(path: str | os.PathLike) -> None:
-    """Refuse what torch.load would inflate: siamkit writes uncompressed zip archives."""
-    try:
-        size = os.path.getsize(path)
-        with zipfile.ZipFile(path) as archive:
-            entries = archive.infolist()
-    except Exception as err:  # zipfile, like torch.load, fails in many ways on garbage
-        raise _unreadable(path, err) from None
-    packed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
-    if packed or sum(e.file_size for e in entries) > size:
-        raise ModelFileError(
-            f"{path} is not a checkpoint siamkit wrote: its records are compressed or claim "
-            "more bytes than the file holds. Delete it to start training afresh"
-        )
-
-
-def _first_line(err: BaseException, limit: int = 200) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    # torch's refusal of a pickle is a page of advice; the reason is on one line.
-    reason = [line for line in lines if line.startswith("WeightsUnpickler error:")]
-    line = (reason or lines or [""])[0]
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_checkpoint(state: Any, path: str | os.PathLike) -> None:
-    """Refuse a checkpoint whose structure is not what :meth:`Trainer.fit` writes."""
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ModelFileError(f"{path} is not a siamkit training checkpoint")
-    version = state.get("format_version")
-    if not _is_int(version) or version < 1:
-        raise ModelFileError(f"{path} has an invalid format_version {version!r}")
-    if version > CHECKPOINT_VERSION:
-        raise ModelFileError(
-            f"{path} was written by a newer siamkit (checkpoint format {version}, this one "
-            f"reads up to {CHECKPOINT_VERSION}): upgrade siamkit to resume it"
-        )
-    kinds = {"model": dict, "optimizer": dict, "history": list, "best": dict, "config": dict}
-    if version >= 2:
-        kinds.update(encoder=dict, runtime=dict)
-    bad = [key for key, kind in kinds.items() if not isinstance(state.get(key), kind)]
-    problem = f"{', '.join(bad)} missing or of the wrong type" if bad else _content_problem(state)
-    if problem:
-        raise ModelFileError(
-            f"{path} is a damaged siamkit checkpoint ({problem}); delete it to start afresh"
-        )
-
-
-def _content_problem(state: dict[str, Any]) -> str | None:
-    epoch, history, best = state.get("epoch"), state["history"], state["best"]
-    if not _is_int(epoch) or epoch < 1 or epoch != len(history):
-        return f"epoch {epoch!r} for {len(history)} history records"
-    scalar = (int, float, str, bool, type(None))
-    for number, record in enumerate(history, start=1):
-        if (
-            not isinstance(record, dict)
-            or record.get("epoch") != number
-            or not all(isinstance(k, str) and isinstance(v, scalar) for k, v in record.items())
-        ):
-            return f"history record {number} is malformed"
-    if not _is_int(best.get("epoch")) or not 0 <= best["epoch"] <= epoch:
-        return f"best epoch {best.get('epoch')!r}"
-    if not isinstance(best.get("value"), (int, float, type(None))):
-        return "best value is not a number"
-    weights = state["model"].items()
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights):
-        return "model weights are not tensors"
-    return None
-
-
-def encoder_identity(encoder: Encoder) -> dict[str, Any]:
-    """The registered name, class and constructor arguments of ``encoder``, as plain values.
-
-    Checkpoints store it, so that resuming with another encoder, the same
-    one built with other arguments, or with another face aligner (which
-    changes every training image) is refused.
-
-    Examples:
-        >>> import siamkit
-        >>> identity = encoder_identity(siamkit.create_encoder("compact", embedding_dim=64))
-        >>> identity["name"], identity["config"]["embedding_dim"]
-        ('compact', 64)
-    """
-    cls = type(encoder)
-    try:
-        config: dict[str, Any] | None = encoder.get_config()
-    except ConfigError:
-        config = None  # built with *args: only the weights' shapes can be compared
-    aligner = encoder.aligner
-    return {
-        "name": encoder_registry.name_of(cls),
-        "class": f"{cls.__module__}.{cls.__qualname__}",
-        "config": None if config is None else json.loads(_canonical(config)),
-        "aligner": None if aligner is None else json.loads(_canonical(aligner.describe())),
-    }
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=repr)
-
-
-def _check_same_encoder(state: dict[str, Any], encoder: Encoder, out: Path) -> None:
-    """Refuse to resume ``out`` with an encoder other than the one it trained."""
-    current = encoder_identity(encoder)
-    saved = state.get("encoder")
-    differences = _identity_differences(saved, current) if isinstance(saved, dict) else []
-    differences = differences or _shape_differences(state["model"], encoder.state_dict())
-    if differences:
-        raise TrainingError(
-            f"cannot resume {out}: the encoder differs from the one it trained: "
-            f"{'; '.join(differences)}. Resume with the same encoder and arguments "
-            "(CLI: --encoder, --encoder-arg), or start a new run in another output directory"
-        )
-
-
-def _identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    key = "name" if saved.get("name") or current["name"] else "class"
-    if saved.get(key) != current[key]:
-        return [f"{key} {saved.get(key)!r} in the checkpoint, {current[key]!r} now"]
-    # Checkpoints from before aligners existed trained without one.
-    if saved.get("aligner") != current.get("aligner"):
-        return [
-            f"aligner {_canonical(saved.get('aligner'))} in the checkpoint, "
-            f"{_canonical(current.get('aligner'))} now"
-        ]
-    before, now = saved.get("config"), current["config"]
-    if not isinstance(before, dict) or now is None:
-        return []  # arguments not recorded (*args): the weights' shapes are still compared
-    missing = "(not set)"
-    # Both sides went through JSON, so == compares values: 0 and 0.0 are the same dropout.
-    return [
-        f"{name}={_canonical(before.get(name, missing))} in the checkpoint, "
-        f"{_canonical(now.get(name, missing))} now"
-        for name in sorted(set(before) | set(now))
-        if before.get(name, missing) != now.get(name, missing)
-    ]
-
-
-def _shape_differences(saved: dict[str, Any], current: dict[str, torch.Tensor]) -> list[str]:
-    found = [f"{k} is not in the checkpoint" for k in sorted(set(current) - set(saved))]
-    found += [f"the checkpoint has {k}, the encoder not" for k in sorted(set(saved) - set(current))]
-    found += [
-        f"{k} has shape {tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} now"
-        for k, v in current.items()
-        if k in saved and tuple(saved[k].shape) != tuple(v.shape)
-    ]
-    return found[:3] + ([f"{len(found) - 3} more"] if len(found) > 3 else [])
-
-
-def _resolve_device(name: Any) -> torch.device:
-    """The torch device for ``TrainConfig.device``, checked to be usable here."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(
-            f"unknown device {name!r}: use 'cpu', 'cuda', 'cuda:N' (the N-th GPU) or 'auto'"
-        ) from None
-    if device.type == "cuda":
-        _check_cuda(name, device)
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {name!r}: Apple MPS is not available here; use 'cpu'")
-    elif device.type not in ("cpu", "mps"):
-        raise ConfigError(f"device {name!r} is not supported: use 'cpu', 'cuda' or 'auto'")
-    return device
-
-
-def _check_cuda(name: Any, device: torch.device) -> None:
-    if not torch.cuda.is_available():
-        why = (
-            "this torch was built without CUDA"
-            if torch.version.cuda is None
-            else "no CUDA GPU or driver is usable"
-        )
-        raise ConfigError(
-            f"device {name!r} needs CUDA, but {why} (torch {torch.__version__}): train on "
-            "the CPU with device 'cpu' (CLI: --device cpu), or 'auto' to use a GPU when present"
-        )
-    count = torch.cuda.device_count()
-    if device.index is not None and device.index >= count:
-        raise ConfigError(
-            f"device {name!r}: this machine has {count} CUDA device(s), numbered 0 to {count - 1}"
-        )
-
-
-def _postfix(record: dict[str, Any]) -> dict[str, str]:
-    shown = {"loss": f"{record['loss']:.4f}"}
-    if "val_auc" in record:
-        shown["val_auc"] = f"{record['val_auc']:.4f}"
-        shown["val_eer"] = f"{record['val_eer']:.3f}"
+def _postfix(record: EpochRecord) -> dict[str, str]:
+    shown = {"loss": f"{record.loss:.4f}"}
+    if record.val is not None:
+        shown["val_auc"] = f"{record.val.auc:.4f}"
+        shown["val_eer"] = f"{record.val.eer:.3f}"
     return shown
 
 
@@ -946,4 +665,12 @@ def fit(
     return Trainer(encoder, TrainConfig(**settings)).fit(train, val, out_dir, resume)
 
 
-__all__ = ["Callback", "TrainResult", "Trainer", "encoder_identity", "fit", "load_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "Callback",
+    "TrainResult",
+    "Trainer",
+    "encoder_identity",
+    "fit",
+    "load_checkpoint",
+]
