@@ -445,10 +445,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--plot-only", action="store_true", help="redraw the figure from the saved JSON and stop"
     )
     parser.add_argument(
-        "--update",
-        action="store_true",
-        help="re-run only --methods and replace their rows in the saved report (same folds "
-        "and seeds), keeping the other methods' rows",
+        "--combine",
+        nargs="+",
+        type=Path,
+        metavar="REPORT",
+        help="train nothing: table saved orl_verification.json reports of the same folds and "
+        "seeds together (for methods run in parallel processes); later reports win",
     )
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):
@@ -476,17 +478,25 @@ def run_all(args: argparse.Namespace, faces: siamkit.FaceFolder) -> dict[str, li
     return runs
 
 
-def merged_runs(args: argparse.Namespace, fresh: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    """The saved runs with the methods just run replaced (``--update``), in METHODS order.
+def combined_report(paths: list[Path]) -> dict:
+    """Saved reports of the same protocol as one: later reports' methods replace earlier ones'.
+
+    Lets methods run in parallel processes (``--methods a b --out A``,
+    ``--methods c --out B``) and be tabled together with ``--combine A/... B/...``.
 
     Raises:
-        SystemExit: the saved report used other folds or seeds.
+        SystemExit: the reports used other folds or seeds.
     """
-    saved = json.loads((args.out / "orl_verification.json").read_text())
-    if saved["folds"] != args.folds or saved["seeds"] != args.seeds:
-        raise SystemExit("--update needs the folds and seeds of the saved report")
-    runs = {**saved["runs"], **fresh}
-    return {method: runs[method] for method in METHODS if method in runs}
+    reports = [json.loads(Path(path).read_text()) for path in paths]
+    first = reports[0]
+    for report in reports[1:]:
+        if (report["folds"], report["seeds"]) != (first["folds"], first["seeds"]):
+            raise SystemExit("--combine needs reports of the same folds and seeds")
+    runs: dict[str, list[dict]] = {}
+    for report in reports:
+        runs.update(report["runs"])
+    ordered = {method: runs[method] for method in METHODS if method in runs}
+    return {**first, "runs": ordered, "summary": {m: summarise(r) for m, r in ordered.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -495,16 +505,18 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads((args.out / "orl_verification.json").read_text())
         plot_summary(saved, args.out / "orl_verification.png")
         return 0
+    if args.combine:
+        report = combined_report(args.combine)
+        write_report(report, args.out)
+        print(markdown_table(report["summary"]))
+        return 0
     torch.set_num_threads(args.threads)
     runs = run_all(args, siamkit.ATTFaces(args.data))
-    if args.update:
-        runs = merged_runs(args, runs)
     summary = {m: summarise(rows) for m, rows in runs.items()}
     table = markdown_table(summary)
     seeds = ", ".join(map(str, args.seeds))
     folds = ", ".join(map(str, args.folds))
     print(f"\nMean ± std over seeds {seeds} of the mean over folds {folds}:\n{table}")
-    args.out.mkdir(parents=True, exist_ok=True)
     report = {
         "protocol": "ORL, 4 folds of 10 held-out people, all pairs; "
         "threshold fitted on training people; open-set search on a demo-like split of the "
@@ -518,15 +530,23 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "runs": runs,
     }
-    (args.out / "orl_verification.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_summary(report, args.out / "orl_verification.png")
-    (args.out / "orl_verification.md").write_text(
-        "# ORL subject-disjoint verification\n\n"
-        f"Folds {args.folds}, seeds {args.seeds}, {args.threads} threads; each cell is the mean "
-        "over seeds of the mean over folds, ± its standard deviation over seeds. "
-        "Faces: Olivetti Research Laboratory (AT&T).\n\n" + table + "\n"
-    )
+    write_report(report, args.out)
     return 0
+
+
+def write_report(report: dict, out: Path) -> None:
+    """The JSON, the figure and the Markdown table of a report, in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "orl_verification.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_summary(report, out / "orl_verification.png")
+    (out / "orl_verification.md").write_text(
+        "# ORL subject-disjoint verification\n\n"
+        f"Folds {report['folds']}, seeds {report['seeds']}, {report['threads']} threads; each "
+        "cell is the mean over seeds of the mean over folds, ± its standard deviation over "
+        "seeds. Faces: Olivetti Research Laboratory (AT&T).\n\n"
+        + markdown_table(report["summary"])
+        + "\n"
+    )
 
 
 if __name__ == "__main__":
