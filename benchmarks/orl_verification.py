@@ -449,8 +449,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         type=Path,
         metavar="REPORT",
-        help="train nothing: table saved orl_verification.json reports of the same folds and "
-        "seeds together (for methods run in parallel processes); later reports win",
+        help="train nothing: table saved orl_verification.json reports of the same folds "
+        "together (for methods run in parallel processes); later reports win",
     )
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):
@@ -483,20 +483,22 @@ def combined_report(paths: list[Path]) -> dict:
 
     Lets methods run in parallel processes (``--methods a b --out A``,
     ``--methods c --out B``) and be tabled together with ``--combine A/... B/...``.
+    Each method keeps its own seeds (the table's "seeds" column says how many).
 
     Raises:
-        SystemExit: the reports used other folds or seeds.
+        SystemExit: the reports used other folds.
     """
     reports = [json.loads(Path(path).read_text()) for path in paths]
     first = reports[0]
-    for report in reports[1:]:
-        if (report["folds"], report["seeds"]) != (first["folds"], first["seeds"]):
-            raise SystemExit("--combine needs reports of the same folds and seeds")
+    if any(report["folds"] != first["folds"] for report in reports[1:]):
+        raise SystemExit("--combine needs reports of the same folds")
     runs: dict[str, list[dict]] = {}
     for report in reports:
         runs.update(report["runs"])
     ordered = {method: runs[method] for method in METHODS if method in runs}
-    return {**first, "runs": ordered, "summary": {m: summarise(r) for m, r in ordered.items()}}
+    seeds = sorted({seed for report in reports for seed in report["seeds"]})
+    summary = {m: summarise(r) for m, r in ordered.items()}
+    return {**first, "seeds": seeds, "runs": ordered, "summary": summary}
 
 
 def main(argv: list[str] | None = None) -> int:
