@@ -67,12 +67,14 @@ else:
     )
     from siamkit.index import (
         Calibration,
+        Enrolled,
         FaceIndex,
         FpirCalibration,
         Match,
         Neighbors,
         Record,
         SearchResults,
+        SkippedImage,
         Verification,
     )
     from siamkit.losses import (
@@ -113,6 +115,7 @@ __all__ = [
     "EmptyIndexError",
     "Encoder",
     "EncoderMismatchError",
+    "Enrolled",
     "ExportError",
     "FaceAligner",
     "FaceFolder",
@@ -144,6 +147,7 @@ __all__ = [
     "ShapeError",
     "SiameseNetwork",
     "SiamkitError",
+    "SkippedImage",
     "TrainingError",
     "TutorialCNN",
     "UnknownComponentError",

@@ -22,8 +22,9 @@ def add_parser(commands: Any) -> None:
         "--model",
         required=True,
         type=Path,
-        metavar="DIR",
-        help="model directory written by `siamkit train` or Encoder.save()",
+        metavar="MODEL",
+        help="model directory written by `siamkit train` or Encoder.save(), or an ONNX "
+        "export (a .onnx file or folder from `siamkit export`)",
     )
     parser.add_argument(
         "--data",
@@ -45,7 +46,8 @@ def add_parser(commands: Any) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="output directory (default: MODEL/evaluation)",
+        help="output directory (default: MODEL/evaluation; for a .onnx file, "
+        "MODEL-evaluation beside it)",
     )
     parser.add_argument(
         "--seed",
@@ -92,7 +94,27 @@ def summary_lines(result: Any) -> list[str]:
         note = "" if f.reliable else "  (unreliable: too few stranger searches)"
         fnir = "n/a" if f.fnir is None else f"{100 * f.fnir:.2f}%"
         lines.append(f"  FNIR @ FPIR {f.target_fpir:<6g}  {fnir}{note}")
+    if result.alignment is not None:
+        from siamkit.evaluation._alignment import alignment_line
+
+        lines.append(f"  alignment           {alignment_line(result.alignment)}")
     return lines
+
+
+def default_out(model: Path) -> Path:
+    """Where ``siamkit eval`` writes without ``--out``: inside a model folder, beside a file.
+
+    Examples:
+        >>> default_out(Path("runs/faces")).as_posix()
+        'runs/faces/evaluation'
+        >>> default_out(Path("exports/model.onnx")).as_posix()
+        'exports/model-evaluation'
+    """
+    from siamkit.cli.train import EVAL_FOLDER
+
+    if model.suffix == ".onnx" and not model.is_dir():
+        return model.with_name(f"{model.stem}-{EVAL_FOLDER}")
+    return model / EVAL_FOLDER
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,9 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from siamkit.evaluation.runner import evaluate_encoder
 
     encoder = load_encoder(args.model)
-    from siamkit.cli.train import EVAL_FOLDER
-
-    out = args.out or args.model / EVAL_FOLDER
+    out = args.out or default_out(args.model)
     result = evaluate_encoder(
         encoder, args.data, pairs=args.pairs, out_dir=out, model_dir=args.model, seed=args.seed,
         progress=not (args.quiet or args.json),

@@ -46,8 +46,9 @@ def _model_arg(parser: argparse.ArgumentParser, required: bool = False) -> None:
         "--model",
         required=required,
         type=Path,
-        metavar="MODEL_DIR",
-        help="model folder (from `siamkit train` or Encoder.save)"
+        metavar="MODEL",
+        help="model folder (from `siamkit train` or Encoder.save) or ONNX export (a .onnx "
+        "file or folder from `siamkit export`)"
         + ("" if required else "; default: the one the index was built with"),
     )
 
@@ -192,45 +193,63 @@ def _add_info(actions: Any) -> None:
 # -- actions ---------------------------------------------------------------------------
 def run_build(args: argparse.Namespace) -> int:
     from siamkit.encoders.base import load_encoder
+    from siamkit.evaluation._alignment import counts_since, snapshot
     from siamkit.index import FaceIndex
 
     encoder = load_encoder(args.model)
     index = FaceIndex(encoder, index=args.index)
     index.extra["model"] = str(args.model.resolve())
-    index.add_folder(args.gallery, batch_size=args.batch_size, progress=not args.quiet)
+    before = snapshot(encoder)
+    added = index.add_folder(args.gallery, batch_size=args.batch_size, progress=not args.quiet)
+    alignment = counts_since(encoder, before)
     note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
     index.save(args.out)
     print(
         f"indexed {len(index)} images of {len(index.labels())} people into {args.out} "
         f"({index.index_spec}, {index.metric}, {index.dim}-d); {note}"
     )
+    _print_alignment(alignment, added.skipped)
     return 0
+
+
+def _print_alignment(stats: Any, skipped: Any) -> None:
+    """The aligner's counts for this command, and the images it skipped."""
+    from siamkit.evaluation._alignment import alignment_line
+
+    if stats is not None:
+        print(f"alignment: {alignment_line(stats)}")
+    for item in skipped:
+        print(f"  skipped (no face found): {item.path if item.path is not None else item.position}")
 
 
 def run_query(args: argparse.Namespace) -> int:
     if args.k <= 0:
         raise ConfigError(f"--k must be positive, got {args.k}")
     index = _load(args.index, args.model)
-    embeddings = index.encoder.embed([str(p) for p in args.images])  # once for both calls
+    from siamkit.index._inputs import embed_items
+
+    # Embedded once for both calls; under on_missing=skip a photo without a face is answered so.
+    embedded = embed_items([str(p) for p in args.images], index.encoder, index.dim)
+    embeddings = embedded.embeddings
     threshold = args.threshold if args.threshold is not None else index.search_threshold
     if args.threshold is None:
         for warning in index.info()["warnings"]:
             print(f"siamkit: warning: {warning}", file=sys.stderr)
-    results = index.search(embeddings, k=args.k)
+    results = list(index.search(embeddings, k=args.k)) if len(embeddings) else []
     decisions = (
         index.identify(embeddings, threshold=threshold)
-        if threshold is not None
+        if threshold is not None and len(embeddings)
         else [None] * len(results)
     )
-    answers = [
-        {
-            "image": str(image),
+    answers = [_no_face(args.images[i], threshold) for i in range(len(args.images))]
+    for position, best, matches in zip(embedded.kept, decisions, results, strict=True):
+        answers[position] = {
+            "image": str(args.images[position]),
             "match": None if best is None else best.to_dict(),
             "threshold": threshold,
             "matches": [m.to_dict() for m in matches],
+            "no_face": False,
         }
-        for image, best, matches in zip(args.images, decisions, results, strict=True)
-    ]
     if args.json:
         print(json.dumps(answers, indent=2))
         return 0
@@ -244,8 +263,15 @@ def run_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_face(image: Path, threshold: float | None) -> dict[str, Any]:
+    return {"image": str(image), "match": None, "threshold": threshold, "matches": [],
+            "no_face": True}  # fmt: skip
+
+
 def _describe(answer: dict[str, Any]) -> str:
     best, matches, threshold = answer["match"], answer["matches"], answer["threshold"]
+    if answer.get("no_face"):
+        return f"{answer['image']} -> no face found (skipped: the aligner's on_missing=skip)"
     if best is not None:
         found = f"{best['label']} (id {best['id']}, distance {best['distance']:.4f})"
         head = f"{answer['image']} -> {found}"
@@ -269,13 +295,15 @@ def _describe(answer: dict[str, Any]) -> str:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    from siamkit.evaluation._alignment import counts_since, snapshot
+
     if bool(args.gallery) == bool(args.images):
         raise ConfigError("pass either --gallery DIR or IMAGE... with --label, not both")
     index = _load(args.index, args.model)
-    before = len(index)
+    before, counts = len(index), snapshot(index.encoder)
     progress = not args.quiet
     if args.gallery:
-        index.add_folder(
+        added = index.add_folder(
             args.gallery, upsert=args.upsert, batch_size=args.batch_size, progress=progress
         )
     else:
@@ -285,15 +313,17 @@ def run_add(args: argparse.Namespace) -> int:
         adding = index.upsert if args.upsert else index.add
         if args.upsert and not args.ids:
             raise ConfigError("--upsert needs --ids: the ids to replace")
-        adding(
+        added = adding(
             items, labels=args.label, ids=args.ids, batch_size=args.batch_size, progress=progress
         )
+    alignment = counts_since(index.encoder, counts)
     note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
     index.save(args.index)
     print(
         f"added {len(index) - before} items; {args.index} now holds {len(index)} images of "
         f"{len(index.labels())} people; {note}"
     )
+    _print_alignment(alignment, added.skipped)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import html
+import dataclasses
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -13,12 +13,14 @@ import numpy as np
 import torch
 
 from siamkit._atomic import write_json
+from siamkit.alignment.base import AlignmentStats, create_aligner
 from siamkit.data.att import ATTFaces, find_att_folder
 from siamkit.data.folder import FaceFolder
 from siamkit.data.images import load_image
 from siamkit.data.splits import split_by_class
-from siamkit.encoders.base import create_encoder
+from siamkit.encoders.base import Encoder, create_encoder, load_encoder
 from siamkit.evaluation import plots
+from siamkit.evaluation._alignment import alignment_line
 from siamkit.evaluation.open_set import open_set_split
 from siamkit.evaluation.report import Section, embedded_image, table, write_report
 from siamkit.evaluation.runner import Evaluation, evaluate_encoder
@@ -26,6 +28,19 @@ from siamkit.exceptions import DataError
 from siamkit.index.face_index import FaceIndex
 from siamkit.thresholds import FarCalibration, FpirCalibration
 from siamkit.training.config import TrainConfig
+from siamkit.training.presets import (
+    CANDIDATES_FOLDER,
+    FACE_ALIGNER,
+    FACE_CANDIDATES,
+    FACE_ENCODER,
+    FineTuneSelection,
+    Recipe,
+    face_encoder,
+    read_fine_tuning,
+    resolve_preset,
+    save_face_run,
+    select_fine_tuning,
+)
 from siamkit.training.trainer import Trainer
 
 
@@ -48,6 +63,14 @@ class DemoResult:
         unknown_probes: Queries of people kept out of the gallery.
         unknown_rejected: Share of them answered "unknown" (at the 1:N threshold).
         train_seconds: Wall time of training.
+        recipe: The training recipe used, as ``siamkit train`` chooses it:
+            ``"face"`` or ``"scratch"``.
+        recipe_why: Why that recipe (the preset asked for, or whether the
+            face extra is installed).
+        fine_tuning: With the face recipe, which fine-tuning strength was kept
+            on the validation people, and why; else None.
+        training_alignment: With an aligner, its counts over the training and
+            validation images (None when training was reused from an earlier run).
 
     Examples:
         >>> result = run_demo("demo-out", data="data/att_faces")  # doctest: +SKIP
@@ -71,12 +94,17 @@ class DemoResult:
     unknown_probes: int
     unknown_rejected: float
     train_seconds: float
+    recipe: str = "scratch"
+    recipe_why: str = ""
+    fine_tuning: FineTuneSelection | None = None
+    training_alignment: AlignmentStats | None = None
 
     def summary(self) -> str:
         """A few lines for the terminal."""
         v = self.evaluation.verification
         return "\n".join(
             [
+                self.recipe_line(),
                 f"trained on {len(self.train_people)} people in {self.train_seconds:.0f} s; "
                 f"evaluated on {len(self.gallery_people) + len(self.unknown_people)} people never "
                 "seen in training:",
@@ -90,9 +118,30 @@ class DemoResult:
                 "identified correctly",
                 f"  unknown faces  {100 * self.unknown_rejected:.1f}% of {self.unknown_probes} "
                 f"answered 'unknown' ({len(self.unknown_people)} people kept out of the gallery)",
+                *self.alignment_lines(),
                 f"report: {self.report}",
             ]
         )
+
+    def recipe_line(self) -> str:
+        """Which training recipe ran, and why."""
+        if self.recipe == "face":
+            kept = f"; {self.fine_tuning.summary()}" if self.fine_tuning else ""
+            return (
+                f"recipe: face (pretrained {FACE_ENCODER} behind the {FACE_ALIGNER} aligner, "
+                f"fine-tuning strength chosen on {len(self.val_people)} validation people): "
+                f"{self.recipe_why}{kept}"
+            )
+        return f"recipe: scratch (compact from random weights): {self.recipe_why}"
+
+    def alignment_lines(self) -> list[str]:
+        """The aligner's counts in training and on the held-out people (none without one)."""
+        lines = []
+        if self.training_alignment is not None:
+            lines.append(f"  alignment      training: {alignment_line(self.training_alignment)}")
+        if self.evaluation.alignment is not None:
+            lines.append(f"  alignment      held-out: {alignment_line(self.evaluation.alignment)}")
+        return lines
 
 
 def _load_faces(
@@ -130,42 +179,52 @@ def run_demo(
     target_fpir: float = 1e-2,
     url: str | None = None,
     progress: bool = False,
+    preset: str = "auto",
 ) -> DemoResult:
     """Run siamkit end to end on the AT&T faces (or any folder of people).
 
     1. Gets the faces (downloads the AT&T archive into ``out_dir/data`` when
        ``data`` is not given); 2. splits the people: a quarter held out of
        training entirely, a tenth for validation, the rest for training;
-    3. trains the default recipe; 4. evaluates it on the held-out people;
+    3. trains by ``siamkit train``'s recipe for ``preset`` (``"auto"``: with
+       the faces extra, the aligned, pretrained ``dlib-face`` with its
+       fine-tuning strength chosen on the validation people; without it, the
+       compact encoder from scratch); 4. evaluates it on the held-out people;
     5. enrols half the images of most held-out people in a :class:`FaceIndex`,
        calibrates identify for ``target_fpir`` (by leaving each enrolled person
        out in turn) and verify for ``target_far``, and queries it with their
        other images and with every image of the held-out people kept out of
        the gallery, who should come back unknown; 6. writes ``report.html``.
 
+    ``epochs`` sets the from-scratch run's epochs, or each fine-tuning
+    candidate's. A finished training in ``out_dir/model`` is reused.
+
+    Raises:
+        DataError: fewer than 6 people.
+        MissingExtraError: ``preset="face"`` without the faces extra.
+
     Examples:
         >>> result = run_demo("demo-out", data="data/att_faces")  # doctest: +SKIP
         >>> print(result.summary())  # doctest: +SKIP
     """
+    recipe = resolve_preset(preset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     faces = _load_faces(data, out, url, progress)
     if len(faces.classes) < 6:
         raise DataError(f"the demo needs at least 6 people, {faces.root} has {len(faces.classes)}")
     split = split_by_class(faces, val=0.1, test=0.25, seed=seed)
-    torch.manual_seed(seed)
-    encoder = create_encoder("compact")
-    config = TrainConfig(seed=seed) if epochs is None else TrainConfig(seed=seed, epochs=epochs)
     model_dir = out / "model"
     started = time.perf_counter()
-    Trainer(encoder, config, progress=progress).fit(split.train, split.val, model_dir, resume=True)
+    trained = _train(recipe, split, seed, epochs, model_dir, progress)
     train_seconds = time.perf_counter() - started
     report_dir = out / "report"
     evaluation = evaluate_encoder(
-        encoder, split.test, out_dir=report_dir, model_dir=model_dir, seed=seed, progress=progress
-    )
+        trained.encoder, split.test, out_dir=report_dir, model_dir=model_dir, seed=seed,
+        progress=progress,
+    )  # fmt: skip
     enrolled, unknown, gallery, probes = _gallery_and_probes(faces, split.test_classes, 0.4, seed)
-    index = FaceIndex(encoder)
+    index = FaceIndex(trained.encoder)
     index.add(
         [p for p, _ in gallery], labels=[person for _, person in gallery],
         ids=[os.path.relpath(p, faces.root) for p, _ in gallery], progress=progress,
@@ -180,7 +239,8 @@ def run_demo(
         probes, answers, outcome, fpir_calibration, enrolled, unknown, report_dir, seed
     )
     report = write_report(
-        evaluation, report_dir, model_dir=model_dir, sections=[section],
+        evaluation, report_dir, model_dir=model_dir,
+        sections=[_recipe_section(recipe, trained, split), section],
         title="siamkit demo: the AT&T faces, people never seen in training",
     )  # fmt: skip
     result = DemoResult(
@@ -200,12 +260,95 @@ def run_demo(
         unknown_probes=outcome["unknown"],
         unknown_rejected=outcome["unknown_rejected"],
         train_seconds=train_seconds,
+        recipe=recipe.name,
+        recipe_why=recipe.why,
+        fine_tuning=trained.selection,
+        training_alignment=trained.alignment,
     )
-    summary = {
-        k: v for k, v in asdict(result).items() if k not in ("evaluation", "out_dir", "report")
-    }
-    write_json(out / "demo.json", {**summary, "report": str(report)})
+    _write_summary(result, out)
     return result
+
+
+def _write_summary(result: DemoResult, out: Path) -> None:
+    skip = ("evaluation", "out_dir", "report", "fine_tuning")
+    summary = {k: v for k, v in asdict(result).items() if k not in skip}
+    fine_tuning = None if result.fine_tuning is None else result.fine_tuning.to_dict()
+    write_json(
+        out / "demo.json",
+        {**summary, "fine_tuning": fine_tuning, "evaluation_alignment":
+         None if result.evaluation.alignment is None else asdict(result.evaluation.alignment),
+         "report": str(result.report)},
+    )  # fmt: skip
+
+
+@dataclass
+class _Trained:
+    encoder: Encoder
+    selection: FineTuneSelection | None = None
+    alignment: AlignmentStats | None = None
+
+
+def _train(
+    recipe: Recipe,
+    split: Any,
+    seed: int,
+    epochs: int | None,
+    model_dir: Path,
+    progress: bool,
+) -> _Trained:
+    """Train by ``recipe`` as ``siamkit train`` would, or reuse a finished run in ``model_dir``."""
+    config = TrainConfig(seed=seed) if epochs is None else TrainConfig(seed=seed, epochs=epochs)
+    if recipe.name == "scratch":
+        torch.manual_seed(seed)
+        encoder = create_encoder("compact")
+        Trainer(encoder, config, progress=progress).fit(
+            split.train, split.val, model_dir, resume=True
+        )
+        return _Trained(encoder)
+    finished = read_fine_tuning(model_dir)
+    if finished is not None and not (model_dir / CANDIDATES_FOLDER).exists():
+        return _Trained(load_encoder(model_dir), finished)  # type: ignore[arg-type]
+    aligner = create_aligner(FACE_ALIGNER)
+    candidates = tuple(
+        c if c.frozen or epochs is None else dataclasses.replace(c, epochs=epochs)
+        for c in FACE_CANDIDATES
+    )
+    outcome = select_fine_tuning(
+        lambda part: face_encoder(part, aligner=aligner),
+        split.train,
+        # One validation person gives no impostor pairs: then nobody judges, frozen is kept.
+        split.val if len(split.val_classes) >= 2 else None,
+        config=config,
+        candidates=candidates,
+        out_dir=model_dir,
+        resume=True,
+        progress=progress,
+    )
+    save_face_run(outcome, model_dir, extra={"preset": "face"})
+    return _Trained(outcome.encoder, outcome.selection, aligner.reset_stats())
+
+
+def _recipe_section(recipe: Recipe, trained: _Trained, split: Any) -> Section:
+    rows: list[tuple[str, object]] = [
+        ("recipe", recipe.name),
+        ("why", recipe.why),
+        ("people: training / validation", f"{len(split.train_classes)} / {len(split.val_classes)}"),
+    ]
+    selection = trained.selection
+    if selection is not None:
+        rows.append(("kept", f"{selection.kept}: {selection.reason}"))
+        rows += [
+            (
+                f"candidate {r.candidate.name} ({r.candidate.describe()})",
+                f"validation EER {100 * r.eer:.2f}%, AUC {r.auc:.5f}"
+                if r.measured
+                else (r.error or "not measured"),
+            )
+            for r in selection.results
+        ]
+    if trained.alignment is not None:
+        rows.append(("alignment in training", alignment_line(trained.alignment)))
+    return Section("Training recipe", table(["", ""], rows))
 
 
 def _score(probes: list[tuple[str, str]], answers: list[Any], enrolled: set[str]) -> dict[str, Any]:

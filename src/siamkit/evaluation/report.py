@@ -182,6 +182,29 @@ def _open_set_search(ev: Evaluation) -> str:
     )
 
 
+def _alignment(ev: Evaluation) -> str:
+    stats = ev.alignment
+    if stats is None:
+        return ""
+    rows = [
+        ("images aligned", stats.total),
+        ("a face found", stats.aligned),
+        ("of which only on a second, more permissive look", stats.weak),
+        ("no face found: aligned whole (on_missing=fallback)", stats.fallback),
+        ("no face found: skipped (on_missing=skip)", stats.missing),
+        ("several faces (the largest was used)", stats.several),
+    ]
+    text = table(["", "images"], rows)
+    if ev.skipped_images:
+        shown = ", ".join(Path(p).name for p in ev.skipped_images[:20])
+        more = f" and {len(ev.skipped_images) - 20} more" if len(ev.skipped_images) > 20 else ""
+        text += (
+            f'<p class="sub">Left out of every metric, with their pairs: '
+            f"{html.escape(shown)}{more}.</p>"
+        )
+    return "<h2>Face alignment</h2>" + text
+
+
 def _training(model_dir: Path | None) -> str:
     if model_dir is None or not (model_dir / "loss_plot.png").is_file():
         return ""
@@ -252,6 +275,7 @@ def write_report(
         f"<h2>Overview</h2>{overview}"
         f"<h2>Verification (1:1)</h2>{_verification(ev)}"
         f"<h2>Identification (1:N)</h2>{_identification(ev)}"
+        f"{_alignment(ev)}"
         f"<h2>Pictures</h2>{figures}"
         + "".join(f"<h2>{html.escape(s.title)}</h2>{s.html}" for s in sections)
         + _training(Path(model_dir) if model_dir else None)

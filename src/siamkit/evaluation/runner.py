@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch.utils.data import Subset
 
 from siamkit._atomic import write_json
+from siamkit.alignment.base import AlignmentStats
 from siamkit.data.folder import FaceFolder
 from siamkit.data.images import load_image
 from siamkit.encoders.base import Encoder
 from siamkit.evaluation import plots
+from siamkit.evaluation._alignment import counts_since, snapshot
 from siamkit.evaluation.identification import (
     OpenSetResult,
     cmc_curve,
@@ -36,6 +39,9 @@ from siamkit.evaluation.verification import (
 )
 from siamkit.exceptions import DataError
 from siamkit.geometry import paired_distances, pairwise_distances
+
+if TYPE_CHECKING:
+    from siamkit.runtime.onnx import OnnxEncoder
 
 FARS = (1e-1, 1e-2, 1e-3)
 
@@ -74,6 +80,12 @@ class LabelledImages:
             description=str(folder.root) + (shown if indices is not None else ""),
         )
 
+    def subset(self, keep: list[int]) -> LabelledImages:
+        """The same images less those not in ``keep`` (positions)."""
+        return dataclasses.replace(
+            self, paths=[self.paths[i] for i in keep], labels=self.labels[keep]
+        )
+
 
 @dataclass
 class Evaluation:
@@ -94,6 +106,11 @@ class Evaluation:
             the people split into enrolled and unknown as ``siamkit demo`` does
             (seeded; None when the split leaves no known or unknown probe).
         figures: Picture names -> file names in the output directory.
+        alignment: What the encoder's face aligner did with this evaluation's
+            images (faces found, whole-image fallbacks, skipped, several
+            faces); None when the encoder has no aligner.
+        skipped_images: Images left out because no face was found in them
+            (the aligner's ``on_missing="skip"``), with the pairs they were in.
 
     Examples:
         >>> result = evaluate_encoder(encoder, "faces/")  # doctest: +SKIP
@@ -117,6 +134,8 @@ class Evaluation:
     open_set: OpenSetResult | None = None
     open_set_search: OpenSetSearch | None = None
     figures: dict[str, str] = field(default_factory=dict)
+    alignment: AlignmentStats | None = None
+    skipped_images: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -203,7 +222,7 @@ def _open_set(
 
 
 def evaluate_encoder(
-    encoder: Encoder,
+    encoder: Encoder | OnnxEncoder,
     data: str | os.PathLike,
     pairs: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
@@ -220,8 +239,15 @@ def evaluate_encoder(
     open-set search splits the people into enrolled and unknown as the demo
     does and reports FNIR at FPIR 0.1, 0.01, 0.001 and the DET curve.
 
+    The encoder's face aligner, if any, runs on every image once; its counts
+    are in :attr:`Evaluation.alignment`. Under ``on_missing="skip"`` images
+    without a face are left out (with their pairs) and listed in
+    :attr:`Evaluation.skipped_images`; under ``"error"`` the first one stops
+    the evaluation.
+
     Args:
-        encoder: The trained encoder.
+        encoder: The trained encoder, or its ONNX export
+            (a :class:`~siamkit.runtime.OnnxEncoder`).
         data: An image folder (one sub-folder per person), a
             :class:`~siamkit.data.FaceFolder`, or a ``Subset`` of one (e.g. the
             test people of :func:`~siamkit.data.split_by_class`).
@@ -233,34 +259,26 @@ def evaluate_encoder(
         progress: Show a progress bar while embedding.
         examples: Pairs in the pair grid.
 
+    Raises:
+        DataError: fewer than two people (once images without a face are
+            skipped), or a pair file whose pairs all lost an image.
+        NoFaceError: no face in an image under the aligner's policy ``"error"``.
+
     Examples:
         >>> result = evaluate_encoder(encoder, "faces/", out_dir="eval/")  # doctest: +SKIP
         >>> result.verification.auc  # doctest: +SKIP
         0.997
     """
     folder = LabelledImages.of(data)
-    paths = folder.paths
-    labels = folder.labels
-    if len(np.unique(labels)) < 2:
+    if len(np.unique(folder.labels)) < 2:
         raise DataError(f"{data} holds a single person: evaluation needs at least two")
-    embeddings = _embed(encoder, paths, progress)
-    metric = encoder.metric
-    if pairs is None:
-        distances, same = all_pairs_distances(embeddings, labels, metric)
-        i, j = np.triu_indices(len(paths), k=1)
-        pair_paths = (np.asarray(paths)[i], np.asarray(paths)[j])
-    else:
-        firsts, seconds, same = read_pairs(pairs, folder.root)
-        vectors = _pair_vectors(encoder, paths, embeddings, firsts + seconds, progress)
-        distances = np.asarray(
-            paired_distances(
-                np.stack([vectors[p] for p in firsts]),
-                np.stack([vectors[p] for p in seconds]),
-                metric,
-            ),
-            dtype=np.float64,
-        )
-        pair_paths = (np.asarray(firsts), np.asarray(seconds))
+    before = snapshot(encoder)
+    folder, embeddings, skipped = _embed_folder(encoder, folder, progress)
+    paths, labels, metric = folder.paths, folder.labels, encoder.metric
+    distances, same, pair_paths, skipped_extra = _scored_pairs(
+        encoder, folder, embeddings, pairs, skipped, progress
+    )
+    alignment = counts_since(encoder, before)
     verification = verification_metrics(distances, same)
     model_threshold = _model_threshold(model_dir)
     if model_threshold is not None:
@@ -290,6 +308,8 @@ def evaluate_encoder(
         identification=identification,
         open_set=_open_set(embeddings, labels, metric, threshold, seed),
         open_set_search=open_set_search(embeddings, labels, metric, seed=seed),
+        alignment=alignment,
+        skipped_images=skipped + skipped_extra,
     )
     if out_dir is not None:
         out = Path(out_dir)
@@ -301,26 +321,82 @@ def evaluate_encoder(
     return result
 
 
-def _embed(encoder: Encoder, paths: list[str], progress: bool, batch_size: int = 64) -> np.ndarray:
-    from tqdm.auto import tqdm
+def _embed_folder(
+    encoder: Encoder | OnnxEncoder, folder: LabelledImages, progress: bool
+) -> tuple[LabelledImages, np.ndarray, list[str]]:
+    """The folder's embeddings, less the images without a face under ``on_missing="skip"``."""
+    from siamkit.index._inputs import embed_items
 
-    chunks = [
-        encoder.embed(paths[start : start + batch_size])
-        for start in tqdm(
-            range(0, len(paths), batch_size), desc="embedding", unit="batch", disable=not progress
-        )
-    ]
-    return np.concatenate(chunks) if chunks else np.zeros((0, encoder.embedding_dim), np.float32)
+    embedded = embed_items(folder.paths, encoder, None, progress=progress)
+    skipped = [folder.paths[i] for i in embedded.skipped]
+    if skipped:
+        folder = folder.subset(embedded.kept)
+        if len(np.unique(folder.labels)) < 2:
+            raise DataError(
+                f"{len(skipped)} images without a face were skipped, leaving fewer than two "
+                "people to evaluate; use clearer photos or the aligner's on_missing=fallback"
+            )
+    return folder, embedded.embeddings, skipped
+
+
+def _scored_pairs(
+    encoder: Encoder | OnnxEncoder,
+    folder: LabelledImages,
+    embeddings: np.ndarray,
+    pairs: str | os.PathLike | None,
+    skipped: list[str],
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray], list[str]]:
+    """Distances, same-person flags and paths of the pairs; images skipped outside the folder."""
+    metric = encoder.metric
+    if pairs is None:
+        distances, same = all_pairs_distances(embeddings, folder.labels, metric)
+        i, j = np.triu_indices(len(folder.paths), k=1)
+        paths = np.asarray(folder.paths)
+        return distances, same, (paths[i], paths[j]), []
+    firsts, seconds, same = read_pairs(pairs, folder.root)
+    vectors, extra_skipped = _pair_vectors(
+        encoder, folder.paths, embeddings, firsts + seconds, skipped, progress
+    )
+    usable = np.array(
+        [os.path.abspath(a) in vectors and os.path.abspath(b) in vectors
+         for a, b in zip(firsts, seconds, strict=True)], dtype=bool,
+    )  # fmt: skip
+    if not usable.any():
+        raise DataError(f"every pair of {pairs} holds an image without a face (skipped)")
+    firsts = [p for p, keep in zip(firsts, usable, strict=True) if keep]
+    seconds = [p for p, keep in zip(seconds, usable, strict=True) if keep]
+    distances = np.asarray(
+        paired_distances(
+            np.stack([vectors[os.path.abspath(p)] for p in firsts]),
+            np.stack([vectors[os.path.abspath(p)] for p in seconds]),
+            metric,
+        ),
+        dtype=np.float64,
+    )
+    return distances, same[usable], (np.asarray(firsts), np.asarray(seconds)), extra_skipped
 
 
 def _pair_vectors(
-    encoder: Encoder, paths: list[str], embeddings: np.ndarray, wanted: list[str], progress: bool
-) -> dict[str, np.ndarray]:
+    encoder: Encoder | OnnxEncoder,
+    paths: list[str],
+    embeddings: np.ndarray,
+    wanted: list[str],
+    skipped: list[str],
+    progress: bool,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Embeddings by absolute path of the ``wanted`` images that have one, and the new skips."""
+    from siamkit.index._inputs import embed_items
+
     vectors = {os.path.abspath(p): e for p, e in zip(paths, embeddings, strict=True)}
-    extra = sorted({os.path.abspath(p) for p in wanted} - set(vectors))
-    if extra:  # pair images outside the class folders
-        vectors.update(zip(extra, _embed(encoder, extra, progress), strict=True))
-    return {p: vectors[os.path.abspath(p)] for p in wanted}
+    known = set(vectors) | {os.path.abspath(p) for p in skipped}
+    extra = sorted({os.path.abspath(p) for p in wanted} - known)
+    if not extra:
+        return vectors, []
+    # Pair images outside the class folders.
+    embedded = embed_items(extra, encoder, None, progress=progress)
+    vectors.update(zip([extra[i] for i in embedded.kept], embedded.embeddings, strict=True))
+    return vectors, [extra[i] for i in embedded.skipped]
 
 
 def _example_pairs(distances: np.ndarray, same: np.ndarray, count: int, seed: int) -> np.ndarray:

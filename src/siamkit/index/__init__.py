@@ -13,11 +13,13 @@ from siamkit.index.face_index import FaceIndex
 from siamkit.index.milvus import MilvusStore
 from siamkit.index.results import (
     Calibration,
+    Enrolled,
     FpirCalibration,
     Match,
     Neighbors,
     Record,
     SearchResults,
+    SkippedImage,
     Verification,
 )
 from siamkit.index.store import (
@@ -30,6 +32,7 @@ from siamkit.index.store import (
 
 __all__ = [
     "Calibration",
+    "Enrolled",
     "FaceIndex",
     "FpirCalibration",
     "Match",
@@ -37,6 +40,7 @@ __all__ = [
     "Neighbors",
     "Record",
     "SearchResults",
+    "SkippedImage",
     "StoreHits",
     "StoredItem",
     "VectorStore",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,29 @@ import torch
 from PIL import Image
 
 from siamkit.encoders.base import Encoder
-from siamkit.exceptions import ConfigError, NonFiniteError, ShapeError
+from siamkit.exceptions import ConfigError, NoFaceError, NonFiniteError, ShapeError
 from siamkit.geometry import _MAX_SQUARED_NORM, MAX_EMBEDDING_NORM
 
 Paths = list[str | None]
+
+
+@dataclass
+class Embedded:
+    """What :func:`embed_items` made of a call's items.
+
+    Attributes:
+        embeddings: ``(K, D)`` float32, one row per kept item.
+        single: The call passed one item, not a sequence.
+        paths: The file path of every item given (None for other items).
+        kept: Positions (among the items given) of the embedded ones.
+        skipped: Positions of images dropped because no face was found.
+    """
+
+    embeddings: np.ndarray
+    single: bool
+    paths: Paths
+    kept: list[int]
+    skipped: list[int] = field(default_factory=list)
 
 
 def to_embeddings(
@@ -32,16 +52,43 @@ def to_embeddings(
 ) -> tuple[np.ndarray, bool, Paths]:
     """``(embeddings (N, D) float32, was_single_item, file path of each item or None)``.
 
+    Every image must be embedded: under an aligner's ``"skip"`` policy an image
+    without a face raises :class:`~siamkit.exceptions.NoFaceError` here (a
+    query cannot be dropped); :func:`embed_items` drops it instead.
+
     Examples:
         >>> emb, single, _ = to_embeddings(np.zeros(3, dtype="float32"), None, 3)
         >>> emb.shape, single
         ((1, 3), True)
     """
+    result = embed_items(items, encoder, dim, batch_size, progress, skip_missing=False)
+    return result.embeddings, result.single, result.paths
+
+
+def embed_items(
+    items: Any,
+    encoder: Encoder | None,
+    dim: int | None,
+    batch_size: int = 64,
+    progress: bool = False,
+    skip_missing: bool = True,
+) -> Embedded:
+    """Embed what a user passed; images without a face are dropped when the policy says so.
+
+    With ``skip_missing`` and an encoder whose aligner has ``on_missing="skip"``,
+    an image in which no face is found is left out and its position recorded in
+    :attr:`Embedded.skipped`; under ``"error"`` its ``NoFaceError`` propagates.
+
+    Examples:
+        >>> result = embed_items(np.zeros((2, 3), dtype="float32"), None, 3)
+        >>> result.embeddings.shape, result.kept, result.skipped
+        ((2, 3), [0, 1], [])
+    """
     if isinstance(items, torch.Tensor) and encoder is None:
         items = items.detach().cpu().numpy()
     if isinstance(items, np.ndarray) and items.dtype != np.uint8:
         embeddings = _checked(items, dim)
-        return embeddings, items.ndim == 1, [None] * len(embeddings)
+        return _all_kept(embeddings, items.ndim == 1)
     if _is_single_input(items):
         inputs, single = [items], True
     elif isinstance(items, torch.Tensor):
@@ -49,21 +96,42 @@ def to_embeddings(
     elif isinstance(items, Iterable) and not isinstance(items, (str, bytes, dict)):
         inputs, single = list(items), False
         if inputs and all(isinstance(x, np.ndarray) and x.dtype != np.uint8 for x in inputs):
-            return _checked(_stack(inputs), dim), False, [None] * len(inputs)
+            return _all_kept(_checked(_stack(inputs), dim), False)
     else:
         raise ConfigError(
             f"cannot index an object of type {type(items).__name__}: pass embeddings "
             "(a numpy float array) or images (paths, PIL images, torch tensors)"
         )
     if len(inputs) == 0:
-        return np.zeros((0, dim or 0), dtype=np.float32), single, []
+        return Embedded(np.zeros((0, dim or 0), dtype=np.float32), single, [], [])
     if encoder is None:
         raise ConfigError(
             "this index has no encoder, so it takes embeddings only (numpy float arrays); "
             "create it with FaceIndex(encoder=...) to index images"
         )
     paths = [os.fspath(x) if isinstance(x, (str, os.PathLike)) else None for x in inputs]
-    return _encode(encoder, inputs, batch_size, progress), single, paths
+    skipping = skip_missing and skips_missing_faces(encoder)
+    embeddings, skipped = _encode(encoder, inputs, batch_size, progress, skipping)
+    gone = set(skipped)
+    kept = [i for i in range(len(inputs)) if i not in gone]
+    return Embedded(embeddings, single, paths, kept, skipped)
+
+
+def skips_missing_faces(encoder: Any) -> bool:
+    """True when ``encoder``'s aligner drops images without a face (``on_missing="skip"``).
+
+    Examples:
+        >>> import siamkit
+        >>> skips_missing_faces(siamkit.create_encoder("compact"))
+        False
+    """
+    aligner = getattr(encoder, "aligner", None)
+    return aligner is not None and getattr(aligner, "on_missing", None) == "skip"
+
+
+def _all_kept(embeddings: np.ndarray, single: bool) -> Embedded:
+    count = len(embeddings)
+    return Embedded(embeddings, single, [None] * count, list(range(count)))
 
 
 def _is_single_input(item: Any) -> bool:
@@ -133,20 +201,38 @@ def check_vectors(vectors: np.ndarray, what: str = "embeddings") -> None:
     )
 
 
-def _encode(encoder: Encoder, inputs: Any, batch_size: int, progress: bool) -> np.ndarray:
+def _encode(
+    encoder: Encoder, inputs: Any, batch_size: int, progress: bool, skipping: bool
+) -> tuple[np.ndarray, list[int]]:
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
     from tqdm.auto import tqdm
 
-    chunks = []
+    chunks, skipped = [], []
     with tqdm(total=len(inputs), desc="encoding", unit="img", disable=not progress) as bar:
         for start in range(0, len(inputs), batch_size):
             batch = inputs[start : start + batch_size]
-            chunks.append(encoder.embed(batch, batch_size=batch_size))
-            bar.update(len(batch))
-    embeddings = np.concatenate(chunks)
+            if skipping:
+                batch, missing = _faces_only(encoder, batch)
+                skipped += [start + i for i in missing]
+            if len(batch):
+                chunks.append(encoder.embed(batch, batch_size=batch_size))
+            bar.update(len(batch) + (len(missing) if skipping else 0))
+    dim = int(getattr(encoder, "embedding_dim", 0))
+    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
     check_vectors(embeddings, f"the embeddings {type(encoder).__name__} produced")
-    return embeddings
+    return embeddings, skipped
+
+
+def _faces_only(encoder: Encoder, batch: Any) -> tuple[list[Any], list[int]]:
+    """The batch preprocessed (each image aligned once), less the images without a face."""
+    ready, missing = [], []
+    for position, item in enumerate(batch):
+        try:
+            ready.append(encoder.preprocess(item))
+        except NoFaceError:
+            missing.append(position)
+    return ready, missing
 
 
 # -- ids, labels, metadata ------------------------------------------------------------

@@ -32,6 +32,7 @@ from siamkit.index._inputs import (
     check_id,
     check_label,
     check_metadata,
+    embed_items,
     per_item,
     to_embeddings,
 )
@@ -56,12 +57,14 @@ from siamkit.index.calibration import (
 )
 from siamkit.index.results import (
     Calibration,
+    Enrolled,
     ItemId,
     Label,
     Match,
     Neighbors,
     Record,
     SearchResults,
+    SkippedImage,
     Verification,
 )
 from siamkit.thresholds import FpirCalibration, fit_fpir_threshold, growth_warning
@@ -308,7 +311,7 @@ class FaceIndex:
         *,
         batch_size: int = 64,
         progress: bool = False,
-    ) -> list[ItemId]:
+    ) -> Enrolled:
         """Enrol items: images (encoded in batches) or embeddings.
 
         Args:
@@ -323,11 +326,16 @@ class FaceIndex:
             progress: Show a progress bar while encoding.
 
         Returns:
-            The ids of the new items.
+            The ids of the new items: an :class:`~siamkit.index.Enrolled` list,
+            whose ``skipped`` names the images left out because the encoder's
+            aligner found no face in them and its policy is ``on_missing="skip"``
+            (their labels, ids and metadata are dropped with them).
 
         Raises:
             DuplicateIdError: an id is already in the index (use :meth:`upsert`)
                 or repeated.
+            NoFaceError: no face was found in an image and the aligner's
+                policy is ``"error"`` (the message names the file; nothing is added).
             ShapeError: wrong embedding size, or labels/ids/metadata of the
                 wrong length.
             NonFiniteError: NaN or infinite embeddings.
@@ -350,7 +358,7 @@ class FaceIndex:
         *,
         batch_size: int = 64,
         progress: bool = False,
-    ) -> list[ItemId]:
+    ) -> Enrolled:
         """Like :meth:`add`, but an id already in the index is replaced.
 
         Examples:
@@ -371,14 +379,17 @@ class FaceIndex:
         upsert: bool = False,
         batch_size: int = 64,
         progress: bool = False,
-    ) -> list[ItemId]:
+    ) -> Enrolled:
         """Enrol an ImageFolder gallery: ``path/<person>/<image>``, label = folder name.
 
         Ids are the images' paths relative to ``path`` (``"alice/1.jpg"``) and
-        metadata ``{"path": <the file>}``.
+        metadata ``{"path": <the file>}``. Images without a face follow the
+        encoder's aligner's policy, as in :meth:`add`: skipped (and listed in
+        the result's ``skipped``), aligned whole, or refused.
 
         Raises:
             DataError: ``path`` is missing or not an image folder.
+            NoFaceError: no face in an image under the policy ``"error"``.
 
         Examples:
             >>> import os, tempfile, siamkit
@@ -408,20 +419,29 @@ class FaceIndex:
         batch_size: int,
         progress: bool,
         replace: bool,
-    ) -> list[ItemId]:
+    ) -> Enrolled:
         if ids is not None and not replace:
             self._precheck_ids(ids)  # fail before encoding a whole gallery
-        embeddings, _, paths = to_embeddings(items, self.encoder, self._dim, batch_size, progress)
-        count = len(embeddings)
+        embedded = embed_items(items, self.encoder, self._dim, batch_size, progress)
+        count = len(embedded.paths)
         labels = per_item(labels, count, "labels", check_label, broadcast=True)
         given = None if ids is None else per_item(ids, count, "ids", check_id, broadcast=False)
-        metadata = check_metadata(metadata, count, paths)
+        metadata = check_metadata(metadata, count, embedded.paths)
+        skipped = [
+            SkippedImage(i, embedded.paths[i], labels[i], None if given is None else given[i])
+            for i in embedded.skipped
+        ]
+        if skipped:  # what has no face goes, with its label, id and metadata
+            kept = embedded.kept
+            labels, metadata = [labels[i] for i in kept], [metadata[i] for i in kept]
+            given = None if given is None else [given[i] for i in kept]
+        embeddings = embedded.embeddings
         vectors = prepare(embeddings, self._metric)
         with self._lock.write():
-            if count == 0:
-                return []
+            if len(embeddings) == 0:
+                return Enrolled([], skipped)
             store = self._store or self._create_storage(embeddings.shape[1])
-            new_ids = given if given is not None else self._auto_ids(count)
+            new_ids = given if given is not None else self._auto_ids(len(embeddings))
             replaced = self._check_new_ids(new_ids, replace)
             if replaced:
                 store.kill(replaced)
@@ -430,7 +450,7 @@ class FaceIndex:
             self._next_id = max([self._next_id, *(i + 1 for i in ints)])
             self._require_backend().sync(store.vectors)
             self._maybe_compact()
-            return list(new_ids)
+            return Enrolled(new_ids, skipped)
 
     def _precheck_ids(self, ids: Any) -> None:
         wanted = [check_id(i) for i in _id_list(ids)]
@@ -870,9 +890,14 @@ class FaceIndex:
         target_fpir = check_fpir(target_fpir)
         probes = None
         if unknown is not None:
-            probes, _, _ = to_embeddings(unknown, self.encoder, self._dim)
+            # A collection: under on_missing="skip", a photo without a face is no probe.
+            embedded = embed_items(unknown, self.encoder, self._dim)
+            probes = embedded.embeddings
             if not len(probes):
-                raise DataError("unknown= holds no probe: pass images or embeddings of strangers")
+                skipped = f" ({len(embedded.skipped)} without a face)" if embedded.skipped else ""
+                raise DataError(
+                    f"unknown= holds no probe{skipped}: pass images or embeddings of strangers"
+                )
         with self._lock.read():
             vectors, labels = self._gallery()
             store = self._require_store()

@@ -14,6 +14,7 @@ from siamkit.thresholds import FarCalibration, FpirCalibration
 
 __all__ = [
     "Calibration",
+    "Enrolled",
     "FarCalibration",
     "FpirCalibration",
     "ItemId",
@@ -22,6 +23,7 @@ __all__ = [
     "Neighbors",
     "Record",
     "SearchResults",
+    "SkippedImage",
     "Verification",
 ]
 
@@ -30,6 +32,45 @@ __all__ = [
 ItemId = str | int
 #: A person's label: a string or an integer.
 Label = str | int
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image an add left out: its encoder's aligner found no face (``on_missing="skip"``).
+
+    Attributes:
+        position: Its place among the items passed.
+        path: Its file, or None for an in-memory image.
+        label: The label it was given.
+        id: The id it was given, or None when ids were automatic.
+
+    Examples:
+        >>> SkippedImage(2, "ann/3.jpg", "ann").path
+        'ann/3.jpg'
+    """
+
+    position: int
+    path: str | None
+    label: Label
+    id: ItemId | None = None
+
+
+class Enrolled(list):  # type: ignore[type-arg]
+    """The ids an add enrolled, in order (a plain ``list`` of them), and what it skipped.
+
+    Attributes:
+        skipped: Images left out because no face was found in them (the
+            encoder's aligner has ``on_missing="skip"``); empty otherwise.
+
+    Examples:
+        >>> ids = Enrolled(["a1", "a2"], [SkippedImage(1, "x.png", "ann")])
+        >>> ids, ids == ["a1", "a2"], len(ids.skipped)
+        (['a1', 'a2'], True, 1)
+    """
+
+    def __init__(self, ids: Sequence[ItemId] = (), skipped: Sequence[SkippedImage] = ()) -> None:
+        super().__init__(ids)
+        self.skipped: tuple[SkippedImage, ...] = tuple(skipped)
 
 
 # Not frozen: a batch search builds one per neighbour, and frozen dataclasses
