@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 import siamkit
-from siamkit.alignment import DlibAligner, Face, FaceAligner, register_aligner
+from _aligners import DarkIsNoFace
+from siamkit.alignment import DlibAligner, FaceAligner
 from siamkit.cli.main import main
 from siamkit.evaluation.verification import all_pairs_distances, verification_metrics
 from siamkit.exceptions import ConfigError, MissingExtraError, NoFaceError, TrainingError
@@ -125,19 +126,6 @@ def test_brightness_is_scaled_to_the_input_range() -> None:
 
 
 # -- no-face policies and resume -------------------------------------------------------
-@register_aligner("test-blank-is-no-face", overwrite=True)
-class BlankIsNoFace(FaceAligner):
-    """Finds a face everywhere except in all-black images."""
-
-    def __init__(self, on_missing: str = "fallback") -> None:
-        super().__init__(size=16, on_missing=on_missing)
-
-    def detect(self, image: Image.Image) -> list[Face]:
-        if image.convert("L").getextrema()[1] == 0:
-            return []
-        return [Face((0.0, 0.0, float(image.width), float(image.height)))]
-
-
 def blank_some(root: Path, images: list[tuple[str, int]]) -> None:
     for person, index in images:
         Image.new("L", (46, 56)).save(root / person / f"{index}.png")
@@ -157,12 +145,12 @@ def test_skip_drops_faceless_images_and_error_refuses_them(make_image_folder) ->
     root = make_image_folder({f"p{i}": 4 for i in range(5)})
     blank_some(root, [("p0", 0), ("p0", 1), ("p4", 2)])
     parts = siamkit.split_by_class(siamkit.FaceFolder(root), val_classes=["p3", "p4"])
-    skipping = BlankIsNoFace(on_missing="skip")
+    skipping = DarkIsNoFace(on_missing="skip")
     trainer = Trainer(small_compact(skipping), TrainConfig(**SMALL_RUN))
     fit = trainer.fit(parts.train, parts.val)
     assert fit.skipped_images == 3 and skipping.stats.missing == 3
     assert skipping.stats.aligned == 20 - 3  # every image was aligned exactly once
-    fallback = BlankIsNoFace()
+    fallback = DarkIsNoFace()
     assert (
         Trainer(small_compact(fallback), TrainConfig(**SMALL_RUN))
         .fit(parts.train, parts.val)
@@ -171,22 +159,22 @@ def test_skip_drops_faceless_images_and_error_refuses_them(make_image_folder) ->
     )
     assert fallback.stats.fallback == 3
     with pytest.raises(NoFaceError, match="no face found"):
-        Trainer(small_compact(BlankIsNoFace("error")), TrainConfig(**SMALL_RUN)).fit(parts.train)
+        Trainer(small_compact(DarkIsNoFace("error")), TrainConfig(**SMALL_RUN)).fit(parts.train)
     # A person left with one image cannot train, and the message says why.
     blank_some(root, [("p1", 0), ("p1", 1), ("p1", 2)])
     with pytest.raises(siamkit.DataError, match=r"p1 \(5 images without a face were skipped\)"):
-        Trainer(small_compact(BlankIsNoFace("skip")), TrainConfig(**SMALL_RUN)).fit(parts.train)
+        Trainer(small_compact(DarkIsNoFace("skip")), TrainConfig(**SMALL_RUN)).fit(parts.train)
 
 
 def test_resume_with_another_aligner_is_refused(synthetic_faces: Path, tmp_path: Path) -> None:
     parts = siamkit.split_by_class(siamkit.FaceFolder(synthetic_faces), val=0)
     out = tmp_path / "run"
     config = TrainConfig(**SMALL_RUN)
-    Trainer(small_compact(BlankIsNoFace()), config).fit(parts.train, out_dir=out)
-    for other in (None, BlankIsNoFace(on_missing="skip")):
+    Trainer(small_compact(DarkIsNoFace()), config).fit(parts.train, out_dir=out)
+    for other in (None, DarkIsNoFace(on_missing="skip")):
         with pytest.raises(TrainingError, match="aligner"):
             Trainer(small_compact(other), config).fit(parts.train, out_dir=out, resume=True)
-    resumed = Trainer(small_compact(BlankIsNoFace()), config)
+    resumed = Trainer(small_compact(DarkIsNoFace()), config)
     assert resumed.fit(parts.train, out_dir=out, resume=True).best_epoch == 1
 
 
@@ -359,10 +347,10 @@ def test_cli_scratch_with_an_aligner_saves_it(synthetic_faces: Path, tmp_path: P
     argv = ["train", "--data", str(synthetic_faces), "--out", str(out), "--quiet",
             "--encoder", "compact", "--encoder-arg", "channels=[8, 16]", "--epochs", "1",
             "--batch-size", "12", "--m-per-class", "3",
-            "--aligner", "test-blank-is-no-face", "--aligner-arg", "on_missing=skip"]  # fmt: skip
+            "--aligner", "test-dark-is-no-face", "--aligner-arg", "on_missing=skip"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "recipe: scratch (compact" in printed and "explicit --encoder" in printed
     assert "alignment: a face was found in 36 of 36 images" in printed
     loaded = siamkit.load_encoder(out)
-    assert isinstance(loaded.aligner, BlankIsNoFace) and loaded.aligner.on_missing == "skip"
+    assert isinstance(loaded.aligner, DarkIsNoFace) and loaded.aligner.on_missing == "skip"

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 import siamkit
-from siamkit.alignment import Face, FaceAligner, register_aligner
+from _aligners import DarkIsNoFace
 from siamkit.cli.main import main
 from siamkit.evaluation import evaluate_encoder
 from siamkit.exceptions import DataError, NoFaceError
@@ -28,19 +28,6 @@ from siamkit.training.presets import face_extra_missing
 needs_faces = pytest.mark.skipif(
     face_extra_missing() is not None, reason="the faces extra (dlib, face models) is missing"
 )
-
-
-@register_aligner("test-dark-is-no-face", overwrite=True)
-class DarkIsNoFace(FaceAligner):
-    """Finds one face (the whole image) everywhere except in all-black images."""
-
-    def __init__(self, on_missing: str = "fallback") -> None:
-        super().__init__(size=16, on_missing=on_missing)
-
-    def detect(self, image: Image.Image) -> list[Face]:
-        if image.convert("L").getextrema()[1] == 0:
-            return []
-        return [Face((0.0, 0.0, float(image.width), float(image.height)))]
 
 
 def encoder_with(policy: str | None) -> siamkit.Encoder:

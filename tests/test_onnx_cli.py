@@ -11,26 +11,13 @@ import torch
 from PIL import Image
 
 import siamkit
-from siamkit.alignment import Face, FaceAligner, register_aligner
+from _aligners import DarkIsNoFace
 from siamkit.cli.main import main
 from siamkit.evaluation import evaluate_encoder
 from siamkit.runtime import OnnxEncoder
 
 pytest.importorskip("onnxruntime", reason="the onnx extra (siamkit[onnx]) is not installed")
 pytest.importorskip("onnxscript", reason="the onnx extra (siamkit[onnx]) is not installed")
-
-
-@register_aligner("test-onnx-dark-is-no-face", overwrite=True)
-class DarkIsNoFace(FaceAligner):
-    """Finds one face (the whole image) everywhere except in all-black images."""
-
-    def __init__(self, on_missing: str = "fallback") -> None:
-        super().__init__(size=16, on_missing=on_missing)
-
-    def detect(self, image: Image.Image) -> list[Face]:
-        if image.convert("L").getextrema()[1] == 0:
-            return []
-        return [Face((0.0, 0.0, float(image.width), float(image.height)))]
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from PIL import Image
 from torch import nn
 
 from siamkit._atomic import sha256_file, write_json, write_with
+from siamkit._batching import embed_in_batches
 from siamkit._manifest import plain_file_name, read_manifest
 from siamkit._version import __version__
 from siamkit.alignment.base import FaceAligner, aligner_from_description
@@ -34,7 +35,6 @@ from siamkit.exceptions import (
     ConfigError,
     ExportError,
     ModelFileError,
-    NonFiniteError,
     ShapeError,
     UnknownComponentError,
 )
@@ -279,24 +279,13 @@ class Encoder(nn.Module, metaclass=ABCMeta):
             ImageReadError: a path is not a readable image (named in the message).
             NonFiniteError: the model produced NaN or infinity.
         """
-        if batch_size <= 0:
-            raise ConfigError(f"batch_size must be positive, got {batch_size}")
         items = _as_item_list(images)
         was_training = self.training
         self.eval()
         try:
-            outputs = [
-                self._embed_batch(items[start : start + batch_size])
-                for start in range(0, len(items), batch_size)
-            ]
+            return embed_in_batches(items, batch_size, self._embed_batch, self.embedding_dim)
         finally:
             self.train(was_training)
-        if not outputs:
-            return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        result = np.concatenate(outputs).astype(np.float32, copy=False)
-        if not np.isfinite(result).all():
-            raise NonFiniteError("the encoder produced NaN or infinite embeddings")
-        return result
 
     def _embed_batch(self, items: Sequence[ImageLike]) -> np.ndarray:
         batch = torch.stack([self.preprocess(item) for item in items]).to(self.device)

@@ -19,10 +19,11 @@ import numpy as np
 from PIL import Image
 
 from siamkit._atomic import sha256_file
+from siamkit._batching import embed_in_batches
 from siamkit._images import load_image, to_8bit
 from siamkit._manifest import plain_file_name, read_manifest
 from siamkit.alignment.base import FaceAligner, aligner_from_description
-from siamkit.exceptions import ConfigError, MissingExtraError, ModelFileError, NonFiniteError
+from siamkit.exceptions import ConfigError, MissingExtraError, ModelFileError
 from siamkit.runtime._format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -149,19 +150,13 @@ class OnnxEncoder:
             ImageReadError: a path is not a readable image.
             NonFiniteError: the graph produced NaN or infinity.
         """
-        if batch_size <= 0:
-            raise ConfigError(f"batch_size must be positive, got {batch_size}")
         items = _as_items(images)
-        outputs = [
-            self._run([self.preprocess(item) for item in items[start : start + batch_size]])
-            for start in range(0, len(items), batch_size)
-        ]
-        if not outputs:
-            return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        result = np.concatenate(outputs).astype(np.float32, copy=False)
-        if not np.isfinite(result).all():
-            raise NonFiniteError("the encoder produced NaN or infinite embeddings")
-        return result
+        return embed_in_batches(
+            items,
+            batch_size,
+            lambda batch: self._run([self.preprocess(item) for item in batch]),
+            self.embedding_dim,
+        )
 
     def _run(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
         batch = np.stack(inputs).astype(np.float32, copy=False)

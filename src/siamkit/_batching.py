@@ -1,0 +1,39 @@
+"""Embedding a list of inputs in batches, for every runtime (PyTorch, ONNX Runtime).
+
+This module imports no torch: the ONNX Runtime encoder uses it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from siamkit.exceptions import ConfigError, NonFiniteError
+
+
+def embed_in_batches(
+    items: Sequence[Any], batch_size: int, run: Callable[[Sequence[Any]], np.ndarray], dim: int
+) -> np.ndarray:
+    """``run`` on consecutive slices of ``items``, stacked as a float32 ``(N, dim)`` array.
+
+    Raises:
+        ConfigError: ``batch_size`` is not positive.
+        NonFiniteError: a batch produced NaN or infinity.
+
+    Examples:
+        >>> embed_in_batches([1, 2, 3], 2, lambda b: np.array([[x, x] for x in b], "f4"), 2)
+        array([[1., 1.],
+               [2., 2.],
+               [3., 3.]], dtype=float32)
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    outputs = [run(items[start : start + batch_size]) for start in range(0, len(items), batch_size)]
+    if not outputs:
+        return np.zeros((0, dim), dtype=np.float32)
+    result = np.concatenate(outputs).astype(np.float32, copy=False)
+    if not np.isfinite(result).all():
+        raise NonFiniteError("the encoder produced NaN or infinite embeddings")
+    return result
