@@ -207,7 +207,7 @@ def load_dlib_weights(model: DlibFaceResNet, path: str | os.PathLike) -> None:
     Raises:
         ModelFileError: the file is unreadable or holds another network.
     """
-    layers = [layer for layer in read_dlib_network(path, dlib_network_stack())]
+    layers = read_dlib_network(path, dlib_network_stack())
     weighted = iter(layer for layer in layers if layer.kind in ("con", "affine", "fc"))
     with torch.no_grad():
         _copy_conv(model.stem_conv, next(weighted), path)
