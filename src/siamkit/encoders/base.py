@@ -26,7 +26,7 @@ from PIL import Image
 from torch import nn
 
 from siamkit._atomic import sha256_file, write_json, write_with
-from siamkit._batching import embed_in_batches
+from siamkit._batching import PICTURE_DTYPES, as_item_list, embed_in_batches
 from siamkit._manifest import plain_file_name, read_manifest
 from siamkit._version import __version__
 from siamkit.alignment.base import FaceAligner, aligner_from_description
@@ -52,8 +52,6 @@ _PLAIN_FORMAT_VERSION = 1
 #: The only weights file names a manifest may name: what :meth:`Encoder.save` writes.
 WEIGHTS_FILE = re.compile(r"encoder-[0-9a-f]{16}\.pt")
 _STAGING_FILE = ".encoder-weights.pt"
-#: NumPy arrays of these types are pictures (``(H, W)`` or ``(H, W, C)``), not tensors.
-_PICTURE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
 ImageLike = Image.Image | str | os.PathLike | torch.Tensor | np.ndarray
 
@@ -237,7 +235,7 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         """
         if isinstance(item, torch.Tensor):
             return item.float()
-        if isinstance(item, np.ndarray) and item.dtype in _PICTURE_DTYPES:
+        if isinstance(item, np.ndarray) and item.dtype in PICTURE_DTYPES:
             item = Image.fromarray(item)
         elif isinstance(item, np.ndarray):
             return torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32))
@@ -279,7 +277,7 @@ class Encoder(nn.Module, metaclass=ABCMeta):
             ImageReadError: a path is not a readable image (named in the message).
             NonFiniteError: the model produced NaN or infinity.
         """
-        items = _as_item_list(images)
+        items = as_item_list(images)
         was_training = self.training
         self.eval()
         try:
@@ -418,20 +416,6 @@ def default_transform(
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     tensor = torch.from_numpy(array)
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
-
-
-def _as_item_list(images: Any) -> list[ImageLike]:
-    # A 4-D tensor is a batch of images and a 2-D one a batch of vectors; a uint8 (or uint16)
-    # array is a single picture (H, W) or (H, W, C).
-    if isinstance(images, torch.Tensor):
-        return list(images) if images.ndim in (2, 4) else [images]
-    if isinstance(images, np.ndarray):
-        if images.dtype in _PICTURE_DTYPES:
-            return [images]
-        return list(images) if images.ndim in (2, 4) else [images]
-    if isinstance(images, (str, os.PathLike, Image.Image)):
-        return [images]
-    return list(images)
 
 
 def _record_init_arguments(init: Callable[..., None]) -> Callable[..., None]:

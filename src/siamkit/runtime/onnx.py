@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from siamkit._atomic import sha256_file
-from siamkit._batching import embed_in_batches
+from siamkit._batching import PICTURE_DTYPES, as_item_list, embed_in_batches
 from siamkit._images import load_image, to_8bit
 from siamkit._manifest import plain_file_name, read_manifest
 from siamkit.alignment.base import FaceAligner, aligner_from_description
@@ -32,8 +32,6 @@ from siamkit.runtime._format import (
     manifest_path,
 )
 from siamkit.runtime.preprocessing import Preprocessing
-
-_PICTURE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
 
 def inference_session(path: str | os.PathLike, threads: int | None = None) -> Any:
@@ -121,7 +119,7 @@ class OnnxEncoder:
 
     def preprocess(self, item: Any) -> np.ndarray:
         """One image, path or array as the graph input ``(C, H, W)`` (as Encoder.preprocess)."""
-        if isinstance(item, np.ndarray) and item.dtype in _PICTURE_DTYPES:
+        if isinstance(item, np.ndarray) and item.dtype in PICTURE_DTYPES:
             item = Image.fromarray(item)
         elif isinstance(item, np.ndarray):
             return np.ascontiguousarray(item, dtype=np.float32)
@@ -150,7 +148,7 @@ class OnnxEncoder:
             ImageReadError: a path is not a readable image.
             NonFiniteError: the graph produced NaN or infinity.
         """
-        items = _as_items(images)
+        items = as_item_list(images)
         return embed_in_batches(
             items,
             batch_size,
@@ -199,15 +197,3 @@ def _graph_name(manifest: dict[str, Any], graph: Path) -> str:
     return plain_file_name(
         manifest.get("graph"), GRAPH_FILE, error=ModelFileError, manifest=manifest_path(graph)
     )
-
-
-def _as_items(images: Any) -> list[Any]:
-    if isinstance(images, np.ndarray):
-        if images.dtype in _PICTURE_DTYPES:
-            return [images]
-        return list(images) if images.ndim in (2, 4) else [images]
-    if isinstance(images, (str, os.PathLike, Image.Image)):
-        return [images]
-    if isinstance(images, Iterable):
-        return list(images)
-    return [images]
