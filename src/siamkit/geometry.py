@@ -30,7 +30,7 @@ Examples:
 from __future__ import annotations
 
 import math
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -94,6 +94,26 @@ def check_embeddings(x: torch.Tensor | np.ndarray, name: str = "embeddings") -> 
         raise NonFiniteError(
             f"{name} contain NaN or infinity: check the model's inputs and learning rate"
         )
+
+
+def embeddings_and_labels(embeddings: Any, labels: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checked float32 embeddings and a flat label array of the same length.
+
+    Raises:
+        ShapeError: not an ``(N, D)`` matrix, or another number of labels.
+        NonFiniteError: NaN or infinity.
+
+    Examples:
+        >>> emb, lab = embeddings_and_labels([[0.0, 1.0]], [[3]], "embeddings")
+        >>> emb.dtype, lab.tolist()
+        (dtype('float32'), [3])
+    """
+    check_embeddings(embeddings, what)
+    emb = np.asarray(embeddings, dtype=np.float32)
+    lab = np.asarray(labels).reshape(-1)
+    if len(lab) != len(emb):
+        raise ShapeError(f"{len(emb)} {what} but {len(lab)} labels")
+    return emb, lab
 
 
 def _scales(peak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,20 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from siamkit.exceptions import DataError, ShapeError
-from siamkit.geometry import check_embeddings, check_metric, pairwise_distances
+from siamkit.exceptions import DataError
+from siamkit.geometry import check_metric, embeddings_and_labels, pairwise_distances
 from siamkit.thresholds import check_rate, threshold_at_rate
-
-
-def _embeddings_and_labels(
-    embeddings: Any, labels: Any, what: str
-) -> tuple[np.ndarray, np.ndarray]:
-    check_embeddings(embeddings, what)
-    emb = np.asarray(embeddings, dtype=np.float32)
-    lab = np.asarray(labels).reshape(-1)
-    if len(lab) != len(emb):
-        raise ShapeError(f"{len(emb)} {what} but {len(lab)} labels")
-    return emb, lab
 
 
 def _distances(probes: np.ndarray, gallery: np.ndarray | None, metric: str) -> np.ndarray:
@@ -40,7 +29,7 @@ def rank1_leave_one_out(embeddings: Any, labels: Any, metric: str) -> float:
         >>> rank1_leave_one_out(emb, [0, 0, 1, 1], "euclidean")
         1.0
     """
-    emb, lab = _embeddings_and_labels(embeddings, labels, "embeddings")
+    emb, lab = embeddings_and_labels(embeddings, labels, "embeddings")
     dist = _distances(emb, None, metric)
     return float((lab[dist.argmin(1)] == lab).mean())
 
@@ -68,11 +57,11 @@ def cmc_curve(
         [0.6666666666666666, 0.6666666666666666, 1.0]
     """
     check_metric(metric)
-    p_emb, p_lab = _embeddings_and_labels(probes, probe_labels, "probe embeddings")
+    p_emb, p_lab = embeddings_and_labels(probes, probe_labels, "probe embeddings")
     if gallery is None:
         g_emb, g_lab, dist = p_emb, p_lab, _distances(p_emb, None, metric)
     else:
-        g_emb, g_lab = _embeddings_and_labels(gallery, gallery_labels, "gallery embeddings")
+        g_emb, g_lab = embeddings_and_labels(gallery, gallery_labels, "gallery embeddings")
         dist = _distances(p_emb, g_emb, metric)
     identities, inverse = np.unique(g_lab, return_inverse=True)
     # distance from each probe to each identity = to its closest image of that identity
@@ -102,7 +91,7 @@ def retrieval_metrics(embeddings: Any, labels: Any, metric: str) -> dict[str, fl
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
 
-    emb, lab = _embeddings_and_labels(embeddings, labels, "embeddings")
+    emb, lab = embeddings_and_labels(embeddings, labels, "embeddings")
     _, codes = np.unique(lab, return_inverse=True)
     distance = (
         CosineSimilarity()
@@ -176,8 +165,8 @@ def open_set_identification(
         >>> r.detection_identification_rate, r.unknown_rejection_rate
         (1.0, 1.0)
     """
-    g_emb, g_lab = _embeddings_and_labels(gallery, gallery_labels, "gallery embeddings")
-    p_emb, p_lab = _embeddings_and_labels(probes, probe_labels, "probe embeddings")
+    g_emb, g_lab = embeddings_and_labels(gallery, gallery_labels, "gallery embeddings")
+    p_emb, p_lab = embeddings_and_labels(probes, probe_labels, "probe embeddings")
     if (threshold is None) == (false_alarm_rate is None):
         raise DataError("give exactly one of threshold and false_alarm_rate")
     nearest, distance = _nearest(p_emb, g_emb, metric)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from siamkit.exceptions import DataError, ShapeError
-from siamkit.geometry import check_embeddings, pairwise_distances
+from siamkit.geometry import embeddings_and_labels, pairwise_distances
 from siamkit.thresholds._results import DetCurve, FpirCalibration
 from siamkit.thresholds._rule import check_rate, reliable, threshold_at_rate
 
@@ -87,8 +87,8 @@ def open_set_scores(
         >>> s.mated.round(3).tolist(), s.mated_correct.tolist(), s.non_mated.tolist()
         ([0.1, 0.4], [True, False], [4.0])
     """
-    g_emb, g_lab = _checked(gallery, gallery_labels, "gallery embeddings")
-    p_emb, p_lab = _checked(probes, probe_labels, "probe embeddings")
+    g_emb, g_lab = embeddings_and_labels(gallery, gallery_labels, "gallery embeddings")
+    p_emb, p_lab = embeddings_and_labels(probes, probe_labels, "probe embeddings")
     if not len(g_emb):
         raise DataError("the gallery is empty: enrol someone before searching it")
     nearest = np.empty(len(p_emb), dtype=np.int64)
@@ -103,15 +103,6 @@ def open_set_scores(
         mated_correct=g_lab[nearest[known]] == p_lab[known],
         non_mated=distance[~known],
     )
-
-
-def _checked(embeddings: Any, labels: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    check_embeddings(embeddings, what)
-    emb = np.asarray(embeddings, dtype=np.float32)
-    lab = np.asarray(labels).reshape(-1)
-    if len(lab) != len(emb):
-        raise ShapeError(f"{len(emb)} {what} but {len(lab)} labels")
-    return emb, lab
 
 
 def fit_fpir_threshold(
