@@ -11,8 +11,10 @@ from typing import Any
 
 import torch
 
+from siamkit._atomic import write_with
 from siamkit.encoders.base import Encoder, encoder_registry
 from siamkit.exceptions import ConfigError, ModelFileError, TrainingError
+from siamkit.training.config import TrainConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "siamkit-checkpoint"
@@ -219,3 +221,82 @@ def _shape_differences(saved: dict[str, Any], current: dict[str, torch.Tensor]) 
 
 
 __all__ = ["CHECKPOINT_FILE", "encoder_identity", "load_checkpoint"]
+
+
+#: Settings that change only how a run executes, not what it computes up to the
+#: last bits: a resume may change them.
+EXECUTION_SETTINGS = frozenset({"num_threads", "deterministic", "cache_limit_mb", "dist_timeout"})
+
+
+def resume_state(
+    out: Path | None, resume: bool, config: TrainConfig, encoder: Encoder
+) -> dict[str, Any] | None:
+    """The checkpoint a run in ``out`` starts from: None for a fresh run.
+
+    Raises:
+        ConfigError: ``resume`` without an output folder.
+        TrainingError: a checkpoint is there but ``resume`` is False, or its
+            settings or encoder differ from these.
+        ModelFileError: the checkpoint is unreadable or its settings invalid.
+    """
+    if out is None:
+        if resume:
+            raise ConfigError("resume=True needs the out_dir of the run to resume")
+        return None
+    checkpoint = out / CHECKPOINT_FILE
+    if not checkpoint.exists():
+        return None
+    if not resume:
+        raise TrainingError(
+            f"{out} already holds a training run ({CHECKPOINT_FILE}); pass resume=True "
+            "(CLI: --resume) to continue it, or choose another output directory"
+        )
+    state = load_checkpoint(checkpoint)
+    try:
+        saved = TrainConfig.from_dict(state["config"]).to_dict()
+    except (ConfigError, TypeError, ValueError) as err:
+        raise ModelFileError(
+            f"{checkpoint} holds invalid settings ({err}); delete it to start afresh"
+        ) from None
+    current = config.to_dict()
+    differ = sorted(
+        k for k in current if k not in EXECUTION_SETTINGS and saved.get(k) != current[k]
+    )
+    if differ:
+        raise TrainingError(
+            f"cannot resume {out}: its settings differ in {', '.join(differ)}; "
+            "resume with the same settings"
+        )
+    check_same_encoder(state, encoder, out)
+    return state
+
+
+def write_checkpoint(
+    out: Path,
+    *,
+    epoch: int,
+    encoder: Encoder,
+    loss: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    history: list[dict[str, Any]],
+    best: dict[str, Any],
+    config: TrainConfig,
+    runtime: dict[str, Any],
+    world_size: int,
+) -> None:
+    """Write ``out/checkpoint.pt`` atomically: everything a resume needs, no pickled objects."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "epoch": epoch,
+        "model": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+        "loss": {k: v.detach().cpu() for k, v in loss.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "history": history,
+        "best": best,
+        "config": config.to_dict(),
+        "encoder": encoder_identity(encoder),
+        "runtime": runtime,
+        "world_size": world_size,
+    }
+    write_with(out / CHECKPOINT_FILE, lambda handle: torch.save(state, handle))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime
 import math
 import os
@@ -16,27 +15,25 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from siamkit._atomic import write_json, write_with
+from siamkit._atomic import write_json
 from siamkit.data.sampling import ClassBalancedBatchSampler
 from siamkit.encoders.base import Encoder
 from siamkit.encoders.whitening import whitening_layers
-from siamkit.evaluation.identification import rank1_leave_one_out
-from siamkit.evaluation.verification import all_pairs_distances, verification_metrics
-from siamkit.exceptions import ConfigError, GeometryError, NonFiniteError, TrainingError
+from siamkit.exceptions import ConfigError, NonFiniteError, TrainingError
 from siamkit.losses.base import PairLoss
-from siamkit.losses.contrastive import ContrastiveLoss
-from siamkit.losses.pml import as_pair_loss
-from siamkit.miners.base import PairMiner, PMLPairMiner, as_pair_miner, create_miner
+from siamkit.miners.base import PairMiner
+from siamkit.training._binding import bind_loss, bind_miner
 from siamkit.training._parallel import check_world, parallel_model, resolve_device, training_device
 from siamkit.training._sources import ImageSource, train_source, val_source
+from siamkit.training._validation import fit_whitening, validation_metrics
 from siamkit.training.augment import FaceAugment
 from siamkit.training.checkpoint import (
     CHECKPOINT_FILE,
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    check_same_encoder,
+    EXECUTION_SETTINGS,
     encoder_identity,
     load_checkpoint,
+    resume_state,
+    write_checkpoint,
 )
 from siamkit.training.config import TrainConfig
 from siamkit.training.distributed import (
@@ -45,24 +42,17 @@ from siamkit.training.distributed import (
     barrier,
     broadcast_json,
     gather_batch,
-    gather_rows,
     init_distributed,
     is_collective_failure,
     lost_peer_error,
     shard,
     shutdown,
-    split_range,
 )
 from siamkit.training.records import TRAINING_KEY, EpochRecord, TrainingRecord, ValidationMetrics
 from siamkit.training.runtime import reproducible
 
 HISTORY_FILE = "history.json"
 PLOT_FILE = "loss_plot.png"
-#: Settings that change only how a run executes, not what it computes up to the
-#: last bits: a resume may change them.
-EXECUTION_SETTINGS = frozenset({"num_threads", "deterministic", "cache_limit_mb", "dist_timeout"})
-DEFAULT_MARGINS = {"cosine": 0.5, "euclidean": 1.0}
-_EMBED_BATCH = 256
 
 
 class _DivergedError(TrainingError):
@@ -191,8 +181,8 @@ class Trainer:
         self.config = config or TrainConfig()
         self.encoder = encoder
         self.metric = encoder.metric
-        self.loss = self._bind_loss(loss)
-        self.miner = self._bind_miner(miner)
+        self.loss = bind_loss(loss, self.encoder, self.config)
+        self.miner = bind_miner(miner, self.encoder.metric, self.config)
         if augment is None and self.config.augment:
             augment = FaceAugment(value_range=encoder.input_range)
         self.augment = augment
@@ -203,34 +193,6 @@ class Trainer:
         self.runtime: dict[str, Any] = {}
         #: Where this process sits among those training together (set by :meth:`fit`).
         self.context = DistributedContext()
-
-    def _bind_loss(self, loss: Any) -> PairLoss:
-        margin = (
-            self.config.margin
-            or getattr(self.encoder, "default_margin", None)
-            or DEFAULT_MARGINS[self.metric]
-        )
-        if loss is None:
-            return ContrastiveLoss(margin=margin, distance=self.metric)
-        bound = as_pair_loss(loss).bound_to(self.metric, margin)
-        if any(True for _ in bound.parameters()):
-            # Its weights train, and a wrapper (PMLLoss) still holds the caller's loss.
-            bound = copy.deepcopy(bound)
-        return bound
-
-    def _bind_miner(self, miner: Any) -> PairMiner:
-        miner = as_pair_miner(miner) if miner is not None else create_miner(self.config.miner)
-        if isinstance(miner, PMLPairMiner):
-            return miner
-        if miner.metric is None:
-            miner = copy.copy(miner)
-            miner.metric = self.metric
-        elif miner.metric != self.metric:
-            raise GeometryError(
-                f"the miner measures {miner.metric} distance but the encoder's metric is "
-                f"{self.metric}; leave the miner's metric unset to follow the encoder"
-            )
-        return miner
 
     # -- public ----------------------------------------------------------------------
     def fit(
@@ -503,29 +465,8 @@ class Trainer:
         return self.progress and (ctx or self.context).is_main
 
     # -- validation ------------------------------------------------------------------
-    @torch.no_grad()
-    def _embed_all(self, source: ImageSource, ctx: DistributedContext) -> np.ndarray:
-        """Embeddings of every image of ``source``; each rank embeds its share."""
-        share = list(split_range(len(source), ctx))
-        parts = [
-            torch.from_numpy(
-                self.encoder.embed(source.batch(share[i : i + _EMBED_BATCH]).to(self.device))
-            )
-            for i in range(0, len(share), _EMBED_BATCH)
-        ]
-        local = torch.cat(parts) if parts else torch.zeros(0, self.encoder.embedding_dim)
-        return gather_rows(local, len(source), ctx).numpy()
-
     def _metrics(self, source: ImageSource, ctx: DistributedContext) -> ValidationMetrics:
-        embeddings = self._embed_all(source, ctx)
-        distances, same = all_pairs_distances(embeddings, source.labels, self.metric)
-        result = verification_metrics(distances, same)
-        return ValidationMetrics(
-            auc=float(result.auc),
-            eer=float(result.eer),
-            threshold=float(result.eer_threshold),
-            rank1=float(rank1_leave_one_out(embeddings, source.labels, self.metric)),
-        )
+        return validation_metrics(self.encoder, source, ctx, self.device, self.metric)
 
     def _improved(self, record: EpochRecord, best: float | None, best_epoch: int) -> bool:
         value = _monitored(record, self.config.monitor)
@@ -533,24 +474,9 @@ class Trainer:
             return True  # without validation the latest epoch is the best we know
         return value < best if self.config.monitor == "eer" else value > best
 
-    @torch.no_grad()
     def _fit_whitening(self, train: ImageSource, ctx: DistributedContext) -> bool:
         """Fit the encoder's Whitening layers on the training people (all ranks' shares)."""
-        layers = whitening_layers(self.encoder) if self.config.whiten else []
-        share = list(split_range(len(train), ctx))
-        for layer in layers:
-            captured: list[torch.Tensor] = [torch.zeros(0, layer.mean.numel())]
-            hook = layer.register_forward_hook(
-                lambda _m, inputs, _o, store=captured: store.append(inputs[0].cpu())
-            )
-            try:
-                for start in range(0, len(share), _EMBED_BATCH):
-                    batch = train.batch(share[start : start + _EMBED_BATCH])
-                    self.encoder.embed(batch.to(self.device))
-            finally:
-                hook.remove()
-            layer.fit(gather_rows(torch.cat(captured), len(train), ctx), train.labels)
-        return bool(layers)
+        return fit_whitening(self.encoder, train, ctx, self.device, self.config.whiten)
 
     # -- persistence -----------------------------------------------------------------
     def _model_extra(
@@ -570,61 +496,21 @@ class Trainer:
         return {TRAINING_KEY: record.to_dict()}
 
     def _start_state(self, out: Path | None, resume: bool) -> dict[str, Any] | None:
-        if out is None:
-            if resume:
-                raise ConfigError("resume=True needs the out_dir of the run to resume")
-            return None
-        checkpoint = out / CHECKPOINT_FILE
-        if not checkpoint.exists():
-            return None
-        if not resume:
-            raise TrainingError(
-                f"{out} already holds a training run ({CHECKPOINT_FILE}); pass resume=True "
-                "(CLI: --resume) to continue it, or choose another output directory"
-            )
-        state = load_checkpoint(checkpoint)
-        try:
-            saved = TrainConfig.from_dict(state["config"]).to_dict()
-        except (ConfigError, TypeError, ValueError) as err:
-            from siamkit.exceptions import ModelFileError
-
-            raise ModelFileError(
-                f"{checkpoint} holds invalid settings ({err}); delete it to start afresh"
-            ) from None
-        current = self.config.to_dict()
-        differ = sorted(
-            k for k in current if k not in EXECUTION_SETTINGS and saved.get(k) != current[k]
-        )
-        if differ:
-            raise TrainingError(
-                f"cannot resume {out}: its settings differ in {', '.join(differ)}; "
-                "resume with the same settings"
-            )
-        check_same_encoder(state, self.encoder, out)
-        return state
+        return resume_state(out, resume, self.config, self.encoder)
 
     def _save_checkpoint(self, run: _Run, epoch: int) -> None:
         assert run.out is not None
         history = [record.to_dict() for record in run.history]
+        runtime = dict(self.runtime)
         best = {"epoch": run.best_epoch, "value": run.best_value}
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_VERSION,
-            "epoch": epoch,
-            "model": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
-            "loss": {k: v.detach().cpu() for k, v in self.loss.state_dict().items()},
-            "optimizer": run.optimizer.state_dict(),
-            "history": history,
-            "best": best,
-            "config": self.config.to_dict(),
-            "encoder": encoder_identity(self.encoder),
-            "runtime": dict(self.runtime),
-            "world_size": run.ctx.world_size,
-        }
-        write_with(run.out / CHECKPOINT_FILE, lambda handle: torch.save(state, handle))
+        write_checkpoint(
+            run.out, epoch=epoch, encoder=self.encoder, loss=self.loss, optimizer=run.optimizer,
+            history=history, best=best, config=self.config, runtime=runtime,
+            world_size=run.ctx.world_size,
+        )  # fmt: skip
         write_json(
             run.out / HISTORY_FILE,
-            {"history": history, "best_epoch": run.best_epoch, "runtime": dict(self.runtime)},
+            {"history": history, "best_epoch": run.best_epoch, "runtime": runtime},
         )
 
     def _restore_saved_best(self, out: Path) -> None:
