@@ -10,7 +10,6 @@ built with either accepts the other. This module imports no torch.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -106,7 +105,6 @@ class OnnxEncoder:
         self.input_name = str(manifest.get("input", "images"))
         self.manifest = manifest
         self._session = inference_session(self.path, threads)
-        self._lock = threading.Lock()
 
     def fingerprint(self) -> str:
         """The fingerprint of the PyTorch encoder this was exported from."""
@@ -158,8 +156,8 @@ class OnnxEncoder:
 
     def _run(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
         batch = np.stack(inputs).astype(np.float32, copy=False)
-        with self._lock:  # one session, many threads: ORT runs are not re-entrant here
-            return self._session.run(None, {self.input_name: batch})[0]
+        # InferenceSession.run is thread-safe: concurrent queries need no lock.
+        return self._session.run(None, {self.input_name: batch})[0]
 
     def __repr__(self) -> str:
         return f"OnnxEncoder({str(self.path)!r}, dim={self.embedding_dim}, metric={self.metric!r})"
