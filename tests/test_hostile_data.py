@@ -323,7 +323,7 @@ def test_huge_embeddings_are_refused_by_every_index_path(metric, kind):
             with pytest.raises(NonFiniteError, match=r"norm above 1e\+18"):
                 index.verify(query, _gallery()[0], threshold=1.0)
     assert len(index) == 12
-    assert np.isfinite(index._store.vectors).all()
+    assert np.isfinite(index.store.rows.vectors).all()
 
 
 def test_embeddings_up_to_the_bound_give_right_distances():
@@ -344,7 +344,7 @@ def test_embeddings_up_to_the_bound_give_right_distances():
     # cosine: the stored vectors are unit length, never zeros
     cosine = FaceIndex(metric="cosine", dim=16)
     cosine.add(gallery[:2], labels=["plus", "minus"])
-    np.testing.assert_allclose(np.linalg.norm(cosine._store.vectors, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(cosine.store.rows.vectors, axis=1), 1.0, rtol=1e-6)
     with pytest.raises(NonFiniteError, match="norm above"):
         FaceIndex(metric="euclidean", dim=16).add(np.full(16, 1e20, np.float32), labels="a")
 

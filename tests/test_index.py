@@ -92,11 +92,11 @@ def test_cosine_stores_normalised_vectors_in_an_inner_product_index() -> None:
     index = FaceIndex(metric="cosine", dim=2)
     index.add(np.array([[3.0, 4.0]], dtype=np.float32), labels="a", ids="x")
     np.testing.assert_allclose(index.get("x").embedding, [0.6, 0.8], rtol=1e-6)
-    assert index._backend.index.metric_type == faiss.METRIC_INNER_PRODUCT
+    assert index.store.backend.index.metric_type == faiss.METRIC_INNER_PRODUCT
     euclid = FaceIndex(metric="euclidean", dim=2)
     euclid.add(np.array([[3.0, 4.0]], dtype=np.float32), labels="a", ids="x")
     np.testing.assert_allclose(euclid.get("x").embedding, [3.0, 4.0])
-    assert euclid._backend.index.metric_type == faiss.METRIC_L2
+    assert euclid.store.backend.index.metric_type == faiss.METRIC_L2
     match = euclid.search(np.zeros(2, dtype=np.float32), k=1)[0]
     assert match.distance == pytest.approx(5.0)  # sqrt of faiss's squared L2
 
@@ -416,7 +416,8 @@ def test_bad_input_gives_clear_errors() -> None:
 
 
 def test_docstring_examples_run() -> None:
-    names = ["face_index", "results", "backends", "calibration", "storage", "_inputs", "_store"]
+    names = ["face_index", "faiss_store", "store", "decisions", "_faiss_search", "_record",
+             "results", "backends", "calibration", "storage", "_inputs", "_store"]  # fmt: skip
     for name in ["siamkit.index", *(f"siamkit.index.{n}" for n in names)]:
         module = importlib.import_module(name)
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

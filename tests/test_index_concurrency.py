@@ -122,7 +122,7 @@ def test_a_long_search_does_not_block_other_searches() -> None:
     index = FaceIndex(metric="cosine", dim=DIM)
     index.add(unit(np.random.default_rng(2).normal(size=(2000, DIM))), labels="x")
     query = index.get(0).embedding
-    with index._lock.read():  # a search in progress elsewhere
+    with index.store.lock.read():  # a search in progress elsewhere
         started = time.perf_counter()
         assert index.search(query, k=1)[0].id == 0
         assert time.perf_counter() - started < 5

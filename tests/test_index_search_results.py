@@ -124,7 +124,7 @@ def test_results_are_a_snapshot_of_the_index_when_searched() -> None:
     first = results[0]
     # Remove most items (the index compacts and renumbers its rows), add others.
     index.remove([f"item{i}" for i in range(40)])
-    assert index._store.num_dead == 0  # compacted
+    assert index.store.rows.num_dead == 0  # compacted
     index.add(vectors[:20] * 2, labels="new", ids=[f"new{i}" for i in range(20)])
     assert results[0] is first
     assert [as_tuples(row) for row in results] == expected

@@ -19,14 +19,19 @@ from siamkit.exceptions import ConfigError, DataError
 from siamkit.geometry import paired_distances, pairwise_distances
 from siamkit.index.results import Neighbors
 from siamkit.thresholds import (
+    FarCalibration,
+    FpirCalibration,
     OpenSetScores,
     check_rate,
     check_threshold,
     fit_far_threshold,
+    fit_fpir_threshold,
 )
 
 __all__ = [
     "MAX_PAIRS",
+    "calibrate_far",
+    "calibrate_fpir",
     "check_far",
     "check_fpir",
     "check_threshold",
@@ -273,3 +278,69 @@ def _brute_force(
             raise DataError("no other item to search against: enrol more images or people")
         best = int(d.argmin())
         labels[row], distance[row] = gallery.labels[best], float(d[best])
+
+
+# -- what FaceIndex.calibrate runs ----------------------------------------------------
+def calibrate_far(
+    gallery: Gallery, metric: str, target_far: float, max_pairs: int, seed: int
+) -> FarCalibration:
+    """The 1:1 threshold of a gallery's own genuine and impostor pairs.
+
+    Raises:
+        DataError: no genuine or no impostor pair.
+
+    Examples:
+        >>> v = np.array([[0.0], [0.1], [1.0], [1.2]], dtype="float32")
+        >>> g = Gallery(v, np.array(["a", "a", "b", "b"], object), np.arange(4).astype(object))
+        >>> round(calibrate_far(g, "euclidean", 0.25, MAX_PAIRS, 0).threshold, 2)
+        0.95
+    """
+    distances, same = gallery_pairs(gallery.vectors, gallery.labels, metric, max_pairs, seed)
+    check_pairs(same)
+    return fit_far_threshold(distances, same, check_far(target_far), source="gallery")
+
+
+def calibrate_fpir(
+    search: Search,
+    gallery: Gallery,
+    metric: str,
+    target_fpir: float,
+    unknown: np.ndarray | None,
+) -> FpirCalibration:
+    """The 1:N threshold of a gallery, searched with ``search`` (see :func:`search_scores`).
+
+    Raises:
+        DataError: fewer than two people to leave out, and no ``unknown`` probes.
+    """
+    target_fpir = check_fpir(target_fpir)
+    people = len(set(gallery.labels.tolist()))
+    if unknown is None and people < 2:
+        raise DataError(
+            f"the gallery holds {people} person: leaving one out to act as a stranger "
+            "needs at least two; enrol more people, or pass unknown= probes"
+        )
+    scores = search_scores(search, gallery, metric, unknown)
+    source = "probes" if unknown is not None else "leave-one-person-out"
+    return fit_fpir_threshold(scores, target_fpir, gallery_size=gallery.size,
+                              gallery_people=people, source=source)  # fmt: skip
+
+
+def check_pairs(same: np.ndarray) -> None:
+    """Refuse pairs that hold no genuine or no impostor pair.
+
+    Examples:
+        >>> check_pairs(np.array([True, True]))
+        Traceback (most recent call last):
+        ...
+        siamkit.exceptions.DataError: no impostor pair (images of two people) ...
+    """
+    if not same.any():
+        raise DataError(
+            "no genuine pair (two images of one person) to calibrate on: enrol at least "
+            "two images of some people, or pass labelled pairs="
+        )
+    if same.all():
+        raise DataError(
+            "no impostor pair (images of two people) to calibrate on: enrol several "
+            "people, or pass labelled pairs="
+        )

@@ -1,33 +1,34 @@
-"""``FaceIndex``: a FAISS face gallery with identify, verify, calibration and safe saving."""
+"""``FaceIndex``: a face gallery with identify, verify and calibration, over a store.
+
+FaceIndex is a façade. It turns images into embeddings with the encoder,
+checks what it is given, assigns ids, and decides (:mod:`siamkit.index.decisions`)
+and calibrates (:mod:`siamkit.index.calibration`); the items live in a
+:class:`~siamkit.index.store.VectorStore`: the FAISS store in this process
+(default, saved as files) or a Milvus collection (``store="milvus"``).
+"""
 
 from __future__ import annotations
 
-import math
 import os
-from collections import Counter
+import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 
-from siamkit._version import __version__
-from siamkit.encoders.base import Encoder
 from siamkit.exceptions import (
     ConfigError,
     DataError,
     DuplicateIdError,
     EmptyIndexError,
-    EncoderMismatchError,
     GeometryError,
     IndexFileError,
-    NotCalibratedError,
     ShapeError,
     UnknownIdError,
 )
-from siamkit.geometry import _MAX_SQUARED_NORM, check_metric, paired_distances, prepare
-from siamkit.index import storage
+from siamkit.geometry import _MAX_SQUARED_NORM, paired_distances, prepare
+from siamkit.index import _record
 from siamkit.index._inputs import (
     check_id,
     check_label,
@@ -36,25 +37,19 @@ from siamkit.index._inputs import (
     per_item,
     to_embeddings,
 )
-from siamkit.index._rwlock import RWLock
-from siamkit.index._store import RowStore
-from siamkit.index.backends import (
-    Backend,
-    IndexSpec,
-    faiss_metric,
-    to_distances,
-    unscaled_query_distances,
-)
+from siamkit.index.backends import IndexSpec
 from siamkit.index.calibration import (
     MAX_PAIRS,
     Gallery,
+    calibrate_far,
+    calibrate_fpir,
     check_far,
-    check_fpir,
+    check_pairs,
     check_threshold,
     fit_far_threshold,
-    gallery_pairs,
-    search_scores,
 )
+from siamkit.index.decisions import decision_threshold, verification, vote
+from siamkit.index.faiss_store import FaissStore
 from siamkit.index.results import (
     Calibration,
     Enrolled,
@@ -67,11 +62,12 @@ from siamkit.index.results import (
     SkippedImage,
     Verification,
 )
-from siamkit.thresholds import FpirCalibration, fit_fpir_threshold, growth_warning
+from siamkit.index.store import EXISTING, VectorStore, store_registry
+from siamkit.thresholds import FpirCalibration, growth_warning
 
-#: Removed rows are rebuilt away once they pass this share of the FAISS index.
-REBUILD_FRACTION = 0.2
-_RECOMPUTE_CHUNK = 4096  # queries per exact-distance block, to bound memory
+if TYPE_CHECKING:  # the index runs without torch behind an ONNX encoder
+    from siamkit.encoders.base import Encoder
+
 _FLOAT32 = np.dtype(np.float32)  # NumPy's native float32 dtype is one shared object
 
 
@@ -79,29 +75,36 @@ class FaceIndex:
     """A searchable gallery of faces: enrol, search, identify, verify, save.
 
     Distances are the encoder's geometry, decided by :mod:`siamkit.geometry`:
-    for ``"cosine"`` the embeddings are L2-normalised and stored in an
-    inner-product FAISS index (distance ``1 - cos``); for ``"euclidean"`` in an
-    L2 index (distance ``||a - b||``). Every distance this class reports equals
-    :func:`siamkit.geometry.pairwise_distances` on the same embeddings, so a
-    threshold means the same in training, evaluation and search.
+    for ``"cosine"`` the embeddings are L2-normalised and compared by ``1 - cos``;
+    for ``"euclidean"`` by ``||a - b||``. Every distance this class reports equals
+    :func:`siamkit.geometry.pairwise_distances` on the same embeddings, whatever
+    the store, so a threshold means the same in training, evaluation and search.
 
     Items are images (paths, PIL images, uint8 arrays, torch tensors: encoded
     with the encoder) or embeddings (numpy float arrays). Ids are strings or
     integers, unique, their type kept (``1`` and ``"1"`` differ); when not given
     they are consecutive integers. All methods are thread-safe: searches run in
-    parallel, a change waits for them and each search sees the index before
+    parallel, a change waits for them and each search sees the gallery before
     or after a change, never in between.
 
     Args:
         encoder: Encodes images; its metric and size are the index's.
         metric: ``"cosine"`` or ``"euclidean"``; defaults to the encoder's, and
             must be given without an encoder.
-        index: ``"flat"`` (exact), ``"hnsw"`` (HNSW32), ``"ivf"`` (inverted
-            lists, trained once 2,048 vectors are in; exact until then) or any
-            FAISS ``index_factory`` string.
+        index: ``"flat"`` (exact), ``"hnsw"``, ``"ivf"``, or for the FAISS
+            store any FAISS ``index_factory`` string.
         dim: The embedding size; defaults to the encoder's, or the first add.
-        ef_search: HNSW search breadth (default 128).
-        nprobe: IVF lists visited per query (default: 1/64 of them, at least 8).
+        store: Where the items live: ``"faiss"`` (this process, saved with
+            :meth:`save`), ``"milvus"`` (a Milvus collection: give ``uri=`` and
+            ``collection=``), another registered store's name, or a
+            :class:`~siamkit.index.store.VectorStore` object.
+        ef_search: HNSW search breadth of the FAISS store (default 128).
+        nprobe: IVF lists the FAISS store visits per query (default: 1/64 of them, at least 8).
+        **store_options: Passed to the store, e.g. ``uri`` and ``collection``.
+
+    Raises:
+        ConfigError: the named store already holds a gallery (reopen it with
+            :meth:`connect`), or an option the store does not take.
 
     Examples:
         >>> import numpy as np
@@ -114,36 +117,74 @@ class FaceIndex:
 
     def __init__(
         self,
-        encoder: Encoder | None = None,
+        encoder: Encoder | Any | None = None,
         metric: str | None = None,
         index: str = "flat",
         dim: int | None = None,
         *,
+        store: str | VectorStore = "faiss",
         ef_search: int | None = None,
         nprobe: int | None = None,
+        **store_options: Any,
     ) -> None:
         self.encoder = encoder
-        self._metric = _resolve_metric(encoder, metric)
-        self._dim = _resolve_dim(encoder, dim)
-        self._spec = IndexSpec.parse(index)
-        self._params = {"ef_search": ef_search, "nprobe": nprobe}
-        # Who made the embeddings; kept through a load without the encoder.
-        self._encoder_info = _encoder_info(encoder)
-        self._lock = RWLock()
-        self._reading = self._lock.read()  # the same guard every time, one call less
-        self._store: RowStore | None = None
-        self._backend: Backend | None = None
-        self._next_id = 0
-        self._threshold: float | None = None
-        self._identify_threshold: float | None = None
-        #: The 1:1 calibration (:meth:`calibrate` with ``target_far``), or None.
-        self.calibration: Calibration | None = None
-        #: The 1:N calibration (:meth:`calibrate` with ``target_fpir``), or None.
-        self.fpir_calibration: FpirCalibration | None = None
-        #: JSON-able notes saved with the index (the CLI records the model folder).
-        self.extra: dict[str, Any] = {}
+        self._metric = _record.resolve_metric(encoder, metric)
+        self._dim = _record.resolve_dim(encoder, dim)
+        self._lock = threading.RLock()  # one change at a time: ids, thresholds, the record
+        self._record = _record.GalleryRecord(encoder=_record.encoder_info(encoder))
+        self._store: VectorStore | None = None
+        if isinstance(store, VectorStore):
+            self._adopt(store)
+            self._store_name, self._store_options = type(store).__name__, {}
+            self._index_name = store.index_name
+            return
+        self._store_name = str(store)
+        self._index_name = IndexSpec.parse(index).name if store == "faiss" else index
+        params = {"ef_search": ef_search, "nprobe": nprobe}
+        self._store_options = {**{k: v for k, v in params.items() if v is not None},
+                               **store_options}  # fmt: skip
         if self._dim is not None:
-            self._create_storage(self._dim)
+            self._open_store(self._dim)
+
+    # -- the store -------------------------------------------------------------------
+    @property
+    def store(self) -> VectorStore | None:
+        """The store holding the items (None until the embedding size is known)."""
+        return self._store
+
+    def _open_store(self, dim: int) -> VectorStore:
+        made = store_registry.create(self._store_name, dim=dim, metric=self._metric,
+                                     index=self._index_name, **self._store_options)  # fmt: skip
+        if not isinstance(made, FaissStore) and (made.get_meta() or made.count()):
+            made.close()
+            raise ConfigError(
+                f"the {self._store_name} store already holds a gallery: reopen it with "
+                "FaceIndex.connect(...), or choose another collection"
+            )
+        self._store, self._dim = made, dim
+        self._write_record()
+        return made
+
+    def _adopt(self, store: VectorStore) -> None:
+        if store.metric != self._metric:
+            raise GeometryError(
+                f"the store measures {store.metric} distance but the index {self._metric}: "
+                "thresholds would mean nothing"
+            )
+        if self._dim is not None and store.dim != self._dim:
+            raise ShapeError(
+                f"the store holds {store.dim}-d vectors, the encoder makes {self._dim}"
+            )
+        self._store, self._dim = store, store.dim
+
+    def _require_store(self) -> VectorStore:
+        if self._store is None:
+            raise EmptyIndexError("the index is empty: add items first")
+        return self._store
+
+    def _write_record(self) -> None:
+        if self._store is not None:
+            self._store.set_meta(self._record.to_meta())
 
     # -- properties ------------------------------------------------------------------
     @property
@@ -158,31 +199,56 @@ class FaceIndex:
 
     @property
     def index_spec(self) -> str:
-        """The FAISS index: ``"flat"``, ``"hnsw"``, ``"ivf"`` or a factory string."""
-        return self._spec.name
+        """The store's index: ``"flat"``, ``"hnsw"``, ``"ivf"`` or a FAISS factory string."""
+        return self._index_name if self._store is None else self._store.index_name
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """JSON-able notes saved with the gallery (the CLI records the model folder)."""
+        return self._record.extra
+
+    @extra.setter
+    def extra(self, value: dict[str, Any]) -> None:
+        self._record.extra = dict(value)
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The 1:1 calibration (:meth:`calibrate` with ``target_far``), or None."""
+        return self._record.calibration
+
+    @property
+    def fpir_calibration(self) -> FpirCalibration | None:
+        """The 1:N calibration (:meth:`calibrate` with ``target_fpir``), or None."""
+        return self._record.fpir_calibration
 
     @property
     def threshold(self) -> float | None:
         """The 1:1 threshold of :meth:`verify`: from ``calibrate(target_far=...)``, or by hand."""
-        return self._threshold
+        return self._record.threshold
 
     @threshold.setter
     def threshold(self, value: float | None) -> None:
-        self._threshold = None if value is None else check_threshold(value)
-        if self.calibration is not None and self.calibration.threshold != self._threshold:
-            self.calibration = None  # the report no longer describes the threshold
+        with self._lock:
+            record = self._record
+            record.threshold = None if value is None else check_threshold(value)
+            if record.calibration is not None and record.calibration.threshold != record.threshold:
+                record.calibration = None  # the report no longer describes the threshold
+            self._write_record()
 
     @property
     def identify_threshold(self) -> float | None:
         """The 1:N threshold of :meth:`identify`: from ``calibrate(target_fpir=...)`` or by hand."""
-        return self._identify_threshold
+        return self._record.identify_threshold
 
     @identify_threshold.setter
     def identify_threshold(self, value: float | None) -> None:
-        self._identify_threshold = None if value is None else check_threshold(value)
-        fit = self.fpir_calibration
-        if fit is not None and fit.threshold != self._identify_threshold:
-            self.fpir_calibration = None
+        with self._lock:
+            record = self._record
+            record.identify_threshold = None if value is None else check_threshold(value)
+            fit = record.fpir_calibration
+            if fit is not None and fit.threshold != record.identify_threshold:
+                record.fpir_calibration = None
+            self._write_record()
 
     @property
     def search_threshold(self) -> float | None:
@@ -197,54 +263,57 @@ class FaceIndex:
             >>> index.search_threshold
             0.2
         """
-        if self._identify_threshold is not None:
-            return self._identify_threshold
-        return self._threshold
+        record = self._record
+        if record.identify_threshold is not None:
+            return record.identify_threshold
+        return record.threshold
 
     @property
     def ef_search(self) -> int | None:
-        """HNSW search breadth (higher: better recall, slower); None without HNSW."""
-        if self._backend is None:
-            return self._params["ef_search"]
-        return self._backend.ef_search
+        """HNSW search breadth of the FAISS store (higher: better recall, slower)."""
+        return self._store_setting("ef_search")
 
     @ef_search.setter
     def ef_search(self, value: int | None) -> None:
-        self._set_param("ef_search", value)
+        self._set_store_setting("ef_search", value)
 
     @property
     def nprobe(self) -> int | None:
-        """IVF lists visited per query (higher: better recall, slower); None without IVF."""
-        if self._backend is None:
-            return self._params["nprobe"]
-        return self._backend.nprobe
+        """IVF lists the FAISS store visits per query (higher: better recall, slower)."""
+        return self._store_setting("nprobe")
 
     @nprobe.setter
     def nprobe(self, value: int | None) -> None:
-        self._set_param("nprobe", value)
+        self._set_store_setting("nprobe", value)
 
-    def _set_param(self, name: str, value: int | None) -> None:
-        with self._lock.write():
-            if self._backend is not None:
-                setattr(self._backend, name, value)
-            self._params[name] = value
+    def _store_setting(self, name: str) -> int | None:
+        if isinstance(self._store, FaissStore):
+            return getattr(self._store, name)
+        return self._store_options.get(name) if self._store is None else None
+
+    def _set_store_setting(self, name: str, value: int | None) -> None:
+        if isinstance(self._store, FaissStore):
+            setattr(self._store, name, value)
+        elif self._store is None and self._store_name == "faiss":
+            self._store_options[name] = value
+        else:
+            raise ConfigError(f"{name} is a setting of the FAISS store, not of this index's store")
 
     # -- container protocol ----------------------------------------------------------
     def __len__(self) -> int:
-        return 0 if self._store is None else self._store.num_alive
+        return 0 if self._store is None else self._store.count()
 
     def __contains__(self, item_id: object) -> bool:
         try:
             key = check_id(item_id)
         except ConfigError:
             return False
-        with self._lock.read():
-            return self._store is not None and key in self._store.row_of
+        return self._store is not None and self._store.contains(key)
 
     def __repr__(self) -> str:
         return (
             f"FaceIndex({len(self)} items, dim={self._dim}, metric={self._metric!r}, "
-            f"index={self._spec.name!r})"
+            f"index={self.index_spec!r})"
         )
 
     def get(self, item_id: ItemId) -> Record:
@@ -259,15 +328,11 @@ class FaceIndex:
             >>> index.get("a1").embedding.tolist()
             [0.6000000238418579, 0.800000011920929]
         """
-        with self._lock.read():
-            row = self._row(item_id)
-            store = self._require_store()
-            return Record(
-                id=store.ids[row],
-                label=store.labels[row],
-                metadata=dict(store.metadata[row]),
-                embedding=store.vectors[row].copy(),
-            )
+        key = check_id(item_id)
+        if self._store is None:
+            raise UnknownIdError(f"id {item_id!r} is not in the index")
+        item = self._store.get([key])[0]
+        return Record(id=item.id, label=item.label, metadata=item.metadata, embedding=item.vector)
 
     def ids(self, label: Label | None = None) -> list[ItemId]:
         """The ids of all items, or of one person's, in enrolment order.
@@ -279,13 +344,12 @@ class FaceIndex:
             >>> index.ids(label="a")
             [0, 2]
         """
-        with self._lock.read():
-            if self._store is None:
-                return []
-            keep = self._store.alive
-            if label is not None:
-                keep = keep & (self._store.labels == check_label(label))
-            return self._store.ids[keep].tolist()
+        if self._store is None:
+            return []
+        gallery = self._store.gallery()
+        if label is None:
+            return gallery.ids.tolist()
+        return gallery.ids[gallery.labels == check_label(label)].tolist()
 
     def labels(self) -> list[Label]:
         """The distinct labels (people), in order of first enrolment.
@@ -296,10 +360,9 @@ class FaceIndex:
             >>> index.labels()
             ['b', 'a']
         """
-        with self._lock.read():
-            if self._store is None:
-                return []
-            return list(dict.fromkeys(self._store.labels[self._store.alive].tolist()))
+        if self._store is None:
+            return []
+        return list(dict.fromkeys(self._store.gallery().labels.tolist()))
 
     # -- adding and removing ---------------------------------------------------------
     def add(
@@ -309,6 +372,7 @@ class FaceIndex:
         ids: Any = None,
         metadata: Any = None,
         *,
+        existing: str = "error",
         batch_size: int = 64,
         progress: bool = False,
     ) -> Enrolled:
@@ -322,6 +386,9 @@ class FaceIndex:
             ids: Unique ids (str or int); default: consecutive integers.
             metadata: A JSON-able dict per item; default ``{"path": ...}`` for
                 files, ``{}`` otherwise.
+            existing: ``"error"`` refuses ids already enrolled; ``"skip"``
+                leaves them as they are and enrols the rest (re-running an
+                interrupted enrolment).
             batch_size: Images encoded at once.
             progress: Show a progress bar while encoding.
 
@@ -332,8 +399,8 @@ class FaceIndex:
             (their labels, ids and metadata are dropped with them).
 
         Raises:
-            DuplicateIdError: an id is already in the index (use :meth:`upsert`)
-                or repeated.
+            DuplicateIdError: an id is already in the index (use :meth:`upsert`,
+                or ``existing="skip"``) or repeated.
             NoFaceError: no face was found in an image and the aligner's
                 policy is ``"error"`` (the message names the file; nothing is added).
             ShapeError: wrong embedding size, or labels/ids/metadata of the
@@ -347,7 +414,9 @@ class FaceIndex:
             >>> len(index), "a1" in index
             (2, True)
         """
-        return self._insert(items, labels, ids, metadata, batch_size, progress, replace=False)
+        if existing not in EXISTING:
+            raise ConfigError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
+        return self._insert(items, labels, ids, metadata, batch_size, progress, existing)
 
     def upsert(
         self,
@@ -370,22 +439,24 @@ class FaceIndex:
         """
         if ids is None:
             raise ConfigError("upsert needs the ids of the items it adds or replaces")
-        return self._insert(items, labels, ids, metadata, batch_size, progress, replace=True)
+        return self._insert(items, labels, ids, metadata, batch_size, progress, "replace")
 
     def add_folder(
         self,
         path: str | os.PathLike,
         *,
         upsert: bool = False,
+        existing: str = "error",
         batch_size: int = 64,
         progress: bool = False,
     ) -> Enrolled:
         """Enrol an ImageFolder gallery: ``path/<person>/<image>``, label = folder name.
 
         Ids are the images' paths relative to ``path`` (``"alice/1.jpg"``) and
-        metadata ``{"path": <the file>}``. Images without a face follow the
-        encoder's aligner's policy, as in :meth:`add`: skipped (and listed in
-        the result's ``skipped``), aligned whole, or refused.
+        metadata ``{"path": <the file>}``. With ``existing="skip"`` the images
+        whose ids are already enrolled are not even encoded, so re-running an
+        interrupted enrolment only does what is left. Images without a face
+        follow the encoder's aligner's policy, as in :meth:`add`.
 
         Raises:
             DataError: ``path`` is missing or not an image folder.
@@ -401,14 +472,17 @@ class FaceIndex:
             >>> index.add_folder(root)
             ['ann/1.png']
         """
-        from siamkit.data.folder import FaceFolder
-
-        folder = FaceFolder(path)
-        root = Path(path)
-        files = [file for file, _ in folder.samples]
-        ids = [Path(file).relative_to(root).as_posix() for file in files]
-        labels = [folder.classes[target] for _, target in folder.samples]
-        return self._insert(files, labels, ids, None, batch_size, progress, replace=upsert)
+        files, labels, ids = gallery_files(path)
+        if existing == "skip" and self._store is not None and not upsert:
+            present = self._store.existing_ids(ids)
+            keep = [i for i, item_id in enumerate(ids) if item_id not in present]
+            files, labels, ids = (
+                [files[i] for i in keep],
+                [labels[i] for i in keep],
+                [ids[i] for i in keep],
+            )
+        mode = "replace" if upsert else existing
+        return self._insert(files, labels, ids, None, batch_size, progress, mode)
 
     def _insert(
         self,
@@ -418,9 +492,9 @@ class FaceIndex:
         metadata: Any,
         batch_size: int,
         progress: bool,
-        replace: bool,
+        mode: str,
     ) -> Enrolled:
-        if ids is not None and not replace:
+        if ids is not None and mode == "error":
             self._precheck_ids(ids)  # fail before encoding a whole gallery
         embedded = embed_items(items, self.encoder, self._dim, batch_size, progress)
         count = len(embedded.paths)
@@ -436,49 +510,52 @@ class FaceIndex:
             labels, metadata = [labels[i] for i in kept], [metadata[i] for i in kept]
             given = None if given is None else [given[i] for i in kept]
         embeddings = embedded.embeddings
-        vectors = prepare(embeddings, self._metric)
-        with self._lock.write():
+        with self._lock:
             if len(embeddings) == 0:
                 return Enrolled([], skipped)
-            store = self._store or self._create_storage(embeddings.shape[1])
+            store = self._store or self._open_store(embeddings.shape[1])
             new_ids = given if given is not None else self._auto_ids(len(embeddings))
-            replaced = self._check_new_ids(new_ids, replace)
-            if replaced:
-                store.kill(replaced)
-            store.append(vectors, new_ids, labels, metadata)
-            ints = [i for i in new_ids if isinstance(i, int)]
-            self._next_id = max([self._next_id, *(i + 1 for i in ints)])
-            self._require_backend().sync(store.vectors)
-            self._maybe_compact()
+            if mode == "replace":
+                store.upsert(new_ids, embeddings, labels, metadata)
+            elif mode == "skip":
+                present = store.existing_ids(new_ids)
+                store.add(new_ids, embeddings, labels, metadata, existing="skip")
+                new_ids = [i for i in new_ids if i not in present]
+            else:
+                store.add(new_ids, embeddings, labels, metadata)
+            self._advance_ids(new_ids)
             return Enrolled(new_ids, skipped)
 
     def _precheck_ids(self, ids: Any) -> None:
         wanted = [check_id(i) for i in _id_list(ids)]
-        with self._lock.read():
-            if self._store is not None:
-                self._check_new_ids(wanted, replace=False)
-
-    def _auto_ids(self, count: int) -> list[int]:
-        return list(range(self._next_id, self._next_id + count))
-
-    def _check_new_ids(self, ids: list[ItemId], replace: bool) -> list[int]:
-        repeated = [i for i, n in Counter(ids).items() if n > 1]
+        seen: set[Any] = set()
+        repeated = [i for i in wanted if i in seen or seen.add(i)]
         if repeated:
             raise DuplicateIdError(f"ids repeated in one call: {repeated[:5]}; ids must be unique")
-        row_of = self._require_store().row_of
-        taken = [i for i in ids if i in row_of]
-        if taken and not replace:
+        taken = [] if self._store is None else sorted(self._store.existing_ids(wanted), key=str)
+        if taken:
             raise DuplicateIdError(
                 f"ids already in the index: {taken[:5]}; remove them first, or use upsert() "
                 "to replace them"
             )
-        return [row_of[i] for i in taken]
+
+    def _auto_ids(self, count: int) -> list[int]:
+        start = self._record.next_id
+        return list(range(start, start + count))
+
+    def _advance_ids(self, new_ids: list[ItemId]) -> None:
+        ints = [i for i in new_ids if isinstance(i, int)]
+        after = max([self._record.next_id, *(i + 1 for i in ints)])
+        if after != self._record.next_id:
+            self._record.next_id = after
+            self._write_record()
 
     def remove(self, ids: ItemId | Iterable[ItemId], *, missing_ok: bool = False) -> int:
         """Remove items by id, from every kind of index (HNSW included).
 
-        Removed items never appear in results again. They are flagged, filtered
-        out of searches, and rebuilt away once they pass 20% of the index.
+        Removed items never appear in results again. The FAISS store flags
+        them, filters them out of searches, and rebuilds them away once they
+        pass 20% of the index.
 
         Args:
             ids: One id or several.
@@ -498,24 +575,19 @@ class FaceIndex:
             >>> [m.id for m in index.search(np.array([1.0], dtype="float32"), k=3)]
             [0, 2]
         """
-        wanted = _id_list(ids)
-        with self._lock.write():
-            row_of = {} if self._store is None else self._store.row_of
-            keys = list(dict.fromkeys(check_id(i) for i in wanted))
-            missing = [key for key in keys if key not in row_of]
-            if missing and not missing_ok:
-                raise UnknownIdError(
-                    f"ids not in the index: {missing[:5]}; nothing was removed "
-                    "(pass missing_ok=True to skip them)"
-                )
-            rows = [row_of[key] for key in keys if key in row_of]
-            if rows:
-                self._require_store().kill(rows)
-                self._maybe_compact()
-            return len(rows)
+        keys = list(dict.fromkeys(check_id(i) for i in _id_list(ids)))
+        with self._lock:
+            if self._store is None:
+                if keys and not missing_ok:
+                    raise UnknownIdError(
+                        f"ids not in the index: {keys[:5]}; nothing was removed "
+                        "(pass missing_ok=True to skip them)"
+                    )
+                return 0
+            return self._store.remove(keys, missing_ok=missing_ok)
 
     def compact(self) -> None:
-        """Rebuild the FAISS index without removed items now (otherwise done at 20%).
+        """Reclaim the space of removed items now (the FAISS store does it at 20%).
 
         Examples:
             >>> index = FaceIndex(metric="euclidean", dim=1)
@@ -523,16 +595,8 @@ class FaceIndex:
             >>> _ = index.remove(0); index.compact(); index.info()["removed_pending"]
             0
         """
-        with self._lock.write():
-            if self._store is not None and self._store.num_dead:
-                self._store.compact()
-                self._require_backend().rebuild(self._store.vectors)
-
-    def _maybe_compact(self) -> None:
-        store = self._require_store()
-        if store.num_dead and store.num_dead > REBUILD_FRACTION * store.num_rows:
-            store.compact()
-            self._require_backend().rebuild(store.vectors)
+        if self._store is not None:
+            self._store.compact()
 
     # -- searching -------------------------------------------------------------------
     def search(self, queries: Any, k: int = 5) -> list[Match] | SearchResults:
@@ -569,12 +633,8 @@ class FaceIndex:
         vectors, single = self._queries(queries, k)
         if not len(vectors):  # an empty batch has empty answers, even from an empty index
             return SearchResults.empty(k)
-        with self._reading:
-            rows, distances = self._nearest(vectors, k)
-            if single:
-                return self._match_list(rows[0].tolist(), distances[0].tolist())
-            ids, labels = self._lookup(rows)
-            return SearchResults(ids, labels, distances, rows, self._require_store().metadata)
+        results = self._search(vectors, k)
+        return results[0] if single else results
 
     def knn(self, queries: Any, k: int = 5) -> Neighbors:
         """Batch search returning arrays (ids, labels, distances) instead of matches.
@@ -586,10 +646,40 @@ class FaceIndex:
             [['a'], ['b']]
         """
         vectors, _ = self._queries(queries, k)
-        with self._lock.read():
-            rows, distances = self._nearest(vectors, k)
-            ids, labels = self._lookup(rows)
-        return Neighbors(ids=ids, labels=labels, distances=distances)
+        results = self._search(vectors, k)
+        return Neighbors(ids=results.ids, labels=results.labels, distances=results.distances)
+
+    def _search(self, vectors: np.ndarray, k: int) -> SearchResults:
+        store = self._store
+        if store is None:
+            raise EmptyIndexError("the index is empty: add items before searching it")
+        results = store.search_results(vectors, int(k))
+        if results.ids.shape[1] == 0 and len(vectors) and store.count() == 0:
+            raise EmptyIndexError("the index is empty: add items before searching it")
+        return results
+
+    def _search_one_embedding(self, vector: np.ndarray, k: Any) -> list[Match] | None:
+        """The matches of one float32 embedding on the store's fast path, else None.
+
+        One NumPy call (the squared norm, which is also the check for NaN, inf
+        and norms over ``MAX_EMBEDDING_NORM``, whose float32 distances would
+        overflow) before the store's ``search_one``; anything else takes the
+        general path, which raises for what this refuses.
+        """
+        store = self._store
+        if store is None or vector.shape != (self._dim,) or type(k) is not int or k <= 0:
+            return None
+        # vdot, not dot: as fast, and silent when the float32 square overflows to inf.
+        squared = float(np.vdot(vector, vector))
+        if not squared <= _MAX_SQUARED_NORM:  # also False for NaN and inf
+            return None
+        return store.search_one(vector, k, squared)
+
+    def _queries(self, queries: Any, k: int) -> tuple[np.ndarray, bool]:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        embeddings, single, _ = to_embeddings(queries, self.encoder, self._dim)
+        return prepare(embeddings, self._metric), single
 
     def identify(
         self, query: Any, threshold: float | None = None, k: int = 1
@@ -599,21 +689,13 @@ class FaceIndex:
         A query is unknown when its nearest item is farther than the threshold.
         With ``k > 1`` the labels of the ``k`` nearest items within the
         threshold vote (ties go to the nearest), and the nearest item of the
-        winning label is returned.
+        winning label is returned (:func:`siamkit.index.decisions.vote`).
 
         The threshold, first found first used: the ``threshold`` argument; the
         1:N threshold (:attr:`identify_threshold`, from
         ``calibrate(target_fpir=...)``); the 1:1 threshold (:attr:`threshold`,
         from ``calibrate(target_far=...)``), which lets more strangers through
         as the gallery grows.
-
-        Args:
-            query: One item or a batch.
-            threshold: Accept distances up to this; default: the calibrated one.
-            k: Neighbours that vote.
-
-        Returns:
-            A :class:`Match` or None per query.
 
         Raises:
             NotCalibratedError: no threshold given and the index not calibrated.
@@ -626,11 +708,11 @@ class FaceIndex:
             >>> index.identify(np.array([9.0], dtype="float32"), threshold=0.5) is None
             True
         """
-        limit = self._decision_threshold(self.search_threshold if threshold is None else threshold)
+        limit = decision_threshold(threshold, self.search_threshold)
         results = self.search(query, k)
         if isinstance(results, SearchResults):
-            return [_vote(matches, limit) for matches in results]
-        return _vote(results, limit)
+            return [vote(matches, limit) for matches in results]
+        return vote(results, limit)
 
     def verify(self, a: Any, b: Any, threshold: float | None = None) -> Verification:
         """Do ``a`` and ``b`` (two faces, or two embeddings) show the same person?
@@ -645,156 +727,14 @@ class FaceIndex:
             >>> v.same, round(v.distance, 6)
             (True, 0.5)
         """
-        limit = self._decision_threshold(threshold)
+        limit = decision_threshold(threshold, self.threshold)
         first, single_a, _ = to_embeddings(a, self.encoder, self._dim)
         second, single_b, _ = to_embeddings(b, self.encoder, self._dim)
         if not (single_a and single_b):
             raise ShapeError("verify compares two single faces: pass one item as a and one as b")
         if first.shape != second.shape:
             raise ShapeError(f"embedding sizes differ: {first.shape[1]} vs {second.shape[1]}")
-        distance = float(paired_distances(first, second, self._metric)[0])
-        return Verification(same=distance <= limit, distance=distance, threshold=limit)
-
-    def _decision_threshold(self, threshold: float | None) -> float:
-        if threshold is None:
-            threshold = self._threshold
-        if threshold is None:
-            raise NotCalibratedError(
-                "no decision threshold: call index.calibrate(target_fpir=...) for identify or "
-                "index.calibrate(target_far=...) for verify on a gallery with several images "
-                "per person, or pass threshold="
-            )
-        return check_threshold(threshold)
-
-    def _queries(self, queries: Any, k: int) -> tuple[np.ndarray, bool]:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ConfigError(f"k must be a positive integer, got {k!r}")
-        embeddings, single, _ = to_embeddings(queries, self.encoder, self._dim)
-        return prepare(embeddings, self._metric), single
-
-    def _search_one_embedding(self, vector: np.ndarray, k: Any) -> list[Match] | None:
-        """The matches of one float32 embedding in the common case, else None.
-
-        Issue #3 allows a single query 50 µs on top of FAISS, and after FAISS has
-        swept the CPU caches every NumPy call costs microseconds. So this path
-        makes one (the squared norm, which is also the check for NaN, inf and
-        norms over ``MAX_EMBEDDING_NORM``, whose float32 distances would
-        overflow) besides the search: FAISS searches the query as given, since
-        scaling does not change the order, and the scores become distances in
-        Python. None (nothing done) for anything else: the general path handles
-        it, and raises for what this refuses.
-        """
-        if vector.shape != (self._dim,) or type(k) is not int or k <= 0:
-            return None
-        # vdot, not dot: as fast, and silent when the float32 square overflows to inf.
-        squared = float(np.vdot(vector, vector))
-        if not squared <= _MAX_SQUARED_NORM:  # also False for NaN and inf
-            return None
-        with self._reading:
-            backend = self._plain_backend(k)
-            if backend is None or not backend.exact_distances:
-                return None
-            scores, rows = backend.search(vector[None], k)
-            # tolist()[0], not [0].tolist(): NumPy indexing is one more cold call.
-            distances = unscaled_query_distances(scores.tolist()[0], self._metric, squared**0.5)
-            return self._match_list(rows.tolist()[0], distances)
-
-    def _plain_backend(self, k: int) -> Backend | None:
-        """The backend if FAISS alone answers (built, nothing removed, ``k`` below its size)."""
-        store, backend = self._store, self._backend
-        if store is None or backend is None or backend.index is None or store.num_dead:
-            return None
-        return backend if k < store.num_rows else None
-
-    def _nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, distances)``, ``(num_queries, min(k, len))``; rows -1 where none found."""
-        backend = self._plain_backend(k)
-        if backend is not None:
-            scores, rows = backend.search(queries, int(k))
-            return self._finish(queries, rows, scores, backend.exact_distances)
-        store = self._store
-        if store is None or store.num_alive == 0:
-            raise EmptyIndexError("the index is empty: add items before searching it")
-        backend = self._require_backend()
-        k = min(int(k), store.num_alive)
-        rows = np.full((len(queries), k), -1, dtype=np.int64)
-        scores = np.zeros((len(queries), k), dtype=np.float32)
-        # Removed rows are still in FAISS: fetch enough extra to cover them and
-        # fetch again, twice as many, for queries that came up short.
-        dead_share = store.num_dead / store.num_rows
-        fetch = min(store.num_rows, math.ceil(k / (1 - dead_share) * 1.5) + 8 * bool(dead_share))
-        todo = np.arange(len(queries))
-        while todo.size:
-            exact = backend.index is None or fetch >= store.num_rows
-            found_scores, found = (
-                faiss.knn(queries[todo], store.vectors, fetch, metric=faiss_metric(self._metric))
-                if exact
-                else backend.search(queries[todo], fetch)
-            )
-            valid = found >= 0
-            if store.num_dead:
-                valid &= store.alive[np.where(valid, found, 0)]
-            short = (valid.sum(axis=1) < k) & (found[:, -1] >= 0) & (fetch < store.num_rows)
-            order = np.argsort(~valid, axis=1, kind="stable")[:, :k]
-            keep = np.take_along_axis(valid, order, axis=1)
-            done = todo[~short]
-            rows[done] = np.where(keep, np.take_along_axis(found, order, axis=1), -1)[~short]
-            scores[done] = np.take_along_axis(found_scores, order, axis=1)[~short]
-            todo, fetch = todo[short], min(store.num_rows, 2 * fetch)
-        return self._finish(queries, rows, scores, backend.exact_distances)
-
-    def _finish(
-        self, queries: np.ndarray, rows: np.ndarray, scores: np.ndarray, exact: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        missing = rows < 0
-        if exact:
-            distances = to_distances(scores, self._metric)
-        else:  # compressed codes (PQ, SQ...): re-rank on the stored vectors
-            distances = self._recompute(queries, rows)
-            order = np.argsort(np.where(missing, np.inf, distances), axis=1, kind="stable")
-            rows = np.take_along_axis(rows, order, axis=1)
-            distances = np.take_along_axis(distances, order, axis=1)
-            missing = rows < 0
-        if missing.any():
-            distances = np.where(missing, np.float32(np.nan), distances)
-        return rows, distances.astype(np.float32, copy=False)
-
-    def _recompute(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        vectors = self._require_store().vectors
-        out = np.empty(rows.shape, dtype=np.float32)
-        for start in range(0, len(rows), _RECOMPUTE_CHUNK):
-            block = slice(start, start + _RECOMPUTE_CHUNK)
-            near = vectors[np.where(rows[block] < 0, 0, rows[block])]
-            query = queries[block][:, None, :]
-            if self._metric == "cosine":
-                out[block] = 1.0 - np.einsum("qkd,qkd->qk", near, query)
-            else:
-                out[block] = np.sqrt(np.einsum("qkd,qkd->qk", near - query, near - query))
-        return out
-
-    def _match_list(self, rows: list[int], distances: list[float]) -> list[Match]:
-        """One query's matches; rows of -1 (nothing found) are left out."""
-        store = self._require_store()
-        ids, labels, metadata = store.id_list, store.label_list, store.metadata
-        found = zip(rows, distances, strict=True)
-        # {} for no metadata: a dict() call per match is microseconds on a cold cache.
-        return [
-            Match(ids[r], labels[r], d, dict(metadata[r]) if metadata[r] else {})
-            for r, d in found
-            if r >= 0
-        ]
-
-    def _lookup(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The ids and labels of ``rows``, None where a row is -1."""
-        store = self._require_store()
-        missing = rows < 0
-        if not missing.any():
-            return store.ids[rows], store.labels[rows]
-        safe = np.where(missing, 0, rows)
-        ids, labels = store.ids[safe], store.labels[safe]
-        ids[missing] = None
-        labels[missing] = None
-        return ids, labels
+        return verification(float(paired_distances(first, second, self._metric)[0]), limit)
 
     # -- calibration -----------------------------------------------------------------
     def calibrate(
@@ -860,69 +800,43 @@ class FaceIndex:
         if target_fpir is None:
             if unknown is not None:
                 raise ConfigError("unknown= probes calibrate 1:N search: pass target_fpir= too")
-            return self._calibrate_far(1e-3 if target_far is None else target_far, pairs,
-                                       max_pairs, seed)  # fmt: skip
+            target_far = check_far(1e-3 if target_far is None else target_far)
+            if pairs is not None:
+                distances, same = self._pair_distances(pairs)
+                report = fit_far_threshold(distances, same, target_far, source="pairs")
+            else:
+                report = calibrate_far(self._gallery(), self._metric, target_far, max_pairs, seed)
+            with self._lock:
+                self._record.threshold, self._record.calibration = report.threshold, report
+                self._write_record()
+            return report
         if target_far is not None or pairs is not None:
             raise ConfigError(
                 "calibrate fits one threshold per call: target_far (1:1, verify) or "
                 "target_fpir (1:N, identify); call it twice for both"
             )
-        return self._calibrate_fpir(target_fpir, unknown)
+        probes = None if unknown is None else self._probes(unknown)
+        fit = calibrate_fpir(self.knn, self._gallery(), self._metric, target_fpir, probes)
+        with self._lock:
+            self._record.identify_threshold, self._record.fpir_calibration = fit.threshold, fit
+            self._write_record()
+        return fit
 
-    def _calibrate_far(
-        self, target_far: float, pairs: Any, max_pairs: int, seed: int
-    ) -> Calibration:
-        target_far = check_far(target_far)
-        if pairs is not None:
-            distances, same = self._pair_distances(pairs)
-            report = fit_far_threshold(distances, same, target_far, source="pairs")
-        else:
-            with self._lock.read():
-                vectors, labels = self._gallery()
-                distances, same = gallery_pairs(vectors, labels, self._metric, max_pairs, seed)
-            _check_pairs(same)
-            report = fit_far_threshold(distances, same, target_far, source="gallery")
-        with self._lock.write():
-            self._threshold, self.calibration = report.threshold, report
-        return report
-
-    def _calibrate_fpir(self, target_fpir: float, unknown: Any) -> FpirCalibration:
-        target_fpir = check_fpir(target_fpir)
-        probes = None
-        if unknown is not None:
-            # A collection: under on_missing="skip", a photo without a face is no probe.
-            embedded = embed_items(unknown, self.encoder, self._dim)
-            probes = embedded.embeddings
-            if not len(probes):
-                skipped = f" ({len(embedded.skipped)} without a face)" if embedded.skipped else ""
-                raise DataError(
-                    f"unknown= holds no probe{skipped}: pass images or embeddings of strangers"
-                )
-        with self._lock.read():
-            vectors, labels = self._gallery()
-            store = self._require_store()
-            ids = store.ids[store.alive] if store.num_dead else store.ids
-        people = len(set(labels.tolist()))
-        if probes is None and people < 2:
+    def _probes(self, unknown: Any) -> np.ndarray:
+        # A collection: under on_missing="skip", a photo without a face is no probe.
+        embedded = embed_items(unknown, self.encoder, self._dim)
+        if not len(embedded.embeddings):
+            skipped = f" ({len(embedded.skipped)} without a face)" if embedded.skipped else ""
             raise DataError(
-                f"the gallery holds {people} person: leaving one out to act as a stranger "
-                "needs at least two; enrol more people, or pass unknown= probes"
+                f"unknown= holds no probe{skipped}: pass images or embeddings of strangers"
             )
-        scores = search_scores(self.knn, Gallery(vectors, labels, ids), self._metric, probes)
-        source = "probes" if probes is not None else "leave-one-person-out"
-        report = fit_fpir_threshold(scores, target_fpir, gallery_size=len(labels),
-                                    gallery_people=people, source=source)  # fmt: skip
-        with self._lock.write():
-            self._identify_threshold, self.fpir_calibration = report.threshold, report
-        return report
+        return prepare(embedded.embeddings, self._metric)
 
-    def _gallery(self) -> tuple[np.ndarray, np.ndarray]:
-        store = self._store
-        if store is None or store.num_alive == 0:
+    def _gallery(self) -> Gallery:
+        gallery = None if self._store is None else self._store.gallery()
+        if gallery is None or gallery.size == 0:
             raise EmptyIndexError("the index is empty: add a gallery before calibrating it")
-        if store.num_dead:
-            return store.vectors[store.alive], store.labels[store.alive]
-        return store.vectors, store.labels
+        return gallery
 
     def _pair_distances(self, pairs: Any) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(pairs, (tuple, list)) or len(pairs) != 3:
@@ -935,12 +849,12 @@ class FaceIndex:
                 f"pairs hold {len(first)} a items, {len(second)} b items and {len(same)} "
                 "same/different flags: pass one of each per pair"
             )
-        _check_pairs(same)
+        check_pairs(same)
         return paired_distances(first, second, self._metric), same
 
     # -- information -----------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        """A JSON-able summary: size, geometry, index settings, thresholds, encoder, warnings.
+        """A JSON-able summary: size, geometry, store settings, thresholds, encoder, warnings.
 
         ``warnings`` lists what may make decisions worse than calibrated: a
         gallery grown past twice the size its 1:N threshold was fitted at, or
@@ -950,34 +864,35 @@ class FaceIndex:
             >>> FaceIndex(metric="cosine", dim=4).info()["count"]
             0
         """
-        with self._lock.read():
-            store, backend = self._store, self._backend
-            count = 0 if store is None else store.num_alive
-            fit = self.fpir_calibration
-            return {
-                "count": count,
-                "people": len(set(self._gallery()[1].tolist())) if len(self) else 0,
-                "dim": self._dim,
-                "metric": self._metric,
-                "normalised": self._metric == "cosine",
-                "index": self._spec.name,
-                "ef_search": self.ef_search,
-                "nprobe": self.nprobe,
-                "trained": backend is not None and backend.index is not None,
-                "removed_pending": 0 if store is None else store.num_dead,
-                "threshold": self._threshold,
-                "calibration": None if self.calibration is None else self.calibration.to_dict(),
-                "identify_threshold": self._identify_threshold,
-                "fpir_calibration": None if fit is None else fit.to_dict(),
-                "encoder_fingerprint": (self._encoder_info or {}).get("fingerprint"),
-                "extra": dict(self.extra),
-                "warnings": self._warnings(count),
-            }
+        store, record = self._store, self._record
+        count = len(self)
+        described = {"ef_search": self.ef_search, "nprobe": self.nprobe, "trained": False,
+                     "removed_pending": 0}  # fmt: skip
+        if store is not None:
+            described.update(store.describe())
+        fit, calibration = record.fpir_calibration, record.calibration
+        return {
+            "count": count,
+            "people": len(self.labels()) if count else 0,
+            "dim": self._dim,
+            "metric": self._metric,
+            "normalised": self._metric == "cosine",
+            "store": self._store_name if store is None else _store_kind(store),
+            **described,
+            "index": self.index_spec,
+            "threshold": record.threshold,
+            "calibration": None if calibration is None else calibration.to_dict(),
+            "identify_threshold": record.identify_threshold,
+            "fpir_calibration": None if fit is None else fit.to_dict(),
+            "encoder_fingerprint": record.fingerprint,
+            "extra": dict(record.extra),
+            "warnings": self._warnings(count),
+        }
 
     def _warnings(self, count: int) -> list[str]:
-        grown = growth_warning(self.fpir_calibration, count)
+        grown = growth_warning(self._record.fpir_calibration, count)
         warnings = [] if grown is None else [grown]
-        if self._identify_threshold is None and self._threshold is not None:
+        if self._record.identify_threshold is None and self._record.threshold is not None:
             warnings.append(
                 "identify uses the 1:1 threshold, which accepts more strangers the larger the "
                 "gallery: calibrate 1:N search (target_fpir=...)"
@@ -985,12 +900,19 @@ class FaceIndex:
         return warnings
 
     # -- persistence -----------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Save into folder ``path``, atomically: a crash leaves the old or the new index.
+    def save(self, path: str | os.PathLike | None = None) -> Path | None:
+        """Save the gallery: files for the FAISS store, the record for a database.
 
-        Writes the vectors (npy), ids, labels and metadata (JSON), the FAISS
-        index and a manifest with versions, geometry, threshold, the encoder's
-        fingerprint and each file's checksum. Never pickle.
+        With the FAISS store, saves into folder ``path``, atomically: a crash
+        leaves the old or the new index. It writes the vectors (npy), ids,
+        labels and metadata (JSON), the FAISS index and a manifest with
+        versions, geometry, thresholds, the encoder's fingerprint and each
+        file's checksum. Never pickle. A Milvus store already holds every item
+        and threshold; ``save()`` (no path) writes :attr:`extra` to it too.
+
+        Raises:
+            EmptyIndexError: nothing to save yet (the embedding size is unknown).
+            ConfigError: a path for a database store, or none for the FAISS store.
 
         Examples:
             >>> import tempfile
@@ -1000,51 +922,22 @@ class FaceIndex:
             >>> len(FaceIndex.load(folder))
             2
         """
-        directory = Path(path)
-        with self._lock.read():
-            store = self._require_store()
-            backend = self._backend
-            records = {
-                "ids": store.ids.tolist(),
-                "labels": store.labels.tolist(),
-                "metadata": store.metadata,
-                "removed": np.flatnonzero(~store.alive).tolist(),
-                "next_id": self._next_id,
-            }
-            keep_faiss = backend is not None and backend.index is not None
-            storage.save_index_files(
-                directory,
-                self._manifest(store),
-                store.vectors,
-                records,
-                backend.write if keep_faiss and self._spec.kind != "flat" else None,  # type: ignore[union-attr]
-            )
-        return directory
-
-    def _manifest(self, store: RowStore) -> dict[str, Any]:
-        backend, fit = self._backend, self.fpir_calibration
-        return {
-            "format": storage.FORMAT_NAME,
-            "format_version": storage.FORMAT_VERSION,
-            "siamkit_version": __version__,
-            "faiss_version": faiss.__version__,
-            "dim": self._dim or 0,
-            "metric": self._metric,
-            "normalised": self._metric == "cosine",
-            "index": self._spec.name,
-            "params": backend.state() if backend is not None else dict(self._params),
-            "rows": store.num_rows,
-            "count": store.num_alive,
-            "threshold": self._threshold,
-            "calibration": None if self.calibration is None else self.calibration.to_dict(),
-            "identify_threshold": self._identify_threshold,
-            "fpir_calibration": None if fit is None else fit.to_dict(),
-            "encoder": self._encoder_info,
-            "extra": self.extra,
-        }
+        store = self._require_store()
+        with self._lock:
+            self._write_record()
+            if not isinstance(store, FaissStore):
+                if path is not None:
+                    raise ConfigError(
+                        "this gallery lives in its store; save() takes no path for it "
+                        "(reopen it with FaceIndex.connect)"
+                    )
+                return None
+            if path is None:
+                raise ConfigError("save(path): the folder to write the FAISS index into")
+            return store.save(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, encoder: Encoder | None = None) -> FaceIndex:
+    def load(cls, path: str | os.PathLike, encoder: Encoder | Any | None = None) -> FaceIndex:
         """Load an index saved by :meth:`save`, checking every file.
 
         Args:
@@ -1066,159 +959,89 @@ class FaceIndex:
             siamkit.exceptions.IndexFileError: ...
         """
         directory = Path(path)
-        manifest, vectors, records, faiss_index = storage.load_index_files(directory)
-        _check_encoder(manifest, encoder, directory)
-        params = manifest["params"]
+        store = FaissStore.load(directory)
+        where = f"the index in {directory}"
+        return cls._over(store, encoder, where)
+
+    @classmethod
+    def connect(
+        cls, encoder: Encoder | Any | None = None, *, store: str | VectorStore = "milvus",
+        **options: Any,
+    ) -> FaceIndex:  # fmt: skip
+        """Reopen a gallery kept in a database store, checked against ``encoder``.
+
+        The counterpart of :meth:`load` for stores with connections: the
+        collection must exist, and the encoder must be the one it was built
+        with (dimension, metric and fingerprint), with the same errors as
+        :meth:`load`. Thresholds and calibrations come back with it.
+
+        Args:
+            encoder: The encoder to search with images, or None for embeddings.
+            store: ``"milvus"`` (or another registered store), or a store object.
+            **options: The store's connection, e.g. ``uri="faces.db"``,
+                ``collection="faces"``.
+
+        Raises:
+            IndexFileError: no such collection, or Milvus unreachable.
+            EncoderMismatchError: ``encoder`` is not the gallery's encoder.
+            GeometryError: ``encoder`` uses another metric.
+
+        Examples:
+            >>> FaceIndex.connect(encoder, uri="faces.db", collection="faces")  # doctest: +SKIP
+            FaceIndex(400 items, dim=128, metric='euclidean', index='flat')
+        """
+        if isinstance(store, VectorStore):
+            opened = store
+        elif store == "faiss":
+            raise ConfigError("a FAISS gallery is a folder: open it with FaceIndex.load(path)")
+        else:
+            opened = store_registry.get(store).open(**options)
+        where = f"the {_store_kind(opened)} gallery {_store_place(opened)}"
+        return cls._over(opened, encoder, where)
+
+    @classmethod
+    def _over(cls, store: VectorStore, encoder: Any, where: str) -> FaceIndex:
+        """A FaceIndex over an existing store, its record checked against ``encoder``."""
         try:
-            index = cls(
-                encoder,
-                metric=manifest["metric"],
-                index=manifest["index"],
-                dim=manifest["dim"],
-                ef_search=params["ef_search"],
-                nprobe=params["nprobe"],
-            )
-            index._restore(manifest, vectors, records, faiss_index)
-        except (ConfigError, ValueError) as err:
+            record = _record.GalleryRecord.from_meta(store.get_meta())
+        except ConfigError as err:
             raise IndexFileError(
-                f"the face index in {directory} is inconsistent ({err}); save or build it again"
+                f"{where} is inconsistent ({err}); save or build it again"
             ) from None
+        _record.check_encoder(record, store.dim, store.metric, encoder, where, "build a new index")
+        index = cls(encoder, metric=store.metric, store=store)
+        if encoder is not None:  # the fingerprint matched, or none was recorded
+            record.encoder = _record.encoder_info(encoder)
+        index._record = record
         return index
 
-    def _restore(
-        self, manifest: dict[str, Any], vectors: np.ndarray, records: dict[str, Any], index: Any
-    ) -> None:
-        """Fill a new index from checked files (see :mod:`siamkit.index._schema`)."""
-        store = self._require_store()
-        store.append(vectors, records["ids"], records["labels"], records["metadata"])
-        store.restore_removed(records["removed"])
-        self._next_id = records["next_id"]
-        backend = self._require_backend()
-        if index is not None:
-            backend.attach(index, manifest["params"]["trained_rows"], store.num_rows)
-        elif self._spec.kind == "flat" or 0 < store.num_rows < backend.min_train():
-            backend.rebuild(store.vectors)  # cheap: no FAISS file was saved for these
-        elif store.num_rows:
-            raise ValueError(f"the FAISS file of this {self._spec.name!r} index is missing")
-        calibration = manifest["calibration"]
-        self.calibration = None if calibration is None else Calibration(**calibration)
-        self.threshold = manifest["threshold"]
-        fit = manifest.get("fpir_calibration")  # absent before format version 3
-        self.fpir_calibration = None if fit is None else FpirCalibration(**fit)
-        self.identify_threshold = manifest.get("identify_threshold")
-        self.extra = dict(manifest["extra"])
-        if self.encoder is None:
-            self._encoder_info = manifest["encoder"]
 
-    # -- internals -------------------------------------------------------------------
-    def _create_storage(self, dim: int) -> RowStore:
-        self._backend = Backend(self._spec, dim, self._metric, **self._params)
-        self._store = RowStore(dim)
-        self._dim = dim
-        return self._store
+def gallery_files(path: str | os.PathLike) -> tuple[list[str], list[Label], list[str]]:
+    """The images of an ImageFolder gallery, their labels and ids (paths relative to ``path``).
 
-    def _require_store(self) -> RowStore:
-        if self._store is None:
-            raise EmptyIndexError("the index is empty: add items first")
-        return self._store
+    Raises:
+        DataError: ``path`` is missing or not an image folder.
+    """
+    from siamkit.data.folder import FaceFolder
 
-    def _require_backend(self) -> Backend:
-        if self._backend is None:
-            raise EmptyIndexError("the index is empty: add items first")
-        return self._backend
+    folder = FaceFolder(path)
+    root = Path(path)
+    files = [file for file, _ in folder.samples]
+    ids = [Path(file).relative_to(root).as_posix() for file in files]
+    labels = [folder.classes[target] for _, target in folder.samples]
+    return files, labels, ids
 
-    def _row(self, item_id: ItemId) -> int:
-        row = None if self._store is None else self._store.row_of.get(check_id(item_id))
-        if row is None:
-            raise UnknownIdError(f"id {item_id!r} is not in the index")
-        return row
+
+def _store_kind(store: VectorStore) -> str:
+    names = [name for name in store_registry.names() if type(store) is store_registry.get(name)]
+    return names[0] if names else type(store).__name__
+
+
+def _store_place(store: VectorStore) -> str:
+    collection, uri = getattr(store, "collection", None), getattr(store, "uri", None)
+    return f"{collection!r} at {uri}" if collection and uri else repr(store)
 
 
 def _id_list(ids: Any) -> list[Any]:
     single = isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable)
     return [ids] if single else list(ids)
-
-
-def _vote(matches: list[Match], threshold: float) -> Match | None:
-    within = [m for m in matches if m.distance <= threshold]
-    if not within:
-        return None
-    votes = Counter(m.label for m in within)
-    best = max(votes.values())
-    # Ties go to the label of the nearest match, which comes first.
-    return next(m for m in within if votes[m.label] == best)
-
-
-def _check_pairs(same: np.ndarray) -> None:
-    if not same.any():
-        raise DataError(
-            "no genuine pair (two images of one person) to calibrate on: enrol at least "
-            "two images of some people, or pass labelled pairs="
-        )
-    if same.all():
-        raise DataError(
-            "no impostor pair (images of two people) to calibrate on: enrol several "
-            "people, or pass labelled pairs="
-        )
-
-
-def _encoder_info(encoder: Encoder | None) -> dict[str, Any] | None:
-    if encoder is None:
-        return None
-    return {
-        "fingerprint": encoder.fingerprint(),
-        "class": type(encoder).__name__,
-        "embedding_dim": int(encoder.embedding_dim),
-    }
-
-
-def _resolve_metric(encoder: Encoder | None, metric: str | None) -> str:
-    if encoder is None:
-        if metric is None:
-            raise ConfigError(
-                "an index without an encoder needs metric='cosine' or 'euclidean': the "
-                "geometry your embeddings were trained with"
-            )
-        return check_metric(metric)
-    own = check_metric(encoder.metric)
-    if metric is not None and check_metric(metric) != own:
-        raise GeometryError(
-            f"the encoder was trained with the {own} metric but the index was asked for "
-            f"{metric}: thresholds would mean nothing; drop metric= to use the encoder's"
-        )
-    return own
-
-
-def _resolve_dim(encoder: Encoder | None, dim: int | None) -> int | None:
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0):
-        raise ConfigError(f"dim must be a positive integer, got {dim!r}")
-    if encoder is None:
-        return dim
-    own = int(encoder.embedding_dim)
-    if dim is not None and dim != own:
-        raise ShapeError(f"dim={dim} but the encoder makes {own}-d embeddings; drop dim=")
-    return own
-
-
-def _check_encoder(manifest: dict[str, Any], encoder: Encoder | None, directory: Path) -> None:
-    if encoder is None:
-        return
-    if check_metric(encoder.metric) != manifest["metric"]:
-        raise GeometryError(
-            f"the index in {directory} uses the {manifest['metric']} metric but the "
-            f"encoder {encoder.metric}: load it with the encoder it was built with"
-        )
-    if int(encoder.embedding_dim) != manifest["dim"]:
-        raise EncoderMismatchError(
-            f"the index in {directory} holds {manifest['dim']}-d embeddings but the "
-            f"encoder makes {encoder.embedding_dim}-d ones: load it with the encoder it "
-            "was built with, or build a new index"
-        )
-    saved = (manifest.get("encoder") or {}).get("fingerprint")
-    own = encoder.fingerprint() if saved is not None else None
-    if saved is not None and saved != own:
-        raise EncoderMismatchError(
-            f"the index in {directory} was built with another encoder (fingerprint "
-            f"{saved[:12]}..., this one {own[:12]}...): its embeddings "
-            "would not be comparable. Load it with the model it was built with, or rebuild it"
-        )

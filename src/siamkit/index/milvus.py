@@ -27,10 +27,10 @@ from siamkit.exceptions import (
     GeometryError,
     IndexFileError,
     MissingExtraError,
+    ShapeError,
     UnknownIdError,
 )
 from siamkit.index.store import (
-    EXISTING,
     StoredItem,
     StoreHits,
     VectorStore,
@@ -103,6 +103,7 @@ class MilvusStore(VectorStore):
         consistency: Milvus consistency level (``"Strong"``: reads see every write).
         retries: Connection attempts before giving up.
         client: An existing ``MilvusClient`` to use instead of connecting.
+        create: Create the collection when it does not exist (else refuse).
 
     Raises:
         EncoderMismatchError: the collection exists with another dimension.
@@ -126,24 +127,28 @@ class MilvusStore(VectorStore):
         consistency: str = "Strong",
         retries: int = 3,
         client: Any = None,
+        create: bool = True,
     ) -> None:
         if index not in INDEX_KINDS:
             raise ConfigError(f"index must be one of {', '.join(INDEX_KINDS)}, got {index!r}")
         self.uri, self.collection, self.index = str(uri), str(collection), index
         self.consistency = consistency
         self.client = client if client is not None else connect_client(self.uri, retries)
+        #: Whether this object created the collection (False: it existed).
+        self.created = False
         if self.client.has_collection(self.collection):
             found_dim, found_metric = self._existing_geometry()
             _check_geometry(self, found_dim, found_metric, dim, metric)
             super().__init__(found_dim, found_metric)
         else:
-            if dim is None or metric is None:
+            if not create or dim is None or metric is None:
                 raise IndexFileError(
-                    f"Milvus at {self.uri} has no collection {self.collection!r}; give dim and "
-                    "metric to create it"
+                    f"Milvus at {self.uri} has no collection {self.collection!r}"
+                    + ("; give dim and metric to create it" if create else "")
                 )
             super().__init__(dim, metric)
             self._create()
+            self.created = True
 
     # -- the collection ----------------------------------------------------------------
     def _create(self) -> None:
@@ -179,13 +184,44 @@ class MilvusStore(VectorStore):
                 "gallery (it lacks the pk, vector, label and metadata fields)"
             )
         dim = int(names["vector"]["params"]["dim"])
-        metric = self.client.describe_index(self.collection, "vector").get("metric_type")
+        described = self.client.describe_index(self.collection, "vector")
+        metric = described.get("metric_type")
+        kinds = {kind: name for name, (kind, _) in INDEX_KINDS.items()}
+        self.index = kinds.get(described.get("index_type"), self.index)
         if metric not in _SIAMKIT_METRICS:
             raise GeometryError(
                 f"the Milvus collection {self.collection!r} measures {metric}, which is neither "
                 "of siamkit's geometries (L2 for euclidean, COSINE for cosine)"
             )
         return dim, _SIAMKIT_METRICS[metric]
+
+    @classmethod
+    def open(cls, **options: Any) -> MilvusStore:
+        """Reopen an existing collection: its dimension and metric are read from it.
+
+        Raises:
+            IndexFileError: no such collection, or Milvus unreachable.
+        """
+        return cls(**{"create": False, **options})
+
+    @property
+    def index_name(self) -> str:
+        """siamkit's name of the collection's index kind (``"flat"``, ``"hnsw"``, ``"ivf"``)."""
+        return self.index
+
+    def describe(self) -> dict[str, Any]:
+        return {"index": self.index, "store": "milvus", "uri": self.uri,
+                "collection": self.collection, "consistency": self.consistency}  # fmt: skip
+
+    def prepared(self, vectors: Any) -> np.ndarray:
+        array = super().prepared(vectors)
+        # Milvus's COSINE divides by the norms: a zero vector would come back as NaN.
+        if self.metric == "cosine" and not np.einsum("ij,ij->i", array, array).all():
+            raise ShapeError(
+                "a zero vector has no direction: cosine cannot compare it (drop it, or use "
+                "an encoder that normalises its embeddings)"
+            )
+        return array
 
     # -- writing -----------------------------------------------------------------------
     def add(
@@ -196,9 +232,7 @@ class MilvusStore(VectorStore):
         metadata: Sequence[dict[str, Any]] | None = None,
         existing: str = "error",
     ) -> int:
-        if existing not in EXISTING:
-            raise ConfigError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
-        rows = self._rows(ids, vectors, labels, metadata)
+        rows = self._rows(ids, vectors, labels, metadata, existing)
         present = self.existing_ids(list(ids))
         if present and existing == "error":
             shown = ", ".join(map(repr, sorted(present, key=str)[:5]))
@@ -229,17 +263,10 @@ class MilvusStore(VectorStore):
         vectors: np.ndarray,
         labels: Sequence[Any],
         metadata: Sequence[dict[str, Any]] | None,
+        existing: str = "error",
     ) -> list[dict[str, Any]]:
-        array = self.prepared(vectors)
-        metadata = list(metadata) if metadata is not None else [{} for _ in ids]
-        if not len(ids) == len(array) == len(labels) == len(metadata):
-            raise ConfigError(
-                f"got {len(ids)} ids, {len(array)} vectors, {len(labels)} labels and "
-                f"{len(metadata)} metadata dicts: give one of each per item"
-            )
+        array, ids, labels, metadata = self.columns(ids, vectors, labels, metadata, existing)
         keys = [encode_key(i) for i in ids]
-        if len(set(keys)) != len(keys):
-            raise DuplicateIdError("an id is repeated in this call: ids must be unique")
         return [
             {"pk": key, "vector": vector.tolist(), "label": encode_key(label), "metadata": meta}
             for key, vector, label, meta in zip(keys, array, labels, metadata, strict=True)

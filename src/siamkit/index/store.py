@@ -9,14 +9,20 @@ keeps a small JSON ``meta`` record with the collection (calibration, the
 encoder's fingerprint), so a reopened gallery can be checked against its
 encoder.
 
-Built-ins: the Milvus store (:class:`~siamkit.index.milvus.MilvusStore`); a
-store is pluggable like encoders (``register_store``, entry-point group
-``siamkit.stores``).
+Built-ins: the FAISS store (:class:`~siamkit.index.FaissStore`, in this
+process, saved as files; the default) and the Milvus store
+(:class:`~siamkit.index.MilvusStore`, a collection in Milvus Lite or a Milvus
+server). A store is pluggable like encoders (``register_store``, entry-point
+group ``siamkit.stores``): subclass :class:`VectorStore`, implement its
+abstract methods, and :class:`~siamkit.index.FaceIndex` runs on it. The
+optional methods (``gallery``, ``search_results``, ``search_one``,
+``compact``, ``describe``) have working defaults a store may speed up.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +30,11 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
-from siamkit.exceptions import ConfigError, ShapeError
+from siamkit.exceptions import ConfigError, DuplicateIdError, ShapeError
+from siamkit.geometry import prepare
+from siamkit.index._inputs import check_vectors
+from siamkit.index.calibration import Gallery
+from siamkit.index.results import Match, SearchResults
 from siamkit.registry import Registry
 
 METRICS = ("euclidean", "cosine")
@@ -174,26 +184,136 @@ class VectorStore(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @classmethod
+    def open(cls, **options: Any) -> VectorStore:
+        """Reopen an existing gallery (``FaceIndex.connect``); refuse to create one.
+
+        The default builds the store with ``options``; a store that would
+        create a missing collection overrides this to refuse instead.
+        """
+        return cls(**options)
+
+    # -- optional: defaults built on the methods above ----------------------------------
+    @property
+    def index_name(self) -> str:
+        """The kind of index the store searches with (``"flat"``, ``"hnsw"``...)."""
+        return str(getattr(self, "index", "flat"))
+
+    def gallery(self) -> Gallery:
+        """Every stored item's vector, label and id, as arrays (calibration reads them)."""
+        vectors, labels, ids = [], [], []
+        for batch in self.items():
+            for item in batch:
+                vectors.append(item.vector)
+                labels.append(item.label)
+                ids.append(item.id)
+        stacked = np.stack(vectors) if vectors else np.zeros((0, self.dim), np.float32)
+        return Gallery(stacked.astype(np.float32, copy=False), _objects(labels), _objects(ids))
+
+    def search_results(self, queries: np.ndarray, k: int) -> SearchResults:
+        """:meth:`search` as a FaceIndex returns it (``queries`` already prepared)."""
+        return hits_to_results(self.search(queries, k))
+
+    def search_one(self, vector: np.ndarray, k: int, squared_norm: float) -> list[Match] | None:
+        """A fast path for one checked float32 query, or None to take :meth:`search_results`."""
+        return None
+
+    def compact(self) -> None:  # noqa: B027 - optional: most stores reclaim space themselves
+        """Reclaim the space of removed items now."""
+
+    def describe(self) -> dict[str, Any]:
+        """Store-specific facts for :meth:`FaceIndex.info` (JSON-able)."""
+        return {"index": self.index_name}
+
     # -- helpers for implementations -------------------------------------------------
+    def columns(
+        self,
+        ids: Sequence[Any],
+        vectors: Any,
+        labels: Sequence[Any],
+        metadata: Sequence[dict[str, Any]] | None,
+        existing: str = "error",
+    ) -> tuple[np.ndarray, list[Any], list[Any], list[dict[str, Any]]]:
+        """What ``add`` and ``upsert`` are given, checked: prepared vectors and equal-length lists.
+
+        Raises:
+            ConfigError: unequal lengths, or an unknown ``existing``.
+            DuplicateIdError: an id repeated in the call.
+        """
+        if existing not in EXISTING:
+            raise ConfigError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
+        array = self.prepared(vectors)
+        ids, labels = list(ids), list(labels)
+        metadata = [{} for _ in ids] if metadata is None else list(metadata)
+        if not len(ids) == len(array) == len(labels) == len(metadata):
+            raise ConfigError(
+                f"got {len(ids)} ids, {len(array)} vectors, {len(labels)} labels and "
+                f"{len(metadata)} metadata dicts: give one of each per item"
+            )
+        repeated = [i for i, n in Counter(ids).items() if n > 1]
+        if repeated:
+            raise DuplicateIdError(f"ids repeated in one call: {repeated[:5]}; ids must be unique")
+        return array, ids, labels, metadata
+
     def prepared(self, vectors: Any) -> np.ndarray:
         """``vectors`` as a checked float32 ``(N, dim)`` array, unit length for cosine.
 
+        Normalised by :func:`siamkit.geometry.prepare`, as training and evaluation do.
+
         Raises:
-            ShapeError: wrong shape; NonFiniteError-like values are refused as ShapeError.
+            ShapeError: not ``(N, dim)``.
+            NonFiniteError: NaN, infinity, or a norm FAISS-style float32 search would overflow.
         """
         array = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
         if array.ndim == 1:
             array = array[None]
         if array.ndim != 2 or array.shape[1] != self.dim:
-            raise ShapeError(f"expected ({'N'}, {self.dim}) vectors, got {array.shape}")
-        if not np.isfinite(array).all():
-            raise ShapeError("vectors contain NaN or infinity")
-        if self.metric == "cosine":
-            norms = np.linalg.norm(array, axis=1, keepdims=True)
-            if (norms == 0).any():
-                raise ShapeError("a zero vector has no direction: cosine cannot compare it")
-            array = array / norms
-        return array
+            raise ShapeError(f"expected (N, {self.dim}) vectors, got {array.shape}")
+        check_vectors(array)
+        return np.ascontiguousarray(prepare(array, self.metric))
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def hits_to_results(hits: StoreHits) -> SearchResults:
+    """A store's :class:`StoreHits` as the :class:`SearchResults` a FaceIndex returns.
+
+    Examples:
+        >>> hits = StoreHits([[1]], [["a"]], np.array([[0.5, np.inf]]), [[{}]])
+        >>> hits_to_results(hits)[0]
+        [Match(id=1, label='a', distance=0.5, metadata={})]
+    """
+    queries = len(hits.ids)
+    width = max((len(row) for row in hits.ids), default=0)
+    ids = np.full((queries, width), None, dtype=object)
+    labels = np.full((queries, width), None, dtype=object)
+    distances = np.full((queries, width), np.nan, dtype=np.float32)
+    rows = np.full((queries, width), -1, dtype=np.int64)
+    metadata: list[dict[str, Any]] = []
+    for q, found in enumerate(hits.ids):
+        count = len(found)
+        ids[q, :count] = _objects(found)
+        labels[q, :count] = _objects(hits.labels[q])
+        distances[q, :count] = hits.distances[q, :count]
+        rows[q, :count] = np.arange(len(metadata), len(metadata) + count)
+        metadata.extend(hits.metadata[q] if hits.metadata else [{}] * count)
+    return SearchResults(ids, labels, distances, rows, metadata)
+
+
+def results_to_hits(results: SearchResults) -> StoreHits:
+    """The inverse of :func:`hits_to_results`: per-query lists, ``inf`` past the items found."""
+    rows = [results[q] for q in range(len(results))]
+    distances = np.where(np.isnan(results.distances), np.inf, results.distances)
+    return StoreHits(
+        [[m.id for m in row] for row in rows],
+        [[m.label for m in row] for row in rows],
+        distances.astype(np.float32, copy=False),
+        [[m.metadata for m in row] for row in rows],
+    )
 
 
 def encode_key(value: Any) -> str:

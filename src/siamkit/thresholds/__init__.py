@@ -34,6 +34,7 @@ from siamkit.thresholds._fpir import (
 )
 from siamkit.thresholds._results import DetCurve, FarCalibration, FpirCalibration, ThresholdFit
 from siamkit.thresholds._rule import (
+    accepts,
     allowed_count,
     check_rate,
     check_scores,
@@ -50,6 +51,7 @@ __all__ = [
     "FpirCalibration",
     "OpenSetScores",
     "ThresholdFit",
+    "accepts",
     "allowed_count",
     "check_rate",
     "check_scores",

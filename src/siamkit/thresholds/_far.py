@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from siamkit.thresholds._results import FarCalibration
-from siamkit.thresholds._rule import check_rate, check_scores, reliable, threshold_at_rate
+from siamkit.thresholds._rule import (
+    accepts,
+    check_rate,
+    check_scores,
+    reliable,
+    threshold_at_rate,
+)
 
 
 def fit_far_threshold(
@@ -39,8 +45,8 @@ def fit_far_threshold(
     return FarCalibration(
         threshold=threshold,
         target_far=target_far,
-        far=float((impostor <= threshold).mean()),
-        tar=float((genuine <= threshold).mean()),
+        far=float(accepts(impostor, threshold).mean()),
+        tar=float(accepts(genuine, threshold).mean()),
         num_genuine=int(genuine.size),
         num_impostor=int(impostor.size),
         reliable=reliable(impostor.size, target_far),

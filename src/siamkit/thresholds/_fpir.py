@@ -11,7 +11,7 @@ import numpy as np
 from siamkit.exceptions import DataError, ShapeError
 from siamkit.geometry import embeddings_and_labels, pairwise_distances
 from siamkit.thresholds._results import DetCurve, FpirCalibration
-from siamkit.thresholds._rule import check_rate, reliable, threshold_at_rate
+from siamkit.thresholds._rule import accepts, check_rate, reliable, threshold_at_rate
 
 #: The FPIRs ``siamkit eval`` reports FNIR at.
 FPIRS = (1e-1, 1e-2, 1e-3)
@@ -54,19 +54,19 @@ class OpenSetScores:
 
     def fpir(self, threshold: float) -> float:
         """Share of non-mated searches matched to someone at ``threshold``."""
-        return float((self.non_mated <= threshold).mean()) if self.non_mated.size else 0.0
+        return float(accepts(self.non_mated, threshold).mean()) if self.non_mated.size else 0.0
 
     def fnir(self, threshold: float) -> float | None:
         """Share of mated searches not matched to their own person (None without any)."""
         if not self.mated.size:
             return None
-        return float(1.0 - (self.mated_correct & (self.mated <= threshold)).mean())
+        return float(1.0 - (self.mated_correct & accepts(self.mated, threshold)).mean())
 
     def misidentified(self, threshold: float) -> float | None:
         """Share of mated searches matched to the wrong person (None without any)."""
         if not self.mated.size:
             return None
-        return float((~self.mated_correct & (self.mated <= threshold)).mean())
+        return float((~self.mated_correct & accepts(self.mated, threshold)).mean())
 
 
 def open_set_scores(

@@ -36,6 +36,21 @@ from siamkit.exceptions import ConfigError, DataError, ShapeError
 RELIABLE_COUNT = 10
 
 
+def accepts(distances: Any, threshold: float) -> Any:
+    """The acceptance rule: True where a distance is at most the threshold.
+
+    Every decision in siamkit goes through it: fitting a threshold, the face
+    index's ``verify`` and ``identify``, and evaluation.
+
+    Examples:
+        >>> accepts(np.array([0.2, 0.5, 0.7]), 0.5).tolist()
+        [True, True, False]
+        >>> accepts(0.5, 0.5)
+        True
+    """
+    return distances <= threshold
+
+
 def check_rate(value: Any, name: str = "target_far") -> float:
     """``value`` as a float if it is a rate strictly between 0 and 1.
 

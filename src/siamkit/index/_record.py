@@ -1,0 +1,187 @@
+"""What a FaceIndex keeps with its gallery besides the items, and the encoder check.
+
+One typed record (:class:`GalleryRecord`), saved by every store the same way
+(``VectorStore.set_meta``: the FAISS store puts it in its manifest, the
+Milvus store in a collection property), and one check of an encoder against
+it, used by ``FaceIndex.load`` and ``FaceIndex.connect`` alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from siamkit.exceptions import ConfigError, EncoderMismatchError, GeometryError, ShapeError
+from siamkit.geometry import check_metric
+from siamkit.index.results import Calibration
+from siamkit.thresholds import FpirCalibration, check_threshold
+
+if TYPE_CHECKING:  # the index runs without torch with an ONNX encoder
+    from siamkit.encoders.base import Encoder
+    from siamkit.runtime import OnnxEncoder
+
+
+@dataclass
+class GalleryRecord:
+    """Thresholds, calibrations, the encoder's identity and notes of one gallery.
+
+    Attributes:
+        threshold: The 1:1 threshold of ``verify``.
+        calibration: The 1:1 calibration report, or None.
+        identify_threshold: The 1:N threshold of ``identify``.
+        fpir_calibration: The 1:N calibration report, or None.
+        encoder: ``{"fingerprint", "class", "embedding_dim"}`` of the encoder
+            that made the embeddings, or None.
+        extra: JSON-able notes (the CLI records the model folder).
+        next_id: The next automatic integer id.
+
+    Examples:
+        >>> record = GalleryRecord(threshold=0.4, next_id=3)
+        >>> GalleryRecord.from_meta(record.to_meta()) == record
+        True
+    """
+
+    threshold: float | None = None
+    calibration: Calibration | None = None
+    identify_threshold: float | None = None
+    fpir_calibration: FpirCalibration | None = None
+    encoder: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    next_id: int = 0
+
+    def to_meta(self) -> dict[str, Any]:
+        """The record as the JSON a store keeps."""
+        return {
+            "threshold": self.threshold,
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "identify_threshold": self.identify_threshold,
+            "fpir_calibration": (
+                None if self.fpir_calibration is None else self.fpir_calibration.to_dict()
+            ),
+            "encoder": self.encoder,
+            "extra": dict(self.extra),
+            "next_id": self.next_id,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> GalleryRecord:
+        """A record from a store's JSON (``{}``: a gallery nothing was recorded for).
+
+        Raises:
+            ConfigError: a value of the wrong type (the caller names the gallery).
+        """
+        calibration = meta.get("calibration")
+        fit = meta.get("fpir_calibration")  # absent before index format version 3
+        threshold, identify = meta.get("threshold"), meta.get("identify_threshold")
+        extra, next_id = meta.get("extra") or {}, meta.get("next_id", 0)
+        encoder = meta.get("encoder")
+        try:
+            return cls(
+                threshold=None if threshold is None else check_threshold(threshold),
+                calibration=None if calibration is None else Calibration(**calibration),
+                identify_threshold=None if identify is None else check_threshold(identify),
+                fpir_calibration=None if fit is None else FpirCalibration(**fit),
+                encoder=_encoder_record(encoder),
+                extra=dict(extra),
+                next_id=_next_id(next_id),
+            )
+        except TypeError as err:
+            raise ConfigError(f"a malformed siamkit record ({err})") from None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The recorded encoder's fingerprint, or None."""
+        return (self.encoder or {}).get("fingerprint")
+
+
+def _encoder_record(value: Any) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise TypeError(f"encoder must be an object, got {type(value).__name__}")
+    return value
+
+
+def _next_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(f"next_id must be a non-negative integer, got {value!r}")
+    return value
+
+
+def encoder_info(encoder: Encoder | OnnxEncoder | None) -> dict[str, Any] | None:
+    """What a gallery records of the encoder that made its embeddings."""
+    if encoder is None:
+        return None
+    return {
+        "fingerprint": encoder.fingerprint(),
+        "class": type(encoder).__name__,
+        "embedding_dim": int(encoder.embedding_dim),
+    }
+
+
+def resolve_metric(encoder: Any, metric: str | None) -> str:
+    """The index's geometry: the encoder's, which ``metric`` may only repeat."""
+    if encoder is None:
+        if metric is None:
+            raise ConfigError(
+                "an index without an encoder needs metric='cosine' or 'euclidean': the "
+                "geometry your embeddings were trained with"
+            )
+        return check_metric(metric)
+    own = check_metric(encoder.metric)
+    if metric is not None and check_metric(metric) != own:
+        raise GeometryError(
+            f"the encoder was trained with the {own} metric but the index was asked for "
+            f"{metric}: thresholds would mean nothing; drop metric= to use the encoder's"
+        )
+    return own
+
+
+def resolve_dim(encoder: Any, dim: int | None) -> int | None:
+    """The embedding size: the encoder's, which ``dim`` may only repeat; None if unknown."""
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0):
+        raise ConfigError(f"dim must be a positive integer, got {dim!r}")
+    if encoder is None:
+        return dim
+    own = int(encoder.embedding_dim)
+    if dim is not None and dim != own:
+        raise ShapeError(f"dim={dim} but the encoder makes {own}-d embeddings; drop dim=")
+    return own
+
+
+def check_encoder(
+    record: GalleryRecord, dim: int, metric: str, encoder: Any, where: str, rebuild: str
+) -> None:
+    """Refuse ``encoder`` unless it made the gallery's embeddings.
+
+    Args:
+        record: The gallery's record.
+        dim: The gallery's embedding size.
+        metric: The gallery's geometry.
+        encoder: The encoder to search with, or None (nothing to check).
+        where: The gallery, for messages (``"the index in DIR"``).
+        rebuild: What to do instead, for messages.
+
+    Raises:
+        GeometryError: another metric.
+        EncoderMismatchError: another size, or another fingerprint.
+    """
+    if encoder is None:
+        return
+    if check_metric(encoder.metric) != metric:
+        raise GeometryError(
+            f"{where} uses the {metric} metric but the encoder {encoder.metric}: "
+            "load it with the encoder it was built with"
+        )
+    if int(encoder.embedding_dim) != dim:
+        raise EncoderMismatchError(
+            f"{where} holds {dim}-d embeddings but the encoder makes "
+            f"{encoder.embedding_dim}-d ones: load it with the encoder it was built with, "
+            f"or {rebuild}"
+        )
+    saved = record.fingerprint
+    own = encoder.fingerprint() if saved is not None else None
+    if saved is not None and saved != own:
+        raise EncoderMismatchError(
+            f"{where} was built with another encoder (fingerprint {saved[:12]}..., this one "
+            f"{own[:12]}...): its embeddings would not be comparable. Load it with the model "
+            f"it was built with, or {rebuild}"
+        )
