@@ -1,4 +1,8 @@
-"""Face search: a FAISS gallery of embeddings with identify, verify, calibration and saving.
+"""Face search: a gallery of embeddings with identify, verify, calibration and saving.
+
+:class:`FaceIndex` keeps its items in a store (:class:`VectorStore`): the FAISS
+store in this process (:class:`FaissStore`, the default) or a Milvus collection
+(:class:`MilvusStore`).
 
 Examples:
     >>> import numpy as np
@@ -10,6 +14,7 @@ Examples:
 """
 
 from siamkit.index.face_index import FaceIndex
+from siamkit.index.faiss_store import FaissStore
 from siamkit.index.milvus import MilvusStore
 from siamkit.index.results import (
     Calibration,
@@ -34,6 +39,7 @@ __all__ = [
     "Calibration",
     "Enrolled",
     "FaceIndex",
+    "FaissStore",
     "FpirCalibration",
     "Match",
     "MilvusStore",

@@ -133,6 +133,7 @@ class MilvusStore(VectorStore):
             raise ConfigError(f"index must be one of {', '.join(INDEX_KINDS)}, got {index!r}")
         self.uri, self.collection, self.index = str(uri), str(collection), index
         self.consistency = consistency
+        self._owns_client = client is None  # a client passed in is the caller's to close
         self.client = client if client is not None else connect_client(self.uri, retries)
         #: Whether this object created the collection (False: it existed).
         self.created = False
@@ -375,7 +376,8 @@ class MilvusStore(VectorStore):
         self.client.drop_collection(self.collection)
 
     def close(self) -> None:
-        self.client.close()
+        if self._owns_client:
+            self.client.close()
 
     def __repr__(self) -> str:
         return (
