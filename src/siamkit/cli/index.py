@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,19 @@ from siamkit.exceptions import ConfigError, DataError
 
 DEFAULT_FAR = 0.001
 DEFAULT_FPIR = 0.01
+
+
+@dataclass(frozen=True)
+class _OneProcess:
+    """What a build outside torchrun knows of the process group (none), without torch."""
+
+    rank: int = 0
+    world_size: int = 1
+    enabled: bool = False
+    is_main: bool = True
+
+
+_ONE_PROCESS = _OneProcess()
 
 
 def add_parser(commands: Any) -> None:
@@ -34,10 +48,32 @@ def add_parser(commands: Any) -> None:
 def _index_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--index",
-        required=True,
         type=Path,
         metavar="INDEX_DIR",
-        help="the index folder (written by `siamkit index build`)",
+        help="the index folder (written by `siamkit index build`); with --store milvus, "
+        "give --uri and --collection instead",
+    )
+    _store_args(parser)
+
+
+def _store_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        choices=("faiss", "milvus"),
+        default="faiss",
+        help="where the gallery lives: faiss (an index folder, default) or milvus (a "
+        "collection in Milvus Lite or a Milvus server: pip install 'siamkit[milvus]')",
+    )
+    parser.add_argument(
+        "--uri",
+        metavar="URI",
+        help="Milvus: a Milvus Lite file (faces.db) or a server (http://host:19530)",
+    )
+    parser.add_argument(
+        "--collection",
+        default="faces",
+        metavar="NAME",
+        help="Milvus: the collection holding the gallery (default: %(default)s)",
     )
 
 
@@ -73,10 +109,11 @@ def _add_build(actions: Any) -> None:
     parser = actions.add_parser(
         "build",
         help="enrol an image folder (one sub-folder per person) into a new index",
-        description="Encode every image of GALLERY/<person>/<image> with the model, "
-        "calibrate the 1:1 (verify) threshold on the gallery's own pairs and the 1:N "
-        "(identify) threshold by searching each person as a stranger against the others, "
-        "and save the index.",
+        description="Encode every image of GALLERY/<person>/<image> with the model, storing "
+        "them in chunks as it goes, calibrate the 1:1 (verify) threshold on the gallery's own "
+        "pairs and the 1:N (identify) threshold by searching each person as a stranger "
+        "against the others, and save the index (an index folder, or a Milvus collection). "
+        "Under torchrun the processes share the images out and merge them.",
     )
     _model_arg(parser, required=True)
     parser.add_argument(
@@ -87,13 +124,20 @@ def _add_build(actions: Any) -> None:
         help="image folder: DIR/<person>/<image>",
     )
     parser.add_argument(
-        "--out", required=True, type=Path, metavar="INDEX_DIR", help="index folder to write"
+        "--out", type=Path, metavar="INDEX_DIR", help="index folder to write (the faiss store)"
     )
+    _store_args(parser)
     parser.add_argument(
         "--index",
         default="flat",
         metavar="KIND",
-        help="flat (exact), hnsw, ivf, or a faiss index_factory string (default: %(default)s)",
+        help="flat (exact), hnsw, ivf, or (faiss) an index_factory string (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted build: keep what is stored and enrol only the images "
+        "not in it yet",
     )
     _far_arg(
         parser,
@@ -192,24 +236,130 @@ def _add_info(actions: Any) -> None:
 
 # -- actions ---------------------------------------------------------------------------
 def run_build(args: argparse.Namespace) -> int:
-    from siamkit.encoders.base import load_encoder
     from siamkit.evaluation._alignment import counts_since, snapshot
-    from siamkit.index import FaceIndex
 
-    encoder = load_encoder(args.model)
-    index = FaceIndex(encoder, index=args.index)
-    index.extra["model"] = str(args.model.resolve())
+    where = _check_location(args, out=True)
+    encoder = _load_model(args.model)
+    ctx = _distributed()
+    index = _build_target(args, encoder, ctx)
     before = snapshot(encoder)
-    added = index.add_folder(args.gallery, batch_size=args.batch_size, progress=not args.quiet)
+    existing = "skip" if args.resume else "error"
+    progress = not args.quiet and ctx.is_main
+    if args.store == "milvus":  # every process writes its share into the collection
+        shard = (ctx.rank, ctx.world_size) if ctx.enabled else None
+        added = index.add_folder(args.gallery, existing=existing, batch_size=args.batch_size,
+                                 progress=progress, shard=shard)  # fmt: skip
+        _barrier(ctx)
+    else:
+        added = _build_faiss(index, args, ctx, existing, progress)
     alignment = counts_since(encoder, before)
+    if not ctx.is_main:
+        _leave(ctx)
+        return 0
     note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
-    index.save(args.out)
+    _persist(index, args)
     print(
-        f"indexed {len(index)} images of {len(index.labels())} people into {args.out} "
+        f"indexed {len(index)} images of {len(index.labels())} people into {where} "
         f"({index.index_spec}, {index.metric}, {index.dim}-d); {note}"
     )
     _print_alignment(alignment, added.skipped)
+    _leave(ctx)
     return 0
+
+
+def _build_target(args: argparse.Namespace, encoder: Any, ctx: Any) -> Any:
+    """The index a build fills: new, or the interrupted one with --resume."""
+    from siamkit.index import FaceIndex
+    from siamkit.index.storage import MANIFEST
+
+    model = str(args.model.resolve())
+    if args.store == "faiss":
+        if args.resume and (args.out / MANIFEST).exists():
+            index = FaceIndex.load(args.out, encoder)
+        else:
+            index = FaceIndex(encoder, index=args.index)
+        index.extra["model"] = model
+        return index
+    options = {"uri": args.uri, "collection": args.collection}
+    if ctx.is_main and not args.resume:
+        try:
+            index = FaceIndex(encoder, index=args.index, store="milvus", **options)
+        except ConfigError:
+            raise ConfigError(
+                f"the collection {args.collection!r} at {args.uri} already holds a gallery: "
+                "pass --resume to continue enrolling into it, or choose another --collection"
+            ) from None
+        index.extra["model"] = model
+        index.save()
+    _barrier(ctx)  # the collection exists before the other processes connect
+    if ctx.is_main and not args.resume:
+        return index
+    index = FaceIndex.connect(encoder, **options)
+    if ctx.is_main:
+        index.extra["model"] = model
+    return index
+
+
+def _build_faiss(
+    index: Any, args: argparse.Namespace, ctx: Any, existing: str, progress: bool
+) -> Any:
+    """Enrol into the FAISS store; under torchrun each process embeds its share for rank 0."""
+    if not ctx.enabled:
+        return index.add_folder(args.gallery, existing=existing, batch_size=args.batch_size,
+                                progress=progress)  # fmt: skip
+    from siamkit.index._sharded import embed_sharded
+    from siamkit.index.face_index import gallery_files
+
+    files, labels, ids = gallery_files(args.gallery)
+    if existing == "skip" and len(index):
+        present = index.store.existing_ids(ids)
+        keep = [i for i, item_id in enumerate(ids) if item_id not in present]
+        files, labels, ids = (
+            [files[i] for i in keep],
+            [labels[i] for i in keep],
+            [ids[i] for i in keep],
+        )
+    embeddings, kept = embed_sharded(index.encoder, files, ctx, args.batch_size, progress)
+    from siamkit.index.results import Enrolled, SkippedImage
+
+    if not ctx.is_main:
+        return Enrolled()
+    skipped = [
+        SkippedImage(i, files[i], labels[i], ids[i]) for i in range(len(files)) if not kept[i]
+    ]
+    rows = [i for i in range(len(files)) if kept[i]]
+    if rows:
+        index.add(embeddings[rows], labels=[labels[i] for i in rows], ids=[ids[i] for i in rows],
+                  metadata=[{"path": files[i]} for i in rows], existing=existing)  # fmt: skip
+    return Enrolled([ids[i] for i in rows], skipped)
+
+
+def _distributed() -> Any:
+    """The torchrun process group when launched by it, else a one-process context."""
+    from siamkit._torchrun import launched_by_torchrun
+
+    if not launched_by_torchrun():
+        return _ONE_PROCESS
+    import torch
+
+    from siamkit.training.distributed import init_distributed
+
+    return init_distributed(torch.device("cpu"))
+
+
+def _barrier(ctx: Any) -> None:
+    if ctx.enabled:
+        from siamkit.training.distributed import barrier
+
+        barrier(ctx)
+
+
+def _leave(ctx: Any) -> None:
+    if ctx.enabled:
+        from siamkit.training.distributed import barrier, shutdown
+
+        barrier(ctx)
+        shutdown(ctx)
 
 
 def _print_alignment(stats: Any, skipped: Any) -> None:
@@ -225,7 +375,7 @@ def _print_alignment(stats: Any, skipped: Any) -> None:
 def run_query(args: argparse.Namespace) -> int:
     if args.k <= 0:
         raise ConfigError(f"--k must be positive, got {args.k}")
-    index = _load(args.index, args.model)
+    index = _open(args, args.model)
     from siamkit.index._inputs import embed_items
 
     # Embedded once for both calls; under on_missing=skip a photo without a face is answered so.
@@ -299,7 +449,8 @@ def run_add(args: argparse.Namespace) -> int:
 
     if bool(args.gallery) == bool(args.images):
         raise ConfigError("pass either --gallery DIR or IMAGE... with --label, not both")
-    index = _load(args.index, args.model)
+    index = _open(args, args.model)
+    where = _check_location(args)
     before, counts = len(index), snapshot(index.encoder)
     progress = not args.quiet
     if args.gallery:
@@ -318,9 +469,9 @@ def run_add(args: argparse.Namespace) -> int:
         )
     alignment = counts_since(index.encoder, counts)
     note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
-    index.save(args.index)
+    _persist(index, args)
     print(
-        f"added {len(index) - before} items; {args.index} now holds {len(index)} images of "
+        f"added {len(index) - before} items; {where} now holds {len(index)} images of "
         f"{len(index.labels())} people; {note}"
     )
     _print_alignment(alignment, added.skipped)
@@ -328,38 +479,35 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    from siamkit.index import FaceIndex
-
     if not args.ids and not args.label:
         raise ConfigError("name the ids to remove, or --label PERSON")
-    index = FaceIndex.load(args.index)
+    where = _check_location(args)
+    index = _open(args, None, with_model=False)
     ids = [_parse_key(text, set(index.ids())) for text in args.ids]
     labels = set(index.labels())
     for text in args.label:
         label = _parse_key(text, labels)
         if label not in labels:
-            raise DataError(f"no person labelled {text!r} in {args.index}")
+            raise DataError(f"no person labelled {text!r} in {where}")
         ids += index.ids(label=label)
     removed = index.remove(ids)
     note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
-    index.save(args.index)
-    print(f"removed {removed} items; {args.index} now holds {len(index)} images; {note}")
+    _persist(index, args)
+    print(f"removed {removed} items; {where} now holds {len(index)} images; {note}")
     return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from siamkit.index import FaceIndex
-    from siamkit.index.storage import read_manifest
+    where = _check_location(args)
+    index = _open(args, None, with_model=False)
+    info = {**index.info(), "folder": where}
+    if args.store == "faiss":
+        from siamkit.index.storage import read_manifest
 
-    index = FaceIndex.load(args.index)
-    manifest = read_manifest(args.index)
-    info = {
-        **index.info(),
-        "folder": str(args.index),
-        "siamkit_version": manifest.get("siamkit_version"),
-        "faiss_version": manifest.get("faiss_version"),
-        "files": manifest["files"],
-    }
+        manifest = read_manifest(args.index)
+        info["siamkit_version"] = manifest.get("siamkit_version")
+        info["faiss_version"] = manifest.get("faiss_version")
+        info["files"] = manifest["files"]
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -379,17 +527,18 @@ def run_info(args: argparse.Namespace) -> int:
     settings = ", ".join(
         f"{key} {info[key]}" for key in ("ef_search", "nprobe") if info[key] is not None
     )
-    size = sum(entry["bytes"] for entry in info["files"].values())
     print(f"index:     {info['folder']}")
     print(f"items:     {info['count']} images of {info['people']} people")
     print(f"geometry:  {info['metric']}, {info['dim']}-d")
-    print(f"faiss:     {info['index']}{f' ({settings})' if settings else ''}")
+    print(f"{info['store'] + ':':<10} {info['index']}{f' ({settings})' if settings else ''}")
     print(f"threshold: {threshold}")
     print(f"identify:  {_identify_line(info)}")
     print(f"model:     {info['extra'].get('model', 'not recorded')}")
     fingerprint = info["encoder_fingerprint"]
     print(f"encoder:   {fingerprint[:16] + '...' if fingerprint else 'none (embeddings only)'}")
-    print(f"files:     {len(info['files']) + 1}, {size / 1e6:.1f} MB")
+    if "files" in info:
+        size = sum(entry["bytes"] for entry in info["files"].values())
+        print(f"files:     {len(info['files']) + 1}, {size / 1e6:.1f} MB")
     for warning in info["warnings"]:
         print(f"warning:   {warning}")
     return 0
@@ -410,20 +559,65 @@ def _identify_line(info: dict[str, Any]) -> str:
 
 
 # -- helpers ---------------------------------------------------------------------------
-def _load(folder: Path, model: Path | None) -> Any:
-    from siamkit.encoders.base import load_encoder
-    from siamkit.index import FaceIndex
-    from siamkit.index.storage import read_manifest
+def _check_location(args: argparse.Namespace, out: bool = False) -> str:
+    """Where the gallery is, checked: the index folder, or the Milvus collection."""
+    folder = args.out if out else args.index
+    flag = "--out" if out else "--index"
+    if args.store == "faiss":
+        if folder is None:
+            raise ConfigError(f"give {flag} INDEX_DIR (or --store milvus --uri URI)")
+        return str(folder)
+    if args.uri is None:
+        raise ConfigError("--store milvus needs --uri: a Milvus Lite file or http://host:19530")
+    if folder is not None:
+        raise ConfigError(f"{flag} is the faiss store's folder; with --store milvus give --uri")
+    return f"the collection {args.collection!r} at {args.uri}"
 
-    if model is None:
-        recorded = (read_manifest(folder).get("extra") or {}).get("model")
-        if not recorded:
-            raise ConfigError(
-                f"{folder} does not record its model: pass --model MODEL_DIR (the model the "
-                "index was built with)"
-            )
-        model = Path(recorded)
-    return FaceIndex.load(folder, encoder=load_encoder(model))
+
+def _open(args: argparse.Namespace, model: Path | None, with_model: bool = True) -> Any:
+    """The gallery named on the command line, with its model (``--model`` or the recorded one)."""
+    from siamkit.index import FaceIndex
+
+    _check_location(args)
+    if args.store == "faiss":
+        from siamkit.index.storage import read_manifest
+
+        if not with_model:
+            return FaceIndex.load(args.index)
+        recorded = (read_manifest(args.index).get("extra") or {}).get("model")
+        return FaceIndex.load(args.index, encoder=_load_model(_model(model, recorded, args.index)))
+    options = {"uri": args.uri, "collection": args.collection}
+    bare = FaceIndex.connect(**options)
+    if not with_model:
+        return bare
+    model_path = _model(model, bare.extra.get("model"), f"the collection {args.collection!r}")
+    bare.store.close()
+    return FaceIndex.connect(_load_model(model_path), **options)
+
+
+def _model(given: Path | None, recorded: Any, where: Any) -> Path:
+    if given is not None:
+        return given
+    if not recorded:
+        raise ConfigError(
+            f"{where} does not record its model: pass --model MODEL_DIR (the model the index "
+            "was built with)"
+        )
+    return Path(recorded)
+
+
+def _load_model(path: Path) -> Any:
+    from siamkit.encoders.base import load_encoder
+
+    return load_encoder(path)
+
+
+def _persist(index: Any, args: argparse.Namespace) -> None:
+    """Save the gallery: its folder (faiss), or its record in the collection (milvus)."""
+    if args.store == "faiss":
+        index.save(args.out if getattr(args, "out", None) is not None else args.index)
+    else:
+        index.save()
 
 
 def _calibrate(index: Any, target_far: float | None, target_fpir: float | None) -> str:

@@ -323,15 +323,9 @@ def _without_launcher_options(argv: list[str]) -> list[str]:
 def _run(args: argparse.Namespace) -> int:
     from siamkit.data.folder import FaceFolder
     from siamkit.data.splits import split_by_class
-    from siamkit.training.distributed import launched_by_torchrun
     from siamkit.training.presets import resolve_preset
 
     recipe = resolve_preset(args.preset, args.encoder, bool(args.encoder_arg))
-    if recipe.name == "face" and launched_by_torchrun():
-        raise ConfigError(
-            "the face preset trains its candidates in one process: under torchrun or "
-            "--nproc-per-node, pass --preset scratch (with --encoder)"
-        )
     _check_out_folder(args.out, resume=args.resume)
     if args.resume and _report_finished(args.out):
         return 0
@@ -471,7 +465,8 @@ def _train_face(
     )
     save_face_run(outcome, args.out, extra={"preset": "face"})
     _print_alignment(aligner, outcome.selection.skipped_images)
-    print(f"{outcome.selection.summary()}; {time.perf_counter() - started:.0f} s")
+    processes = f" x {outcome.world_size} processes" if outcome.world_size > 1 else ""
+    print(f"{outcome.selection.summary()}; {time.perf_counter() - started:.0f} s{processes}")
     kept = outcome.selection.kept_result
     if kept.measured:
         print(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,8 @@ if TYPE_CHECKING:  # the index runs without torch behind an ONNX encoder
     from siamkit.encoders.base import Encoder
 
 _FLOAT32 = np.dtype(np.float32)  # NumPy's native float32 dtype is one shared object
+#: Images add_folder encodes and stores at a time: progress is kept, memory bounded.
+FOLDER_CHUNK = 1024
 
 
 class FaceIndex:
@@ -449,17 +452,30 @@ class FaceIndex:
         existing: str = "error",
         batch_size: int = 64,
         progress: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> Enrolled:
         """Enrol an ImageFolder gallery: ``path/<person>/<image>``, label = folder name.
 
         Ids are the images' paths relative to ``path`` (``"alice/1.jpg"``) and
-        metadata ``{"path": <the file>}``. With ``existing="skip"`` the images
-        whose ids are already enrolled are not even encoded, so re-running an
-        interrupted enrolment only does what is left. Images without a face
+        metadata ``{"path": <the file>}``. Images are encoded and stored in
+        chunks as they go, so a gallery of millions never sits in memory and
+        an interruption keeps what was stored; with ``existing="skip"`` the
+        images already enrolled are not even encoded, so re-running an
+        interrupted enrolment does only what is left. Images without a face
         follow the encoder's aligner's policy, as in :meth:`add`.
+
+        Args:
+            path: The gallery folder.
+            upsert: Replace items whose id is already enrolled.
+            existing: ``"error"`` or ``"skip"``, as in :meth:`add`.
+            batch_size: Images encoded at once.
+            progress: Show a progress bar (images and images/s).
+            shard: ``(rank, world_size)``: enrol only this process's contiguous
+                share of the images, for several processes filling one store.
 
         Raises:
             DataError: ``path`` is missing or not an image folder.
+            DuplicateIdError: an image is already enrolled (``existing="error"``).
             NoFaceError: no face in an image under the policy ``"error"``.
 
         Examples:
@@ -471,9 +487,17 @@ class FaceIndex:
             >>> index = FaceIndex(siamkit.create_encoder("compact", channels=[8, 16]))
             >>> index.add_folder(root)
             ['ann/1.png']
+            >>> index.add_folder(root, existing="skip")
+            []
         """
+        if existing not in EXISTING:
+            raise ConfigError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
         files, labels, ids = gallery_files(path)
-        if existing == "skip" and self._store is not None and not upsert:
+        if shard is not None:
+            part = share(len(files), *shard)
+            files, labels, ids = files[part], labels[part], ids[part]
+        mode = "replace" if upsert else existing
+        if mode == "skip" and self._store is not None:
             present = self._store.existing_ids(ids)
             keep = [i for i, item_id in enumerate(ids) if item_id not in present]
             files, labels, ids = (
@@ -481,8 +505,30 @@ class FaceIndex:
                 [labels[i] for i in keep],
                 [ids[i] for i in keep],
             )
-        mode = "replace" if upsert else existing
-        return self._insert(files, labels, ids, None, batch_size, progress, mode)
+        if mode == "error":
+            self._precheck_ids(ids)  # before the first chunk is stored
+        return self._insert_chunks(files, labels, ids, batch_size, progress, mode)
+
+    def _insert_chunks(
+        self, files: list[str], labels: list[Label], ids: list[str], batch_size: int,
+        progress: bool, mode: str,
+    ) -> Enrolled:  # fmt: skip
+        from tqdm.auto import tqdm
+
+        chunk = max(FOLDER_CHUNK, batch_size)
+        added: list[ItemId] = []
+        skipped: list[SkippedImage] = []
+        with tqdm(total=len(files), desc="enrolling", unit="img", disable=not progress) as bar:
+            for start in range(0, len(files), chunk):
+                part = slice(start, start + chunk)
+                done = self._insert(files[part], labels[part], ids[part], None, batch_size,
+                                    False, mode)  # fmt: skip
+                added.extend(done)
+                skipped.extend(
+                    replace(item, position=item.position + start) for item in done.skipped
+                )
+                bar.update(len(files[part]))
+        return Enrolled(added, skipped)
 
     def _insert(
         self,
@@ -1030,6 +1076,21 @@ def gallery_files(path: str | os.PathLike) -> tuple[list[str], list[Label], list
     ids = [Path(file).relative_to(root).as_posix() for file in files]
     labels = [folder.classes[target] for _, target in folder.samples]
     return files, labels, ids
+
+
+def share(count: int, rank: int, world_size: int) -> slice:
+    """Process ``rank``'s contiguous share of ``count`` items (the first ones get one more).
+
+    Examples:
+        >>> [share(5, r, 2) for r in range(2)]
+        [slice(0, 3, None), slice(3, 5, None)]
+    """
+    if not 0 <= rank < world_size:
+        raise ConfigError(
+            f"shard (rank, world_size) must have 0 <= rank < world_size, got {(rank, world_size)}"
+        )
+    size = -(-count // world_size)
+    return slice(min(count, rank * size), min(count, (rank + 1) * size))
 
 
 def _store_kind(store: VectorStore) -> str:

@@ -17,17 +17,24 @@ its equal error rate lower by at least one genuine pair's worth and its AUC
 no lower. Otherwise, and whenever nobody is held out, it keeps the frozen
 model. What it kept, and why, is a :class:`FineTuneSelection`, saved with the
 model.
+
+Under ``torchrun`` every process trains each candidate together (data-parallel,
+as :class:`~siamkit.training.Trainer` does), the held-out people are embedded
+by all processes and gathered, and rank 0's choice is every rank's; rank 0
+alone writes the kept model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import importlib.util
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +45,17 @@ from siamkit import _model_files
 from siamkit._atomic import write_json
 from siamkit.encoders.base import ENCODER_FILE, Encoder
 from siamkit.exceptions import ConfigError, MissingExtraError, NonFiniteError
+from siamkit.training._parallel import resolve_device, training_device
 from siamkit.training._sources import ImageSource
 from siamkit.training.config import TrainConfig
+from siamkit.training.distributed import (
+    DistributedContext,
+    broadcast_json,
+    init_distributed,
+    is_collective_failure,
+    lost_peer_error,
+    shutdown,
+)
 from siamkit.training.records import EpochRecord
 from siamkit.training.trainer import (
     HISTORY_FILE,
@@ -224,6 +240,9 @@ class FineTuneOutcome:
         selection: What was kept and why.
         history: The kept run's epoch records (empty for the frozen model).
         best_epoch: The kept run's best epoch (0 for the frozen model).
+        rank: This process's rank under torch.distributed (0 alone writes
+            with :func:`save_face_run`).
+        world_size: How many processes trained the candidates together.
 
     Examples:
         >>> outcome = select_fine_tuning(face_encoder, split.train, split.val)  # doctest: +SKIP
@@ -235,6 +254,8 @@ class FineTuneOutcome:
     selection: FineTuneSelection
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
+    rank: int = 0
+    world_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -417,6 +438,9 @@ def select_fine_tuning(
     """Try every candidate, judge them on ``val`` (other people), keep the best or the frozen one.
 
     Images are preprocessed (aligned) once and shared by all candidates.
+    Under ``torchrun`` (or a process group the caller initialised) every
+    process must make this call: each candidate trains data-parallel, and all
+    processes return the same selection and kept weights (rank 0 decides).
 
     Args:
         make_encoder: Builds the starting model for a ``trainable_from``, the
@@ -433,6 +457,7 @@ def select_fine_tuning(
 
     Raises:
         ConfigError: no frozen candidate, or two with one name.
+        TrainingError: under torch.distributed, another process died or hung.
 
     Examples:
         >>> outcome = select_fine_tuning(face_encoder, split.train, split.val)  # doctest: +SKIP
@@ -442,37 +467,86 @@ def select_fine_tuning(
     config = config or TrainConfig()
     _check_candidates(candidates)
     frozen = next(c for c in candidates if c.frozen)
-    base = make_encoder(frozen.trainable_from)
-    judge = Trainer(base, config, progress=progress)
-    train_source = judge._train_source(train)
-    val_source = judge._val_source(val) if val is not None and len(val) else None
-    skipped = train_source.skipped + (val_source.skipped if val_source else 0)
-    if val_source is None:
-        selection = FineTuneSelection(
-            frozen.name,
-            "no people were held out to judge fine-tuning by",
-            (CandidateResult(frozen),),
-            0,
-            min_gain_pairs,
-            skipped,
+    with _process_group(config) as ctx:
+        judge = _judge(make_encoder(frozen.trainable_from), config, ctx, progress)
+        train_source = judge._train_source(train)
+        val_source = judge._val_source(val) if val is not None and len(val) else None
+        skipped = train_source.skipped + (val_source.skipped if val_source else 0)
+        if val_source is None:
+            why = "no people were held out to judge fine-tuning by"
+            alone = (CandidateResult(frozen),)
+            selection = FineTuneSelection(frozen.name, why, alone, 0, min_gain_pairs, skipped)
+            return FineTuneOutcome(
+                judge.encoder, selection, rank=ctx.rank, world_size=ctx.world_size
+            )
+        results, runs = _try_candidates(
+            make_encoder, judge, candidates, (train_source, val_source), out_dir, resume
         )
-        return FineTuneOutcome(base, selection)
+        pairs = genuine_pair_count(val_source.labels)
+        kept, reason = choose_candidate(results, pairs, min_gain_pairs)
+        selection = FineTuneSelection(kept, reason, tuple(results), pairs, min_gain_pairs, skipped)
+        # Rank 0's record (its timings) and choice are every rank's.
+        selection = FineTuneSelection.from_dict(broadcast_json(selection.to_dict(), ctx))
+        encoder, history, best_epoch = runs[selection.kept]
+        return FineTuneOutcome(encoder, selection, history, best_epoch, ctx.rank, ctx.world_size)
+
+
+@contextlib.contextmanager
+def _process_group(config: TrainConfig) -> Iterator[DistributedContext]:
+    """The torch.distributed group for the whole selection (every candidate's fit joins it).
+
+    A group created here outlives each candidate's :meth:`Trainer.fit`, which
+    would otherwise create and destroy one per candidate, and is destroyed at
+    the end; a group the caller created is left open.
+    """
+    timeout = datetime.timedelta(seconds=config.dist_timeout)
+    ctx = init_distributed(resolve_device(config.device), timeout)
+    try:
+        yield ctx
+    except Exception as err:
+        if ctx.enabled and is_collective_failure(err):
+            raise lost_peer_error(err, ctx) from None
+        raise
+    finally:
+        shutdown(ctx)
+
+
+def _judge(base: Encoder, config: TrainConfig, ctx: DistributedContext, progress: bool) -> Trainer:
+    """A trainer that preprocesses the images once and measures the frozen model.
+
+    It embeds the held-out people the way a candidate's validation does: each
+    rank its share, gathered, so every rank computes the same metrics.
+    """
+    judge = Trainer(base, config, progress=progress)
+    judge.context = ctx
+    judge.device = training_device(judge.device, ctx)
+    return judge
+
+
+def _try_candidates(
+    make_encoder: Callable[[str], Encoder],
+    judge: Trainer,
+    candidates: Sequence[FineTuneCandidate],
+    sources: tuple[ImageSource, ImageSource],
+    out_dir: str | os.PathLike | None,
+    resume: bool,
+) -> tuple[list[CandidateResult], dict[str, tuple[Encoder, list[EpochRecord], int]]]:
+    """Every candidate's held-out result, in order, and the runs that have one."""
+    train_source, val_source = sources
+    frozen = next(c for c in candidates if c.frozen)
     started = time.perf_counter()
     results = [_measured(frozen, judge.evaluate(val_source), 0, time.perf_counter() - started)]
-    runs: dict[str, tuple[Encoder, list[EpochRecord], int]] = {frozen.name: (base, [], 0)}
+    runs: dict[str, tuple[Encoder, list[EpochRecord], int]] = {frozen.name: (judge.encoder, [], 0)}
     for candidate in (c for c in candidates if not c.frozen):
         folder = Path(out_dir) / CANDIDATES_FOLDER / candidate.name if out_dir else None
         result, run = _run_candidate(
-            make_encoder, candidate, config, train_source, val_source, folder, resume, progress
-        )
+            make_encoder, candidate, judge.config, train_source, val_source, folder, resume,
+            judge.progress,
+        )  # fmt: skip
         results.append(result)
         if run is not None:
             runs[candidate.name] = run
-    pairs = genuine_pair_count(val_source.labels)
-    kept, reason = choose_candidate(results, pairs, min_gain_pairs)
-    selection = FineTuneSelection(kept, reason, tuple(results), pairs, min_gain_pairs, skipped)
-    encoder, history, best_epoch = runs[kept]
-    return FineTuneOutcome(encoder, selection, history, best_epoch)
+    return results, runs
 
 
 def _check_candidates(candidates: Sequence[FineTuneCandidate]) -> None:
@@ -528,12 +602,16 @@ def save_face_run(
     ``encoder.json``'s ``extra["fine_tuning"]`` and ``history.json``'s
     ``"fine_tuning"`` hold :meth:`FineTuneSelection.to_dict`; ``history.json``
     also holds the kept run's epochs, and ``loss_plot.png`` their curve.
+    Under torch.distributed only rank 0 (``outcome.rank``) writes; the other
+    ranks return at once.
 
     Examples:
         >>> save_face_run(outcome, "runs/faces")  # doctest: +SKIP
         PosixPath('runs/faces')
     """
     out = Path(out_dir)
+    if outcome.rank != 0:
+        return out
     record = outcome.selection.to_dict()
     outcome.encoder.save(out, extra={**(extra or {}), "fine_tuning": record})
     write_json(
