@@ -18,6 +18,7 @@ from PIL import Image
 from siamkit.alignment import aligner_registry
 from siamkit.cli.reference import render_cli_reference
 from siamkit.encoders import encoder_registry
+from siamkit.index import store_registry
 from siamkit.losses import loss_registry
 from siamkit.miners import miner_registry
 
@@ -54,7 +55,8 @@ def att_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 )
 def test_page_code_runs(page: Path, att_layout: Path, tmp_path: Path, monkeypatch) -> None:
     # Each page is a script of its own: names it registers must not leak into the next.
-    for registry in (encoder_registry, miner_registry, aligner_registry, loss_registry):
+    registries = (encoder_registry, miner_registry, aligner_registry, loss_registry, store_registry)
+    for registry in registries:
         monkeypatch.setattr(registry, "_classes", dict(registry._classes))
         monkeypatch.setattr(registry, "_plugins_loaded", registry._plugins_loaded)
     (tmp_path / "data").mkdir()

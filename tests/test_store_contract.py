@@ -276,3 +276,23 @@ def test_a_milvus_collection_is_not_overwritten_and_must_exist(milvus_client) ->
         FaceIndex(metric="cosine", dim=DIM, store="milvus", ef_search=64,
                   uri="lite", collection="other", client=milvus_client)  # fmt: skip
     assert len(FaceIndex.connect(**options)) == 3
+
+
+def test_processes_sharing_a_collection_do_not_undo_each_other(milvus_client, caplog) -> None:
+    options = {"uri": "lite", "collection": "shared_record", "client": milvus_client}
+    with caplog.at_level("DEBUG"):
+        writer = FaceIndex(metric="euclidean", dim=DIM, store="milvus", **options)
+    vectors, labels = _gallery(24, people=4)
+    writer.add(vectors[:12], labels=labels[:12])
+    service = FaceIndex.connect(**options)  # connected before the calibration
+    fit = writer.calibrate(target_fpir=0.25)
+    assert service.identify_threshold is None
+    assert service.add(vectors[12:], labels=labels[12:]) == list(range(12, 24))
+    again = FaceIndex.connect(**options)
+    assert again.identify_threshold == fit.threshold and len(again) == 24
+    service.refresh()
+    assert service.fpir_calibration == fit
+    with caplog.at_level("DEBUG"):
+        assert len(again.ids()) == 24  # reads the whole collection through pymilvus's iterator
+    # Creating a collection and reading it whole are where Milvus Lite used to log.
+    assert not [r for r in caplog.records if r.levelno >= 30], "the library stays quiet"

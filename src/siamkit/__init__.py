@@ -37,15 +37,30 @@ from siamkit.exceptions import (
     UnknownComponentError,
     UnknownIdError,
 )
+from siamkit.index import (
+    Calibration,
+    Enrolled,
+    FaceIndex,
+    FpirCalibration,
+    Match,
+    Neighbors,
+    Record,
+    SearchResults,
+    SkippedImage,
+    Verification,
+)
 from siamkit.runtime import OnnxEncoder, load_onnx_encoder
 
 try:
     import torch as _torch  # noqa: F401
-except ImportError:  # pragma: no cover - exercised in a subprocess by tests/test_onnx.py
-    # Without PyTorch, only the ONNX Runtime path is here: exported encoders, face
-    # alignment and the errors (pip install 'siamkit[onnx]').
+except ImportError:  # pragma: no cover - exercised in a subprocess by tests/test_torch_free.py
+    # Without PyTorch, what runs on ONNX Runtime is here: exported encoders, the
+    # face index, face alignment and the errors (pip install 'siamkit[onnx]'), and
+    # siamkit.evaluation and siamkit.geometry import too (`siamkit eval` works).
+    _HAS_TORCH = False
     load_encoder = load_onnx_encoder
 else:
+    _HAS_TORCH = True
     from siamkit.data import (
         ATTFaces,
         ClassBalancedBatchSampler,
@@ -64,18 +79,6 @@ else:
         list_encoders,
         load_encoder,
         register_encoder,
-    )
-    from siamkit.index import (
-        Calibration,
-        Enrolled,
-        FaceIndex,
-        FpirCalibration,
-        Match,
-        Neighbors,
-        Record,
-        SearchResults,
-        SkippedImage,
-        Verification,
     )
     from siamkit.losses import (
         ContrastiveLoss,
@@ -170,3 +173,6 @@ __all__ = [
     "register_miner",
     "split_by_class",
 ]
+
+if not _HAS_TORCH:  # pragma: no cover - `from siamkit import *` takes what is there
+    __all__ = [name for name in __all__ if name in globals()]

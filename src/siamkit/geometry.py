@@ -17,6 +17,10 @@ ordinary embeddings get the same distances, bit for bit), and scaled back
 after. The face index is stricter, as FAISS computes in float32 without such
 care: it refuses embeddings whose L2 norm exceeds ``MAX_EMBEDDING_NORM`` (1e18).
 
+NumPy arrays are computed in NumPy, tensors in torch (differentiably, on their
+device); the two agree to float32 rounding. This module imports torch only when
+given a tensor, so evaluation and the face index run without PyTorch.
+
 Examples:
     >>> import torch
     >>> from siamkit.geometry import paired_distances
@@ -30,17 +34,20 @@ Examples:
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, TypeVar
+import sys
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
-import torch
 
 from siamkit.exceptions import ConfigError, NonFiniteError, ShapeError
+
+if TYPE_CHECKING:
+    import torch
 
 Metric = Literal["euclidean", "cosine"]
 METRICS: tuple[str, ...] = ("euclidean", "cosine")
 
-ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
+ArrayT = TypeVar("ArrayT", "torch.Tensor", np.ndarray)
 
 # sqrt has an infinite gradient at 0; identical embeddings (a positive pair of
 # one image seen twice) would otherwise poison training with NaN.
@@ -71,12 +78,24 @@ def check_metric(metric: str) -> Metric:
     return name  # type: ignore[return-value]
 
 
+def _is_tensor(*values: Any) -> bool:
+    """True if any value is a torch tensor; never imports torch.
+
+    A tensor can only exist once torch is imported, so looking in
+    ``sys.modules`` is enough and keeps this module usable without PyTorch.
+    """
+    torch = sys.modules.get("torch")
+    return torch is not None and any(isinstance(v, torch.Tensor) for v in values)
+
+
 def _as_tensor(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    import torch
+
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, dtype=np.float32))
 
 
 def _like(result: torch.Tensor, template: ArrayT) -> ArrayT:
-    if isinstance(template, torch.Tensor):
+    if _is_tensor(template):
         return result
     return result.detach().cpu().numpy().astype(np.float32, copy=False)
 
@@ -87,10 +106,16 @@ def check_embeddings(x: torch.Tensor | np.ndarray, name: str = "embeddings") -> 
     Examples:
         >>> check_embeddings(np.zeros((2, 3)))
     """
-    t = _as_tensor(x)
-    if t.ndim != 2:
-        raise ShapeError(f"{name} must be a 2-D (N, D) matrix, got shape {tuple(t.shape)}")
-    if t.numel() and not bool(torch.isfinite(t).all()):
+    if _is_tensor(x):
+        import torch
+
+        shape, finite = tuple(x.shape), not x.numel() or bool(torch.isfinite(x).all())
+    else:
+        array = np.asarray(x, dtype=np.float32)
+        shape, finite = array.shape, bool(np.isfinite(array).all())
+    if len(shape) != 2:
+        raise ShapeError(f"{name} must be a 2-D (N, D) matrix, got shape {shape}")
+    if not finite:
         raise NonFiniteError(
             f"{name} contain NaN or infinity: check the model's inputs and learning rate"
         )
@@ -121,6 +146,8 @@ def _scales(peak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Powers of two multiply exactly, so scaled rows keep every bit of precision.
     """
+    import torch
+
     top = math.frexp(torch.finfo(peak.dtype).max)[1] - 2  # 2**top and 2**-top are normal
     exponent = torch.frexp(peak).exponent.clamp(max=top)
     exponent = torch.where(peak > _HUGE, exponent, torch.zeros_like(exponent))
@@ -128,11 +155,26 @@ def _scales(peak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.ldexp(one, -exponent), torch.ldexp(one, exponent)
 
 
+def _np_scales(peak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_scales` in NumPy, of the same float32 powers of two."""
+    top = math.frexp(float(np.finfo(peak.dtype).max))[1] - 2
+    exponent = np.minimum(np.frexp(peak)[1], top)
+    exponent = np.where(peak > _HUGE, exponent, 0)
+    one = np.ones_like(peak)
+    return np.ldexp(one, -exponent), np.ldexp(one, exponent)
+
+
 def _row_peak(t: torch.Tensor) -> torch.Tensor:
     """The largest magnitude of each row, ``(..., 1)``; 0 for rows of no entries."""
     if t.shape[-1] == 0:
         return t.new_zeros((*t.shape[:-1], 1))
     return t.detach().abs().amax(dim=-1, keepdim=True)
+
+
+def _np_row_peak(x: np.ndarray) -> np.ndarray:
+    if x.shape[-1] == 0:
+        return np.zeros((*x.shape[:-1], 1), dtype=x.dtype)
+    return np.abs(x).max(axis=-1, keepdims=True)
 
 
 def prepare(x: ArrayT, metric: str) -> ArrayT:
@@ -149,24 +191,22 @@ def prepare(x: ArrayT, metric: str) -> ArrayT:
     """
     if check_metric(metric) == "euclidean":
         return x
-    if isinstance(x, np.ndarray):
-        # NumPy directly: a search of one query should not pay for a trip through torch.
-        x32 = np.asarray(x, dtype=np.float32)
-        norms = np.sqrt(np.einsum("...i,...i->...", x32, x32))[..., None]
-        if not np.isfinite(norms).all():  # squares overflowed: redo those rows scaled
-            x32, norms = _rescaled_rows(x32, ~np.isfinite(norms))
-        return x32 / np.maximum(norms, _EPS)
+    if not _is_tensor(x):
+        return _np_normalize(np.asarray(x, dtype=np.float32))  # type: ignore[return-value]
+    import torch
+
     if not x.is_floating_point() or x.numel() == 0:
         return torch.nn.functional.normalize(x, dim=-1, eps=_EPS)
     down, _ = _scales(_row_peak(x))
     return torch.nn.functional.normalize(x * down, dim=-1, eps=_EPS)
 
 
-def _rescaled_rows(x: np.ndarray, huge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` with its ``huge`` rows divided by their largest entry, and the new norms."""
-    peak = np.maximum(np.abs(x).max(axis=-1, keepdims=True), np.finfo(np.float32).tiny)
-    x = np.where(huge, x / peak, x)
-    return x, np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
+def _np_normalize(x: np.ndarray) -> np.ndarray:
+    """``torch.nn.functional.normalize`` of float32 rows, scaled as :func:`prepare` does."""
+    down, _ = _np_scales(_np_row_peak(x))
+    x = x * down
+    norms = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
+    return x / np.maximum(norms, np.float32(_EPS))
 
 
 def paired_distances(a: ArrayT, b: ArrayT, metric: str) -> ArrayT:
@@ -185,11 +225,10 @@ def paired_distances(a: ArrayT, b: ArrayT, metric: str) -> ArrayT:
         array([1.4142135, 1.4142135], dtype=float32)
     """
     metric = check_metric(metric)
+    if not _is_tensor(a, b):
+        return _np_paired(np.asarray(a, np.float32), np.asarray(b, np.float32), metric)
     ta, tb = _as_tensor(a), _as_tensor(b)
-    if ta.shape != tb.shape:
-        raise ShapeError(
-            f"paired embeddings differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}"
-        )
+    _check_paired_shapes(tuple(ta.shape), tuple(tb.shape))
     if metric == "euclidean":
         d = _paired_euclidean(ta, tb)
     else:
@@ -197,14 +236,32 @@ def paired_distances(a: ArrayT, b: ArrayT, metric: str) -> ArrayT:
     return _like(d, a)
 
 
+def _check_paired_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> None:
+    if a != b:
+        raise ShapeError(f"paired embeddings differ in shape: {a} vs {b}")
+
+
 def _paired_euclidean(ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
     if not ta.is_floating_point() or ta.numel() == 0:
         return ((ta - tb) ** 2).sum(-1).clamp_min(_EPS).sqrt()
+    import torch
+
     down, up = _scales(torch.maximum(_row_peak(ta), _row_peak(tb)))
     down, up = down.squeeze(-1), up.squeeze(-1)
     sq = ((ta * down[..., None] - tb * down[..., None]) ** 2).sum(-1)
     # A scalar floor, as before scaling: a tensor one would round to 0 in float16.
     return sq.clamp_min(_EPS).sqrt() * up
+
+
+def _np_paired(a: np.ndarray, b: np.ndarray, metric: Metric) -> np.ndarray:
+    """:func:`paired_distances` of float32 arrays, by the formulas of the torch code."""
+    _check_paired_shapes(a.shape, b.shape)
+    if metric == "cosine":
+        return 1.0 - (_np_normalize(a) * _np_normalize(b)).sum(-1)
+    down, up = _np_scales(np.maximum(_np_row_peak(a), _np_row_peak(b)))
+    down, up = down[..., 0], up[..., 0]
+    sq = ((a * down[..., None] - b * down[..., None]) ** 2).sum(-1)
+    return np.sqrt(np.maximum(sq, np.float32(_EPS))) * up
 
 
 def pairwise_distances(a: ArrayT, b: ArrayT | None, metric: str) -> ArrayT:
@@ -215,10 +272,13 @@ def pairwise_distances(a: ArrayT, b: ArrayT | None, metric: str) -> ArrayT:
         [[0.0, 1.0], [1.0, 0.0]]
     """
     metric = check_metric(metric)
+    if not _is_tensor(a, b):
+        return _np_pairwise(a, b, metric)  # type: ignore[return-value]
+    import torch
+
     ta = _as_tensor(a)
     tb = ta if b is None else _as_tensor(b)
-    if ta.shape[-1] != tb.shape[-1]:
-        raise ShapeError(f"embedding sizes differ: {ta.shape[-1]} vs {tb.shape[-1]}")
+    _check_sizes(ta.shape[-1], tb.shape[-1])
     if metric == "euclidean":
         d = _pairwise_euclidean(ta, tb)
     else:
@@ -228,8 +288,15 @@ def pairwise_distances(a: ArrayT, b: ArrayT | None, metric: str) -> ArrayT:
     return _like(d, a)
 
 
+def _check_sizes(a: int, b: int) -> None:
+    if a != b:
+        raise ShapeError(f"embedding sizes differ: {a} vs {b}")
+
+
 def _pairwise_euclidean(ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
     if ta.is_floating_point() and ta.numel() and tb.numel():
+        import torch
+
         # One scale for all rows: the cross term mixes every row of a with every row of b.
         down, up = _scales(torch.maximum(_row_peak(ta).max(), _row_peak(tb).max()))
         scaled = ta * down
@@ -238,4 +305,32 @@ def _pairwise_euclidean(ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
         up = None
     sq = (ta * ta).sum(-1, keepdim=True) - 2 * ta @ tb.T + (tb * tb).sum(-1)
     d = sq.clamp_min(_EPS).sqrt()
+    return d if up is None else d * up
+
+
+def _np_pairwise(a: Any, b: Any | None, metric: Metric) -> np.ndarray:
+    """:func:`pairwise_distances` in NumPy, by the formulas of the torch code."""
+    a = np.asarray(a, dtype=np.float32)
+    itself = b is None
+    b = a if itself else np.asarray(b, dtype=np.float32)
+    _check_sizes(a.shape[-1], b.shape[-1])
+    if metric == "cosine":
+        unit = _np_normalize(a)
+        d = 1.0 - unit @ (unit if itself else _np_normalize(b)).T
+    else:
+        d = _np_pairwise_euclidean(a, b, itself)
+    if itself:
+        diagonal = np.arange(len(d))
+        d[diagonal, diagonal] -= d[diagonal, diagonal]  # as torch does: 0, NaN stays NaN
+    return d
+
+
+def _np_pairwise_euclidean(a: np.ndarray, b: np.ndarray, itself: bool) -> np.ndarray:
+    up = None
+    if a.size and b.size:
+        down, up = _np_scales(np.maximum(_np_row_peak(a).max(), _np_row_peak(b).max()))
+        a = a * down
+        b = a if itself else b * down
+    sq = (a * a).sum(-1, keepdims=True) - 2 * a @ b.T + (b * b).sum(-1)
+    d = np.sqrt(np.maximum(sq, np.float32(_EPS)))
     return d if up is None else d * up

@@ -1,4 +1,7 @@
-"""``siamkit eval``: measure a trained encoder on a folder of people."""
+"""``siamkit eval``: measure a trained encoder on a folder of people.
+
+An ONNX export is evaluated without PyTorch: nothing on that path imports torch.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,9 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+#: Where `siamkit eval --model DIR` writes its report by default.
+EVAL_FOLDER = "evaluation"
 
 
 def add_parser(commands: Any) -> None:
@@ -110,15 +116,13 @@ def default_out(model: Path) -> Path:
         >>> default_out(Path("exports/model.onnx")).as_posix()
         'exports/model-evaluation'
     """
-    from siamkit.cli.train import EVAL_FOLDER
-
     if model.suffix == ".onnx" and not model.is_dir():
         return model.with_name(f"{model.stem}-{EVAL_FOLDER}")
     return model / EVAL_FOLDER
 
 
 def run(args: argparse.Namespace) -> int:
-    from siamkit.encoders.base import load_encoder
+    from siamkit import load_encoder  # without torch: ONNX exports only
     from siamkit.evaluation.report import write_report
     from siamkit.evaluation.runner import evaluate_encoder
 

@@ -250,6 +250,8 @@ def run_build(args: argparse.Namespace) -> int:
         added = index.add_folder(args.gallery, existing=existing, batch_size=args.batch_size,
                                  progress=progress, shard=shard)  # fmt: skip
         _barrier(ctx)
+        if ctx.is_main:
+            index.compact()  # seal the inserts: searches right after a bulk insert are slow
     else:
         added = _build_faiss(index, args, ctx, existing, progress)
     alignment = counts_since(encoder, before)
@@ -607,7 +609,7 @@ def _model(given: Path | None, recorded: Any, where: Any) -> Path:
 
 
 def _load_model(path: Path) -> Any:
-    from siamkit.encoders.base import load_encoder
+    from siamkit import load_encoder  # the ONNX Runtime one where torch is missing
 
     return load_encoder(path)
 

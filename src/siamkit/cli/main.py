@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 
 from siamkit._version import __version__
-from siamkit.exceptions import SiamkitError
+from siamkit.exceptions import MissingExtraError, SiamkitError
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``siamkit`` and all its sub-commands."""
-    from siamkit.cli import demo, evaluate, export, index, train
+    from siamkit.cli import demo, evaluate, export, index
 
     parser = argparse.ArgumentParser(
         prog="siamkit",
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"siamkit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    train.add_parser(commands)
+    _add_train(commands)
     index.add_parser(commands)
     evaluate.add_parser(commands)
     demo.add_parser(commands)
@@ -36,6 +36,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.set_defaults(handler=_list_components)
     return parser
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    """``siamkit train``; without PyTorch, a stand-in that says so (eval and index still run)."""
+    try:
+        from siamkit.cli import train
+    except ModuleNotFoundError as err:
+        if str(err.name).split(".")[0] not in ("torch", "torchvision"):
+            raise
+        # Any arguments, even --help, reach the handler: its one line is the answer.
+        stand_in = commands.add_parser(
+            "train", help="train an encoder (needs PyTorch)", prefix_chars="+", add_help=False
+        )
+        stand_in.add_argument("arguments", nargs="*", help=argparse.SUPPRESS)
+        stand_in.set_defaults(handler=_needs_torch)
+        return
+    train.add_parser(commands)
+
+
+def _needs_torch(args: argparse.Namespace) -> int:
+    raise MissingExtraError(
+        "siamkit train needs PyTorch, which is not installed here (pip install torch "
+        "torchvision); ONNX exports run `siamkit eval` and `siamkit index` without it"
+    )
 
 
 def _list_components(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from siamkit._atomic import write_json
+from siamkit.cli.evaluate import EVAL_FOLDER
 from siamkit.exceptions import ConfigError, TrainingError
 from siamkit.training.config import TrainConfig
 from siamkit.training.presets import PRESETS
@@ -17,8 +18,6 @@ from siamkit.training.presets import PRESETS
 SPLIT_FILE = "split.json"
 #: The encoder of the from-scratch recipe when --encoder is not given.
 SCRATCH_ENCODER = "compact"
-#: Where `siamkit eval --model DIR` writes its report by default.
-EVAL_FOLDER = "evaluation"
 
 
 def add_parser(commands: Any) -> None:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from torchvision.datasets import ImageFolder
 
+from siamkit._folders import list_image_folder
 from siamkit.data.images import is_image_file, load_image
-from siamkit.exceptions import DataError
 
 
 class FaceFolder(ImageFolder):
@@ -20,6 +18,8 @@ class FaceFolder(ImageFolder):
     ``root/<person>/<image>``: every sub-folder is a class named after it; files
     that are not images (by extension) are ignored. Images are converted to
     ``mode`` when given, so greyscale, RGB and palette images can be mixed.
+    The folder is listed once, by :func:`siamkit._folders.list_image_folder`,
+    which lists it alike without PyTorch.
 
     Args:
         root: The folder of class folders.
@@ -51,11 +51,22 @@ class FaceFolder(ImageFolder):
         mode: str | None = None,
         min_images_per_class: int = 1,
     ) -> None:
-        check_image_folder(root, min_images_per_class)
+        self._listing = list_image_folder(root, min_images_per_class)
         self.mode = mode
         super().__init__(
             str(root), transform=transform, loader=self._load, is_valid_file=is_image_file
         )
+
+    def find_classes(self, directory: str | os.PathLike) -> tuple[list[str], dict[str, int]]:
+        """The listed class folders, and their labels (as ``ImageFolder`` returns them)."""
+        classes = list(self._listing.classes)
+        return classes, {name: label for label, name in enumerate(classes)}
+
+    def make_dataset(  # type: ignore[override]  # ImageFolder's is a staticmethod
+        self, directory: str | os.PathLike, *args: Any, **kwargs: Any
+    ) -> list[tuple[str, int]]:
+        """The listed ``(path, label)`` pairs; ``ImageFolder`` calls this once, from __init__."""
+        return list(zip(self._listing.paths, self._listing.labels, strict=True))
 
     def _load(self, path: str) -> Any:
         return load_image(path, mode=self.mode)
@@ -79,31 +90,4 @@ def check_image_folder(root: str | os.PathLike, min_images_per_class: int = 1) -
         ...
         siamkit.exceptions.DataError: image folder /no/such/folder does not exist
     """
-    path = Path(root)
-    if not path.is_dir():
-        raise DataError(f"image folder {path} does not exist")
-    class_dirs = sorted(entry for entry in path.iterdir() if entry.is_dir())
-    if not class_dirs:
-        raise DataError(
-            f"{path} has no sub-folders: put each person's (or class's) images in a "
-            f"folder of their own, e.g. {path}/alice/1.jpg"
-        )
-    counts = Counter(
-        {
-            d.name: sum(1 for f in d.rglob("*") if f.is_file() and is_image_file(f))
-            for d in class_dirs
-        }
-    )
-    if sum(counts.values()) == 0:
-        raise DataError(f"{path} holds no image files (looked for .png, .jpg, .pgm, ...)")
-    empty = sorted(name for name, count in counts.items() if count == 0)
-    if empty:
-        raise DataError(f"class folders without images in {path}: {', '.join(empty[:10])}")
-    few = sorted(name for name, count in counts.items() if count < min_images_per_class)
-    if few:
-        raise DataError(
-            f"classes with fewer than {min_images_per_class} images in {path}: "
-            f"{', '.join(few[:10])}{'...' if len(few) > 10 else ''}. Training needs at least "
-            "two images of each person to form a matching pair: add images or remove these folders"
-        )
-    return dict(counts)
+    return list_image_folder(root, min_images_per_class).counts

@@ -9,7 +9,7 @@ import numpy as np
 
 from siamkit.exceptions import DataError
 from siamkit.geometry import check_metric, embeddings_and_labels, pairwise_distances
-from siamkit.thresholds import check_rate, threshold_at_rate
+from siamkit.thresholds import accepts, check_rate, threshold_at_rate
 
 
 def _distances(probes: np.ndarray, gallery: np.ndarray | None, metric: str) -> np.ndarray:
@@ -79,32 +79,42 @@ def cmc_curve(
 
 
 def retrieval_metrics(embeddings: Any, labels: Any, metric: str) -> dict[str, float]:
-    """Leave-one-out precision@1 and MAP@R, computed by pytorch-metric-learning.
+    """Leave-one-out precision@1 and MAP@R, as pytorch-metric-learning defines them.
+
+    Each item in turn searches all the others, nearest first. With ``R`` the
+    number of other items of its label, its average precision at ``R`` is the
+    mean over the ``R`` nearest of ``precision@k`` at each ``k`` that is a
+    match (0 for the others). Items alone with their label are left out, as
+    pytorch-metric-learning's ``AccuracyCalculator`` leaves them; with none
+    left, both are NaN. Computed in NumPy (no torch).
 
     Examples:
         >>> emb = np.array([[0.0], [0.1], [1.0], [1.2]], dtype="float32")
         >>> retrieval_metrics(emb, [0, 0, 1, 1], "euclidean")
         {'mean_average_precision_at_r': 1.0, 'precision_at_1': 1.0}
+        >>> retrieval_metrics(emb, [0, 1, 0, 1], "euclidean")  # everyone's nearest is another
+        {'mean_average_precision_at_r': 0.0, 'precision_at_1': 0.0}
     """
-    import torch
-    from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
-    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
-    from pytorch_metric_learning.utils.inference import CustomKNN
-
     emb, lab = embeddings_and_labels(embeddings, labels, "embeddings")
-    _, codes = np.unique(lab, return_inverse=True)
-    distance = (
-        CosineSimilarity()
-        if check_metric(metric) == "cosine"
-        else LpDistance(normalize_embeddings=False)
-    )
-    calculator = AccuracyCalculator(
-        include=("precision_at_1", "mean_average_precision_at_r"),
-        knn_func=CustomKNN(distance),
-        device=torch.device("cpu"),
-    )
-    result = calculator.get_accuracy(torch.from_numpy(emb), torch.from_numpy(codes))
-    return {key: float(result[key]) for key in sorted(result)}
+    _, codes, counts = np.unique(lab, return_inverse=True, return_counts=True)
+    others = counts[codes] - 1  # R of each item
+    queries = np.flatnonzero(others > 0)
+    if len(queries) == 0:
+        return {"mean_average_precision_at_r": float("nan"), "precision_at_1": float("nan")}
+    dist = _distances(emb[queries], emb, metric)
+    dist[np.arange(len(queries)), queries] = np.inf  # a query never finds itself
+    width = int(others.max())
+    nearest = np.argsort(dist, axis=1, kind="stable")[:, :width]
+    match = codes[nearest] == codes[queries][:, None]
+    r = others[queries]
+    within_r = np.arange(1, width + 1)[None, :] <= r[:, None]
+    hits = match & within_r
+    precision = np.cumsum(hits, axis=1) / np.arange(1, width + 1)
+    average_precision = (precision * hits).sum(1) / r
+    return {
+        "mean_average_precision_at_r": float(average_precision.mean()),
+        "precision_at_1": float(match[:, 0].mean()),
+    }
 
 
 @dataclass(frozen=True)
@@ -178,7 +188,7 @@ def open_set_identification(
     if threshold is None:  # the rule of siamkit.thresholds, as the face index fits it
         rate = check_rate(false_alarm_rate, "false_alarm_rate")
         threshold = threshold_at_rate(distance[~known], rate, candidates=distance[known])
-    accepted = distance <= threshold
+    accepted = accepts(distance, threshold)
     correct = g_lab[nearest] == p_lab
     far = float(accepted[~known].mean())
     return OpenSetResult(

@@ -5,18 +5,17 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch.utils.data import Subset
 
 from siamkit._atomic import write_json
+from siamkit._folders import list_image_folder
+from siamkit._images import load_image
 from siamkit.alignment.base import AlignmentStats
-from siamkit.data.folder import FaceFolder
-from siamkit.data.images import load_image
-from siamkit.encoders.base import Encoder
 from siamkit.evaluation import plots
 from siamkit.evaluation._alignment import counts_since, snapshot
 from siamkit.evaluation.identification import (
@@ -41,6 +40,7 @@ from siamkit.exceptions import DataError
 from siamkit.geometry import paired_distances, pairwise_distances
 
 if TYPE_CHECKING:
+    from siamkit.encoders.base import Encoder
     from siamkit.runtime.onnx import OnnxEncoder
 
 FARS = (1e-1, 1e-2, 1e-3)
@@ -58,26 +58,37 @@ class LabelledImages:
 
     @classmethod
     def of(cls, data: Any) -> LabelledImages:
-        """Accept a path, a :class:`~siamkit.data.FaceFolder`, or a ``Subset`` of one."""
+        """Accept a path, a :class:`~siamkit.data.FaceFolder`, or a ``Subset`` of one.
+
+        A path is listed without PyTorch (as ``FaceFolder`` lists it); the
+        others can only exist once torch is imported, so they are recognised
+        through ``sys.modules``.
+        """
         indices = None
-        if isinstance(data, Subset):
+        torch_data = sys.modules.get("torch.utils.data")
+        if torch_data is not None and isinstance(data, torch_data.Subset):
             data, indices = data.dataset, list(data.indices)
-        folder = data if isinstance(data, FaceFolder) else FaceFolder(data)
-        paths, labels = folder.paths, np.asarray(folder.targets)
+        if _is_face_folder(data):
+            root, classes = str(data.root), list(data.classes)
+            paths, labels = data.paths, np.asarray(data.targets)
+        else:
+            listing = list_image_folder(data)
+            root, classes = listing.root, listing.classes
+            paths, labels = listing.paths, np.asarray(listing.labels)
         if indices is not None:
             paths, labels = [paths[i] for i in indices], labels[indices]
         if len(paths) == 0:
-            raise DataError(f"no images to evaluate in {folder.root}")
-        people = sorted({folder.classes[y] for y in labels})
+            raise DataError(f"no images to evaluate in {root}")
+        people = sorted({classes[y] for y in labels})
         shown = (
             f" ({len(people)} people: {', '.join(people[:12])}{'...' if len(people) > 12 else ''})"
         )
         return cls(
             paths=paths,
             labels=labels,
-            classes=list(folder.classes),
-            root=Path(folder.root),
-            description=str(folder.root) + (shown if indices is not None else ""),
+            classes=classes,
+            root=Path(root),
+            description=root + (shown if indices is not None else ""),
         )
 
     def subset(self, keep: list[int]) -> LabelledImages:
@@ -85,6 +96,11 @@ class LabelledImages:
         return dataclasses.replace(
             self, paths=[self.paths[i] for i in keep], labels=self.labels[keep]
         )
+
+
+def _is_face_folder(data: Any) -> bool:
+    folder = sys.modules.get("siamkit.data.folder")
+    return folder is not None and isinstance(data, folder.FaceFolder)
 
 
 @dataclass
@@ -195,10 +211,16 @@ def read_pairs(
     return firsts, seconds, np.asarray(flags, dtype=bool)
 
 
+#: ``siamkit.encoders.base.ENCODER_FILE``, named here as that module imports torch.
+_MODEL_MANIFEST = "encoder.json"
+
+
 def _model_threshold(encoder_dir: str | os.PathLike | None) -> float | None:
+    if encoder_dir is None or not (Path(encoder_dir) / _MODEL_MANIFEST).is_file():
+        return None  # not a model saved by siamkit (an ONNX export, say): no training record
     from siamkit.training.records import read_training_record
 
-    record = read_training_record(encoder_dir) if encoder_dir is not None else None
+    record = read_training_record(encoder_dir)
     return None if record is None else record.threshold
 
 
@@ -325,7 +347,7 @@ def _embed_folder(
     encoder: Encoder | OnnxEncoder, folder: LabelledImages, progress: bool
 ) -> tuple[LabelledImages, np.ndarray, list[str]]:
     """The folder's embeddings, less the images without a face under ``on_missing="skip"``."""
-    from siamkit.index._inputs import embed_items
+    from siamkit._embedding import embed_items
 
     embedded = embed_items(folder.paths, encoder, None, progress=progress)
     skipped = [folder.paths[i] for i in embedded.skipped]
@@ -386,7 +408,7 @@ def _pair_vectors(
     progress: bool,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Embeddings by absolute path of the ``wanted`` images that have one, and the new skips."""
-    from siamkit.index._inputs import embed_items
+    from siamkit._embedding import embed_items
 
     vectors = {os.path.abspath(p): e for p, e in zip(paths, embeddings, strict=True)}
     known = set(vectors) | {os.path.abspath(p) for p in skipped}

@@ -14,7 +14,7 @@ import numpy as np
 
 from siamkit.exceptions import DataError, ShapeError
 from siamkit.geometry import check_embeddings, pairwise_distances
-from siamkit.thresholds import FarCalibration, fit_far_threshold
+from siamkit.thresholds import FarCalibration, accepts, fit_far_threshold
 from siamkit.thresholds import check_scores as _check
 
 
@@ -96,7 +96,7 @@ def accuracy_at(distances: Any, same: Any, threshold: float) -> float:
         1.0
     """
     d, s = _check(distances, same)
-    return float(((d <= threshold) == s).mean())
+    return float((accepts(d, threshold) == s).mean())
 
 
 def fit_threshold(distances: Any, same: Any) -> float:
@@ -241,7 +241,7 @@ def kfold_accuracy(distances: Any, same: Any, folds: int = 10, seed: int = 0) ->
             )
         threshold = fit_threshold(d[rest], s[rest])
         thresholds.append(threshold)
-        scores.append(float(((d[held] <= threshold) == s[held]).mean()))
+        scores.append(float((accepts(d[held], threshold) == s[held]).mean()))
     return KFoldAccuracy(
         mean=float(np.mean(scores)),
         std=float(np.std(scores)),

@@ -13,6 +13,7 @@ Examples:
     'ann'
 """
 
+from siamkit.index._sharded import embed_sharded
 from siamkit.index.face_index import FaceIndex
 from siamkit.index.faiss_store import FaissStore
 from siamkit.index.milvus import MilvusStore
@@ -51,6 +52,7 @@ __all__ = [
     "StoredItem",
     "VectorStore",
     "Verification",
+    "embed_sharded",
     "register_store",
     "store_registry",
 ]

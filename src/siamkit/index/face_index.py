@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,6 +190,44 @@ class FaceIndex:
         if self._store is not None:
             self._store.set_meta(self._record.to_meta())
 
+    @contextmanager
+    def _changing_record(self) -> Iterator[_record.GalleryRecord]:
+        """The record to change, re-read first from a shared store, and written back after.
+
+        Several processes may share a database store: each change starts from
+        what the store holds now, so one process does not undo another's.
+        """
+        with self._lock:
+            self.refresh()
+            yield self._record
+            self._write_record()
+
+    def refresh(self) -> None:
+        """Re-read thresholds, calibrations and notes from a shared (database) store.
+
+        A search service connected to a Milvus collection keeps the thresholds
+        it read; call this after another process calibrated the gallery. A
+        no-op for the FAISS store, which this process alone holds.
+
+        Examples:
+            >>> index = FaceIndex(metric="cosine", dim=2)
+            >>> index.refresh()
+        """
+        store = self._store
+        if store is None or isinstance(store, FaissStore):
+            return
+        meta = store.get_meta()
+        if not meta:
+            return
+        try:
+            fresh = _record.GalleryRecord.from_meta(meta)
+        except ConfigError as err:
+            raise IndexFileError(f"the gallery's record in its store is bad ({err})") from None
+        with self._lock:
+            if self.encoder is not None or fresh.encoder is None:
+                fresh.encoder = self._record.encoder
+            self._record = fresh
+
     # -- properties ------------------------------------------------------------------
     @property
     def metric(self) -> str:
@@ -231,12 +270,11 @@ class FaceIndex:
 
     @threshold.setter
     def threshold(self, value: float | None) -> None:
-        with self._lock:
-            record = self._record
-            record.threshold = None if value is None else check_threshold(value)
-            if record.calibration is not None and record.calibration.threshold != record.threshold:
+        value = None if value is None else check_threshold(value)
+        with self._changing_record() as record:
+            record.threshold = value
+            if record.calibration is not None and record.calibration.threshold != value:
                 record.calibration = None  # the report no longer describes the threshold
-            self._write_record()
 
     @property
     def identify_threshold(self) -> float | None:
@@ -245,13 +283,12 @@ class FaceIndex:
 
     @identify_threshold.setter
     def identify_threshold(self, value: float | None) -> None:
-        with self._lock:
-            record = self._record
-            record.identify_threshold = None if value is None else check_threshold(value)
+        value = None if value is None else check_threshold(value)
+        with self._changing_record() as record:
+            record.identify_threshold = value
             fit = record.fpir_calibration
-            if fit is not None and fit.threshold != record.identify_threshold:
+            if fit is not None and fit.threshold != value:
                 record.fpir_calibration = None
-            self._write_record()
 
     @property
     def search_threshold(self) -> float | None:
@@ -586,15 +623,15 @@ class FaceIndex:
             )
 
     def _auto_ids(self, count: int) -> list[int]:
+        self.refresh()  # another process sharing the store may have taken some
         start = self._record.next_id
         return list(range(start, start + count))
 
     def _advance_ids(self, new_ids: list[ItemId]) -> None:
         ints = [i for i in new_ids if isinstance(i, int)]
-        after = max([self._record.next_id, *(i + 1 for i in ints)])
-        if after != self._record.next_id:
-            self._record.next_id = after
-            self._write_record()
+        if ints and max(ints) + 1 > self._record.next_id:
+            with self._changing_record() as record:
+                record.next_id = max([record.next_id, *(i + 1 for i in ints)])
 
     def remove(self, ids: ItemId | Iterable[ItemId], *, missing_ok: bool = False) -> int:
         """Remove items by id, from every kind of index (HNSW included).
@@ -852,9 +889,8 @@ class FaceIndex:
                 report = fit_far_threshold(distances, same, target_far, source="pairs")
             else:
                 report = calibrate_far(self._gallery(), self._metric, target_far, max_pairs, seed)
-            with self._lock:
-                self._record.threshold, self._record.calibration = report.threshold, report
-                self._write_record()
+            with self._changing_record() as record:
+                record.threshold, record.calibration = report.threshold, report
             return report
         if target_far is not None or pairs is not None:
             raise ConfigError(
@@ -863,9 +899,8 @@ class FaceIndex:
             )
         probes = None if unknown is None else self._probes(unknown)
         fit = calibrate_fpir(self.knn, self._gallery(), self._metric, target_fpir, probes)
-        with self._lock:
-            self._record.identify_threshold, self._record.fpir_calibration = fit.threshold, fit
-            self._write_record()
+        with self._changing_record() as record:
+            record.identify_threshold, record.fpir_calibration = fit.threshold, fit
         return fit
 
     def _probes(self, unknown: Any) -> np.ndarray:
@@ -969,8 +1004,10 @@ class FaceIndex:
             2
         """
         store = self._require_store()
+        extra = dict(self._record.extra)  # the notes as this process edited them
+        with self._changing_record() as record:
+            record.extra = extra
         with self._lock:
-            self._write_record()
             if not isinstance(store, FaissStore):
                 if path is not None:
                     raise ConfigError(
@@ -1068,13 +1105,13 @@ def gallery_files(path: str | os.PathLike) -> tuple[list[str], list[Label], list
     Raises:
         DataError: ``path`` is missing or not an image folder.
     """
-    from siamkit.data.folder import FaceFolder
+    from siamkit._folders import list_image_folder
 
-    folder = FaceFolder(path)
+    listing = list_image_folder(path)
     root = Path(path)
-    files = [file for file, _ in folder.samples]
+    files = listing.paths
     ids = [Path(file).relative_to(root).as_posix() for file in files]
-    labels = [folder.classes[target] for _, target in folder.samples]
+    labels = [listing.classes[label] for label in listing.labels]
     return files, labels, ids
 
 

@@ -13,7 +13,9 @@ default: a search right after an add sees it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -168,12 +170,13 @@ class MilvusStore(VectorStore):
             metric_type=_MILVUS_METRICS[self.metric],
             params=params,
         )
-        self.client.create_collection(
-            self.collection,
-            schema=schema,
-            index_params=indexes,
-            consistency_level=self.consistency,
-        )
+        with _quiet_pymilvus():  # it waits for the index through a call Lite does not serve
+            self.client.create_collection(
+                self.collection,
+                schema=schema,
+                index_params=indexes,
+                consistency_level=self.consistency,
+            )
         self.set_meta({})
 
     def _existing_geometry(self) -> tuple[int, str]:
@@ -338,17 +341,26 @@ class MilvusStore(VectorStore):
         return int(rows[0]["count(*)"])
 
     def items(self, batch_size: int = 10_000) -> Iterator[list[StoredItem]]:
-        iterator = self.client.query_iterator(
-            self.collection,
-            batch_size=batch_size,
-            filter="",
-            output_fields=["pk", "vector", "label", "metadata"],
-        )
+        with _quiet_pymilvus():
+            iterator = self.client.query_iterator(
+                self.collection,
+                batch_size=batch_size,
+                filter="",
+                output_fields=["pk", "vector", "label", "metadata"],
+            )
         try:
-            while rows := iterator.next():
+            while True:
+                with _quiet_pymilvus():
+                    rows = iterator.next()
+                if not rows:
+                    break
                 yield [_item(row) for row in rows]
         finally:
             iterator.close()
+
+    def compact(self) -> None:
+        """Seal what was inserted (``flush``): searches after a bulk insert get fast again."""
+        self.client.flush(self.collection)
 
     # -- the collection's own record ---------------------------------------------------
     def get_meta(self) -> dict[str, Any]:
@@ -384,6 +396,22 @@ class MilvusStore(VectorStore):
             f"MilvusStore({self.uri!r}, collection={self.collection!r}, dim={self.dim}, "
             f"metric={self.metric!r})"
         )
+
+
+@contextlib.contextmanager
+def _quiet_pymilvus() -> Iterator[None]:
+    """Hold back what pymilvus and an in-process Milvus Lite log when the iterator asks for a
+    timestamp Lite does not serve (a warning, and gRPC's traceback of "Method not
+    implemented"): the iterator then carries on, and the library stays quiet unless asked."""
+    loggers = [logging.getLogger("pymilvus"), logging.getLogger("grpc._server")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _item(row: dict[str, Any]) -> StoredItem:

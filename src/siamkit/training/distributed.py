@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from siamkit._torchrun import launched_by_torchrun
 from siamkit.exceptions import ConfigError, TrainingError
 
 #: How long a rank waits for the others in a collective before giving up, so a
@@ -64,11 +65,6 @@ class DistributedContext:
     def is_main(self) -> bool:
         """Rank 0: the one process that writes files and prints."""
         return self.rank == 0
-
-
-def launched_by_torchrun() -> bool:
-    """True when this process was started by ``torchrun`` with more than one rank."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
 def default_backend(device: torch.device) -> str:
