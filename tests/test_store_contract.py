@@ -272,9 +272,12 @@ def test_a_milvus_collection_is_not_overwritten_and_must_exist(milvus_client) ->
         FaceIndex(metric="cosine", dim=DIM, store="milvus", **options)
     with pytest.raises(IndexFileError, match="no collection"):
         FaceIndex.connect(uri="lite", collection="never_made", client=milvus_client)
-    with pytest.raises(ConfigError, match="ef_search"):
-        FaceIndex(metric="cosine", dim=DIM, store="milvus", ef_search=64,
+    with pytest.raises(ConfigError, match="nprobes"):  # a typo names itself
+        FaceIndex(metric="cosine", dim=DIM, store="milvus", nprobes=64,
                   uri="lite", collection="other", client=milvus_client)  # fmt: skip
+    tuned = FaceIndex(metric="cosine", dim=DIM, store="milvus", index="hnsw", ef_search=64,
+                      uri="lite", collection="tuned", client=milvus_client)  # fmt: skip
+    assert (tuned.ef_search, tuned.nprobe, tuned.info()["ef_search"]) == (64, None, 64)
     assert len(FaceIndex.connect(**options)) == 3
 
 

@@ -280,12 +280,15 @@ def test_eval_runs_without_torch_with_pytorchs_figures(models) -> None:
                      "--out", "eval-onnx", "--json"])
         assert code == 0, code
         assert main(["train", "--data", "faces", "--out", "run"]) == 2  # says it needs torch
+        assert main(["list"]) == 2  # the registries import torch: one line, no traceback
         """,
         models["root"],
     )
     assert done.stderr.splitlines() == [
         "siamkit: error: siamkit train needs PyTorch, which is not installed here (pip install "
-        "torch torchvision); ONNX exports run `siamkit eval` and `siamkit index` without it"
+        "torch torchvision); ONNX exports run `siamkit eval` and `siamkit index` without it",
+        "siamkit: error: this command needs PyTorch, which is not installed here (pip install "
+        "torch torchvision); ONNX exports run `siamkit eval` and `siamkit index` without it",
     ]
     free = json.loads(done.stdout)
     written = models["root"] / "eval-onnx"

@@ -101,15 +101,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         print(f"siamkit: error: {err}", file=sys.stderr)
         return 1
-    except Exception as err:
-        if os.environ.get("SIAMKIT_DEBUG"):
-            raise
+    except ModuleNotFoundError as err:
+        if str(err.name).split(".")[0] not in ("torch", "torchvision"):
+            return _internal_error(err)
         print(
-            f"siamkit: internal error: {type(err).__name__}: {err}. This is a bug in siamkit: "
-            "please report it with the command you ran (SIAMKIT_DEBUG=1 shows the traceback)",
+            "siamkit: error: this command needs PyTorch, which is not installed here (pip "
+            "install torch torchvision); ONNX exports run `siamkit eval` and `siamkit index` "
+            "without it",
             file=sys.stderr,
         )
-        return 1
+        return 2
+    except Exception as err:
+        return _internal_error(err)
+
+
+def _internal_error(err: Exception) -> int:
+    """The last resort: one line, unless ``SIAMKIT_DEBUG`` asks for the traceback."""
+    if os.environ.get("SIAMKIT_DEBUG"):
+        raise err
+    print(
+        f"siamkit: internal error: {type(err).__name__}: {err}. This is a bug in siamkit: "
+        "please report it with the command you ran (SIAMKIT_DEBUG=1 shows the traceback)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -310,7 +310,7 @@ class FaceIndex:
 
     @property
     def ef_search(self) -> int | None:
-        """HNSW search breadth of the FAISS store (higher: better recall, slower)."""
+        """HNSW search breadth (higher: better recall, slower); None without HNSW."""
         return self._store_setting("ef_search")
 
     @ef_search.setter
@@ -319,7 +319,7 @@ class FaceIndex:
 
     @property
     def nprobe(self) -> int | None:
-        """IVF lists the FAISS store visits per query (higher: better recall, slower)."""
+        """IVF lists visited per query (higher: better recall, slower); None without IVF."""
         return self._store_setting("nprobe")
 
     @nprobe.setter
@@ -327,17 +327,17 @@ class FaceIndex:
         self._set_store_setting("nprobe", value)
 
     def _store_setting(self, name: str) -> int | None:
-        if isinstance(self._store, FaissStore):
-            return getattr(self._store, name)
-        return self._store_options.get(name) if self._store is None else None
+        if self._store is None:
+            return self._store_options.get(name)
+        return self._store.describe().get(name)
 
     def _set_store_setting(self, name: str, value: int | None) -> None:
-        if isinstance(self._store, FaissStore):
-            setattr(self._store, name, value)
-        elif self._store is None and self._store_name == "faiss":
+        if self._store is None:
             self._store_options[name] = value
+        elif hasattr(self._store, name):
+            setattr(self._store, name, value)
         else:
-            raise ConfigError(f"{name} is a setting of the FAISS store, not of this index's store")
+            raise ConfigError(f"{name} is not a setting of this index's store")
 
     # -- container protocol ----------------------------------------------------------
     def __len__(self) -> int:

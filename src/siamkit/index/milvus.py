@@ -32,6 +32,7 @@ from siamkit.exceptions import (
     ShapeError,
     UnknownIdError,
 )
+from siamkit.index.backends import HNSW_EF_SEARCH, ivf_probes
 from siamkit.index.store import (
     StoredItem,
     StoreHits,
@@ -106,6 +107,9 @@ class MilvusStore(VectorStore):
         retries: Connection attempts before giving up.
         client: An existing ``MilvusClient`` to use instead of connecting.
         create: Create the collection when it does not exist (else refuse).
+        ef_search: HNSW search breadth (default 128, as the FAISS store's).
+        nprobe: IVF lists visited per query (default: 1/64 of them, at least 8, as the
+            FAISS store's).
 
     Raises:
         EncoderMismatchError: the collection exists with another dimension.
@@ -130,10 +134,15 @@ class MilvusStore(VectorStore):
         retries: int = 3,
         client: Any = None,
         create: bool = True,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
     ) -> None:
         if index not in INDEX_KINDS:
             raise ConfigError(f"index must be one of {', '.join(INDEX_KINDS)}, got {index!r}")
         self.uri, self.collection, self.index = str(uri), str(collection), index
+        self.ef_search = _positive("ef_search", HNSW_EF_SEARCH if ef_search is None else ef_search)
+        self.nprobe = _positive("nprobe", ivf_probes(INDEX_KINDS["ivf"][1]["nlist"])
+                                if nprobe is None else nprobe)  # fmt: skip
         self.consistency = consistency
         self._owns_client = client is None  # a client passed in is the caller's to close
         self.client = client if client is not None else connect_client(self.uri, retries)
@@ -215,7 +224,9 @@ class MilvusStore(VectorStore):
 
     def describe(self) -> dict[str, Any]:
         return {"index": self.index, "store": "milvus", "uri": self.uri,
-                "collection": self.collection, "consistency": self.consistency}  # fmt: skip
+                "collection": self.collection, "consistency": self.consistency,
+                "ef_search": self.ef_search if self.index == "hnsw" else None,
+                "nprobe": self.nprobe if self.index == "ivf" else None}  # fmt: skip
 
     def prepared(self, vectors: Any) -> np.ndarray:
         array = super().prepared(vectors)
@@ -316,7 +327,7 @@ class MilvusStore(VectorStore):
             data=array.tolist(),
             limit=int(k),
             output_fields=["label", "metadata"],
-            search_params={"metric_type": _MILVUS_METRICS[self.metric]},
+            search_params={"metric_type": _MILVUS_METRICS[self.metric], "params": self._params()},
         )
         distances = np.full((len(array), int(k)), np.inf, dtype=np.float32)
         ids, labels, metadata = [], [], []
@@ -328,6 +339,14 @@ class MilvusStore(VectorStore):
             labels.append([decode_key(hit["entity"]["label"]) for hit in hits])
             metadata.append([hit["entity"].get("metadata") or {} for hit in hits])
         return StoreHits(ids, labels, distances, metadata)
+
+    def _params(self) -> dict[str, int]:
+        # The same search breadth as the FAISS store's, so recall is comparable.
+        if self.index == "hnsw":
+            return {"ef": max(self.ef_search, 1)}
+        if self.index == "ivf":
+            return {"nprobe": self.nprobe}
+        return {}
 
     def _to_distances(self, raw: np.ndarray) -> np.ndarray:
         # Milvus reports squared L2 and cosine *similarity*; siamkit's geometry is
@@ -412,6 +431,12 @@ def _quiet_pymilvus() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _item(row: dict[str, Any]) -> StoredItem:
