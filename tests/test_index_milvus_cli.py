@@ -81,6 +81,22 @@ def test_an_interrupted_build_resumes_without_duplicates(setup, capsys) -> None:
     )
 
 
+def test_a_later_process_reopens_the_collection(setup) -> None:
+    """Milvus Lite keeps a collection on disk, released, between processes: reopening loads it."""
+
+    def siamkit_cli(*argv: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "siamkit", "index", *argv, *_milvus(setup)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    built = siamkit_cli("build", "--model", str(setup["model"]), "--gallery",
+                        str(setup["gallery"]), "--quiet")  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    probe = setup["gallery"] / "person1" / "2.png"
+    found = siamkit_cli("query", str(probe), "--json")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)[0]["matches"][0]["id"] == "person1/2.png"
+
+
 def test_location_flags_are_checked(setup, capsys) -> None:
     assert main(["index", "info", "--store", "milvus"]) == 2
     assert "--uri" in capsys.readouterr().err

@@ -152,6 +152,10 @@ class MilvusStore(VectorStore):
             found_dim, found_metric = self._existing_geometry()
             _check_geometry(self, found_dim, found_metric, dim, metric)
             super().__init__(found_dim, found_metric)
+            # A collection another process wrote may be released (not in memory):
+            # searches and queries need it loaded.
+            with _quiet_pymilvus():
+                self.client.load_collection(self.collection)
         else:
             if not create or dim is None or metric is None:
                 raise IndexFileError(
