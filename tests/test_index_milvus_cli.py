@@ -143,3 +143,43 @@ def test_index_build_under_torchrun_shards_the_gallery(setup, tmp_path) -> None:
     finally:
         server.stop(grace=0)
         db.close()
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_a_bad_index_kind_is_named_not_taken_for_an_existing_collection(setup, capsys) -> None:
+    assert _build(setup, "--index", "IVF4,Flat") == 2
+    err = _one_line_error(capsys)
+    assert "--index" in err and "flat, hnsw or ivf" in err and "already holds" not in err
+    with pytest.raises(siamkit.IndexFileError, match="no collection"):
+        FaceIndex.connect(uri=str(setup["uri"]), collection="faces")
+
+
+def test_milvus_flags_without_store_milvus_are_refused(setup, capsys, tmp_path) -> None:
+    """--uri with the default faiss store would otherwise be ignored: the gallery would land
+    in a folder while the user thinks it is in Milvus."""
+    out = tmp_path / "folder"
+    build = ["index", "build", "--model", str(setup["model"]), "--gallery", str(setup["gallery"]),
+             "--quiet", "--out", str(out)]  # fmt: skip
+    for extra in (["--uri", str(setup["uri"])], ["--collection", "faces"]):
+        assert main([*build, *extra]) == 2
+        assert "--store milvus" in _one_line_error(capsys)
+        assert not out.exists()
+    assert main(["index", "info", "--index", str(out), "--uri", str(setup["uri"])]) == 2
+    assert "--store milvus" in _one_line_error(capsys)
+
+
+def test_build_into_a_collection_of_another_geometry_says_so(setup, capsys) -> None:
+    other = FaceIndex(metric="cosine", dim=128, store="milvus", uri=str(setup["uri"]),
+                      collection="faces")  # fmt: skip
+    other.add(np.eye(2, 128, dtype=np.float32), labels=["a", "b"])
+    other.store.close()
+    for resume in ([], ["--resume"]):
+        assert _build(setup, *resume) == 2
+        err = _one_line_error(capsys)
+        assert "cosine" in err and "--resume" not in err

@@ -175,3 +175,77 @@ def test_an_unreachable_server_is_a_clear_error_in_bounded_time() -> None:
 
 def test_the_store_is_registered() -> None:
     assert store_registry.get("milvus") is MilvusStore
+
+
+# -- hostile input: what Milvus cannot keep is refused before anything is written ------------
+def test_ids_and_labels_over_the_key_limit_are_refused_quietly(make_store, caplog) -> None:
+    store = make_store()
+    vectors = np.ones((2, DIM), np.float32)
+    with caplog.at_level("DEBUG"):
+        with pytest.raises(ConfigError, match="1024"):
+            store.add(["ok", "x" * 2000], vectors, ["a", "a"])
+        with pytest.raises(ConfigError, match="1024"):
+            store.upsert(["ok"], vectors[:1], ["é" * 200])  # 1,200 characters once encoded
+    assert store.count() == 0, "nothing of a refused call is written"
+    assert not [r for r in caplog.records if r.levelno >= 30], "the library stays quiet"
+    key = "é" * 170  # 1,020 characters encoded: within the limit
+    assert store.add([key], vectors[:1], [key]) == 1 and store.get([key])[0].label == key
+
+
+def test_metadata_milvus_cannot_keep_is_refused_before_writing(make_store, caplog) -> None:
+    store = make_store()
+    vectors = np.ones((2, DIM), np.float32)
+    edge = {"n": [2**63 - 1, -(2**63)], "f": 1e308}
+    bad = [{"n": {"deep": [1, 2**64]}}, {"path": "caf\udce9.jpg"}]  # \udce9: a Latin-1 file name
+    with caplog.at_level("DEBUG"):
+        for meta in bad:
+            with pytest.raises(ConfigError, match="metadata of item 1"):
+                store.add(["a", "b"], vectors, ["p", "p"], [edge, meta])
+    assert store.count() == 0
+    assert not [r for r in caplog.records if r.levelno >= 30]
+    store.add(["a"], vectors[:1], ["p"], [edge])
+    assert store.get(["a"])[0].metadata == edge
+
+
+def test_ids_from_file_names_in_another_encoding_round_trip(make_store) -> None:
+    # os.listdir gives a Latin-1 name on a UTF-8 system as lone surrogates (surrogateescape).
+    name = b"caf\xe9/1.jpg".decode("utf-8", "surrogateescape")
+    store = make_store()
+    store.add([name, 'say "hi"\\'], np.eye(2, DIM, dtype=np.float32), [name, "b"])
+    item = store.get([name])[0]
+    assert (item.id, item.label) == (name, name)
+    assert store.search(np.eye(1, DIM, dtype=np.float32), k=1).ids == [[name]]
+    assert store.existing_ids([name, "other"]) == {name}
+    assert store.remove([name]) == 1 and store.count() == 1
+
+
+def test_search_settings_are_checked_when_changed(make_store) -> None:
+    store = make_store(index="hnsw")
+    store.ef_search = 48
+    assert store.describe()["ef_search"] == 48
+    for name, value in [("ef_search", 0), ("ef_search", -1), ("nprobe", 2.5), ("nprobe", True)]:
+        with pytest.raises(ConfigError, match=name):
+            setattr(store, name, value)
+    assert (store.ef_search, store.nprobe) == (48, 16)
+
+
+def test_milvus_failures_are_typed_errors_and_quiet(make_store, client, caplog) -> None:
+    store = make_store()
+    store.add([1], np.ones((1, DIM), np.float32), ["a"])
+    client.drop_collection(store.collection)  # another process dropped it
+    with caplog.at_level("DEBUG"):
+        for call in (lambda: store.search(np.ones((1, DIM), np.float32), k=1),
+                     lambda: store.add([2], np.ones((1, DIM), np.float32), ["a"]),
+                     store.count, store.get_meta):  # fmt: skip
+            with pytest.raises(IndexFileError, match=store.collection):
+                call()
+    assert not [r for r in caplog.records if r.levelno >= 30]
+
+
+def test_a_bad_uri_is_refused_at_once_without_retrying(tmp_path) -> None:
+    started = time.perf_counter()
+    for uri in (str(tmp_path / "no" / "such" / "faces.db"), str(tmp_path / "faces.txt")):
+        with pytest.raises(IndexFileError, match="URI") as caught:
+            MilvusStore(uri, "faces", dim=DIM, metric="cosine", retries=3)
+        assert uri in str(caught.value) and "tries" not in str(caught.value)
+    assert time.perf_counter() - started < 2  # three tries would sleep 3.5 s each

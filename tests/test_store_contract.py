@@ -299,3 +299,119 @@ def test_processes_sharing_a_collection_do_not_undo_each_other(milvus_client, ca
         assert len(again.ids()) == 24  # reads the whole collection through pymilvus's iterator
     # Creating a collection and reading it whole are where Milvus Lite used to log.
     assert not [r for r in caplog.records if r.levelno >= 30], "the library stays quiet"
+
+
+# -- hostile input, the same on every store -------------------------------------------------
+def _reopened(index: FaceIndex, store_kind: str, folder) -> FaceIndex:
+    if store_kind == "faiss":
+        return FaceIndex.load(index.save(folder))
+    store = index.store
+    return FaceIndex.connect(uri="lite", collection=store.collection, client=store.client)
+
+
+def test_odd_ids_and_labels_round_trip_with_their_types(make_index, store_kind, tmp_path) -> None:
+    latin1 = b"caf\xe9/1.jpg".decode("utf-8", "surrogateescape")  # how os.listdir gives it
+    ids = [0, -7, 2**40, "0", "", 'say "hi"', "back\\slash", "ünï/код 名", latin1]
+    labels = [1, "1", latin1, "o'neil", "", 1, 'x"y', "名", "%41"]
+    vectors = np.random.default_rng(3).normal(size=(len(ids), DIM)).astype(np.float32)
+    index = make_index()
+    index.add(vectors, labels=labels, ids=ids, metadata=[{"k": i} for i in range(len(ids))])
+    for again in (index, _reopened(index, store_kind, tmp_path / "g")):
+        for position, item_id in enumerate(ids):
+            record = again.get(item_id)
+            assert (record.id, record.label) == (item_id, labels[position])
+            assert type(record.id) is type(item_id) and type(record.label) is type(labels[position])
+            found = again.search(vectors[position], k=1)[0]
+            assert (found.id, found.label, found.distance) == (item_id, labels[position], 0.0)
+        assert sorted(map(repr, again.ids())) == sorted(map(repr, ids))
+        assert sorted(map(repr, again.ids(label=1))) == sorted(map(repr, [0, 'say "hi"']))
+        assert again.get(latin1).metadata == {"k": len(ids) - 1}
+    assert index.remove([latin1, 'say "hi"']) == 2 and latin1 not in index
+    assert len(index) == len(ids) - 2
+
+
+def test_metadata_that_is_not_json_is_refused_on_every_store(make_index) -> None:
+    index = make_index()
+    vectors, _ = _gallery(2)
+    for bad in ({"score": float("nan")}, {"score": [float("inf")]}, {"when": object()}):
+        with pytest.raises(ConfigError, match="metadata of item 1"):
+            index.add(vectors, labels="a", metadata=[{}, bad])
+    assert len(index) == 0
+    index.add(vectors, labels="a", metadata=[{}, {"score": 1e308}])
+    assert index.get(1).metadata == {"score": 1e308}
+
+
+def test_connect_names_a_wrong_option(milvus_client) -> None:
+    with pytest.raises(ConfigError, match="colection"):
+        FaceIndex.connect(uri="lite", client=milvus_client, colection="faces")
+    with pytest.raises(ConfigError, match="uri"):
+        FaceIndex.connect(collection="faces")
+
+
+GOOD_FIT = {"fnir": 0.5, "fpir": 0.1, "gallery_people": 3, "gallery_size": 12,
+            "misidentified": 0.25, "num_mated": 12, "num_non_mated": 12, "reliable": False,
+            "source": "leave-one-person-out", "target_fpir": 0.3, "threshold": 0.75}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"extra": "model"},
+        {"extra": [["model", "m"]]},
+        {"encoder": {"fingerprint": 5}},
+        {"encoder": {"fingerprint": "ab" * 32, "class": "X", "embedding_dim": DIM + 1}},
+        {"identify_threshold": 0.75, "fpir_calibration": {**GOOD_FIT, "fpir": "high"}},
+        {"identify_threshold": 0.5, "fpir_calibration": GOOD_FIT},  # not its threshold
+        {"threshold": 0.2, "calibration": {"threshold": 0.2}},
+        {"next_id": True},
+    ],
+)
+def test_a_hand_edited_collection_record_is_a_file_error(milvus_client, edit) -> None:
+    import json
+
+    from siamkit.index.milvus import META_PROPERTY
+
+    options = {"uri": "lite", "collection": f"edited{next(_names)}", "client": milvus_client}
+    index = FaceIndex(metric="euclidean", dim=DIM, store="milvus", **options)
+    index.add(_gallery(12, people=3)[0], labels=[f"p{i % 3}" for i in range(12)])
+    index.identify_threshold = 0.75
+    assert FaceIndex.connect(**options).identify_threshold == 0.75
+    meta = {**index.store.get_meta(), **edit}
+    milvus_client.alter_collection_properties(
+        options["collection"], properties={META_PROPERTY: json.dumps(meta)}
+    )
+    with pytest.raises(IndexFileError, match="edited"):
+        FaceIndex.connect(**options)
+    with pytest.raises(IndexFileError, match="edited"):
+        index.refresh()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_faiss_indexes_saved_in_older_formats_still_load(tmp_path, version) -> None:
+    """Formats 1 (no manifest checksum) and 2 (no 1:N threshold), as those siamkits wrote them."""
+    import json
+
+    from siamkit.index import storage
+    from siamkit.index._schema import CHECKSUM_KEY, with_checksum
+
+    vectors, labels = _gallery(40, people=5)
+    index = FaceIndex(metric="cosine", dim=DIM, index="hnsw")
+    index.add(vectors, labels=labels, ids=[i if i % 2 else f"s{i}" for i in range(40)])
+    index.remove([1, "s2"])
+    index.calibrate(target_far=0.05)
+    index.extra["model"] = "/models/m"
+    folder = index.save(tmp_path / "old")
+    path = folder / storage.MANIFEST
+    manifest = json.loads(path.read_text())
+    for key in ("identify_threshold", "fpir_calibration", CHECKSUM_KEY):
+        del manifest[key]
+    manifest["format_version"] = version
+    path.write_text(json.dumps(manifest if version == 1 else with_checksum(manifest)))
+    old = FaceIndex.load(folder)
+    assert (len(old), old.threshold, old.identify_threshold) == (38, index.threshold, None)
+    assert old.calibration == index.calibration and old.extra == {"model": "/models/m"}
+    assert old.search(vectors[5], k=4) == index.search(vectors[5], k=4)
+    assert old.add(vectors[:1], labels="new") == [40]  # automatic ids continue
+    again = FaceIndex.load(old.save(tmp_path / "resaved"))
+    assert json.loads((tmp_path / "resaved" / storage.MANIFEST).read_text())["format_version"] == 3
+    assert len(again) == 39 and again.get(40).label == "new"

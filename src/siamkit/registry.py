@@ -148,6 +148,15 @@ class Registry(Generic[T]):
                 return key
         return None
 
+    def check_arguments(self, name: str, kwargs: dict[str, Any]) -> None:
+        """Refuse ``kwargs`` the class registered as ``name`` does not take, naming them.
+
+        Raises:
+            UnknownComponentError: no class is registered as ``name``.
+            ConfigError: an argument the constructor does not take.
+        """
+        _check_arguments(self.get(name), name, self.kind, kwargs)
+
     def __contains__(self, name: object) -> bool:
         self._load_plugins()
         return name in self._classes

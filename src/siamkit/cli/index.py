@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from siamkit.exceptions import ConfigError, DataError
+from siamkit.exceptions import ConfigError, DataError, GeometryError
 
 DEFAULT_FAR = 0.001
 DEFAULT_FPIR = 0.01
+DEFAULT_COLLECTION = "faces"
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,8 @@ def _store_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--collection",
-        default="faces",
         metavar="NAME",
-        help="Milvus: the collection holding the gallery (default: %(default)s)",
+        help=f"Milvus: the collection holding the gallery (default: {DEFAULT_COLLECTION})",
     )
 
 
@@ -282,14 +282,17 @@ def _build_target(args: argparse.Namespace, encoder: Any, ctx: Any) -> Any:
             index = FaceIndex(encoder, index=args.index)
         index.extra["model"] = model
         return index
-    options = {"uri": args.uri, "collection": args.collection}
+    options = _milvus_options(args)
     if ctx.is_main and not args.resume:
         try:
             index = FaceIndex(encoder, index=args.index, store="milvus", **options)
-        except ConfigError:
+        except GeometryError:
+            raise  # a collection of another metric: --resume would not help
+        except ConfigError:  # the --index kind was checked: the collection holds a gallery
             raise ConfigError(
-                f"the collection {args.collection!r} at {args.uri} already holds a gallery: "
-                "pass --resume to continue enrolling into it, or choose another --collection"
+                f"the collection {options['collection']!r} at {args.uri} already holds a "
+                "gallery: pass --resume to continue enrolling into it, or choose another "
+                "--collection"
             ) from None
         index.extra["model"] = model
         index.save()
@@ -566,6 +569,13 @@ def _check_location(args: argparse.Namespace, out: bool = False) -> str:
     folder = args.out if out else args.index
     flag = "--out" if out else "--index"
     if args.store == "faiss":
+        milvus = [name for name, value in (("--uri", args.uri), ("--collection", args.collection))
+                  if value is not None]  # fmt: skip
+        if milvus:  # ignoring them would put the gallery in a folder, not where they say
+            raise ConfigError(
+                f"{' and '.join(milvus)} name a Milvus collection: add --store milvus (the "
+                f"default faiss store keeps the gallery in the folder {flag} INDEX_DIR)"
+            )
         if folder is None:
             raise ConfigError(f"give {flag} INDEX_DIR (or --store milvus --uri URI)")
         return str(folder)
@@ -573,7 +583,18 @@ def _check_location(args: argparse.Namespace, out: bool = False) -> str:
         raise ConfigError("--store milvus needs --uri: a Milvus Lite file or http://host:19530")
     if folder is not None:
         raise ConfigError(f"{flag} is the faiss store's folder; with --store milvus give --uri")
-    return f"the collection {args.collection!r} at {args.uri}"
+    from siamkit.index.milvus import INDEX_KINDS
+
+    if out and args.index not in INDEX_KINDS:
+        raise ConfigError(
+            f"--index for --store milvus is flat, hnsw or ivf, got {args.index!r} (FAISS "
+            "factory strings are for the faiss store)"
+        )
+    return f"the collection {_milvus_options(args)['collection']!r} at {args.uri}"
+
+
+def _milvus_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"uri": args.uri, "collection": args.collection or DEFAULT_COLLECTION}
 
 
 def _open(args: argparse.Namespace, model: Path | None, with_model: bool = True) -> Any:
@@ -588,11 +609,11 @@ def _open(args: argparse.Namespace, model: Path | None, with_model: bool = True)
             return FaceIndex.load(args.index)
         recorded = (read_manifest(args.index).get("extra") or {}).get("model")
         return FaceIndex.load(args.index, encoder=_load_model(_model(model, recorded, args.index)))
-    options = {"uri": args.uri, "collection": args.collection}
+    options = _milvus_options(args)
     bare = FaceIndex.connect(**options)
     if not with_model:
         return bare
-    model_path = _model(model, bare.extra.get("model"), f"the collection {args.collection!r}")
+    model_path = _model(model, bare.extra.get("model"), f"the collection {options['collection']!r}")
     bare.store.close()
     return FaceIndex.connect(_load_model(model_path), **options)
 

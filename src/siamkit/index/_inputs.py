@@ -107,9 +107,10 @@ def _json_copy(meta: Any, position: int) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ConfigError(f"metadata of item {position} must be a dict, got {type(meta).__name__}")
     try:
-        return json.loads(json.dumps(meta))
+        # allow_nan=False: NaN and infinity are not JSON; stores would keep them differently.
+        return json.loads(json.dumps(meta, allow_nan=False))
     except (TypeError, ValueError) as err:
         raise ConfigError(
             f"metadata of item {position} is not JSON-serialisable ({err}): keep it to "
-            "strings, numbers, booleans, lists and dicts"
+            "strings, finite numbers, booleans, lists and dicts"
         ) from None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from siamkit.exceptions import ConfigError, EncoderMismatchError, GeometryError, ShapeError
 from siamkit.geometry import check_metric
+from siamkit.index._schema import record_problems
 from siamkit.index.results import Calibration
 from siamkit.thresholds import FpirCalibration, check_threshold
 
@@ -64,12 +65,20 @@ class GalleryRecord:
         }
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> GalleryRecord:
+    def from_meta(cls, meta: dict[str, Any], dim: int | None = None) -> GalleryRecord:
         """A record from a store's JSON (``{}``: a gallery nothing was recorded for).
 
+        Every field is checked as a saved index's manifest is (a collection's
+        record can be edited by hand): types, ranges, the calibrations against
+        their thresholds, the encoder block against ``dim``.
+
         Raises:
-            ConfigError: a value of the wrong type (the caller names the gallery).
+            ConfigError: a missing, mistyped or inconsistent value (the caller
+                names the gallery).
         """
+        problems = record_problems(meta, dim)
+        if problems:
+            raise ConfigError("; ".join(problems[:3]))
         calibration = meta.get("calibration")
         fit = meta.get("fpir_calibration")  # absent before index format version 3
         threshold, identify = meta.get("threshold"), meta.get("identify_threshold")

@@ -255,6 +255,40 @@ def _valid_fpir_calibration(fit: dict[str, Any], threshold: Any) -> bool:
     return ok
 
 
+def record_problems(meta: dict[str, Any], dim: int | None) -> list[str]:
+    """What is wrong with a gallery record kept outside a manifest (a collection property).
+
+    The checks a manifest's thresholds, calibrations and encoder block pass
+    (:func:`check_manifest`), for a record a person may have edited by hand.
+
+    Examples:
+        >>> record_problems({"threshold": 0.5, "extra": "notes"}, 8)
+        ["invalid extra 'notes'"]
+    """
+    threshold, calibration = meta.get("threshold"), meta.get("calibration")
+    fit, encoder = meta.get("fpir_calibration"), meta.get("encoder")
+    problems = []
+    if calibration is not None and not isinstance(calibration, dict):
+        problems.append(f"invalid calibration {calibration!r}")
+    if fit is not None and not isinstance(fit, dict):
+        problems.append(f"invalid fpir_calibration {fit!r}")
+    if encoder is not None and not isinstance(encoder, dict):
+        problems.append(f"invalid encoder block {encoder!r}")
+    if problems:
+        return problems
+    record = {"identify_threshold": None, "fpir_calibration": None, **meta}
+    problems += _threshold_problems({**record, "threshold": threshold, "calibration": calibration})
+    if encoder is not None:
+        own_dim = dim if dim is not None else encoder.get("embedding_dim")
+        problems += _encoder_problems({"encoder": encoder, "dim": own_dim})
+    extra, next_id = meta.get("extra", {}), meta.get("next_id", 0)
+    if not isinstance(extra, dict):
+        problems.append(f"invalid extra {extra!r}")
+    if not (_is_int(next_id) and next_id >= 0):
+        problems.append(f"invalid next_id {next_id!r}")
+    return problems
+
+
 def _calibration_problems(calibration: dict[str, Any], threshold: Any) -> list[str]:
     names = {f.name for f in fields(Calibration)}
     if set(calibration) != names:

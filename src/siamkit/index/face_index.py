@@ -220,9 +220,12 @@ class FaceIndex:
         if not meta:
             return
         try:
-            fresh = _record.GalleryRecord.from_meta(meta)
+            fresh = _record.GalleryRecord.from_meta(meta, store.dim)
         except ConfigError as err:
-            raise IndexFileError(f"the gallery's record in its store is bad ({err})") from None
+            raise IndexFileError(
+                f"the siamkit record of the {_store_kind(store)} gallery {_store_place(store)} "
+                f"is damaged or was edited ({err}); calibrate it again"
+            ) from None
         with self._lock:
             if self.encoder is not None or fresh.encoder is None:
                 fresh.encoder = self._record.encoder
@@ -375,7 +378,8 @@ class FaceIndex:
         return Record(id=item.id, label=item.label, metadata=item.metadata, embedding=item.vector)
 
     def ids(self, label: Label | None = None) -> list[ItemId]:
-        """The ids of all items, or of one person's, in enrolment order.
+        """The ids of all items, or of one person's: in enrolment order on the FAISS store
+        (an upserted item moves to the end), in the database's own order on others.
 
         Examples:
             >>> index = FaceIndex(metric="euclidean", dim=1)
@@ -392,7 +396,7 @@ class FaceIndex:
         return gallery.ids[gallery.labels == check_label(label)].tolist()
 
     def labels(self) -> list[Label]:
-        """The distinct labels (people), in order of first enrolment.
+        """The distinct labels (people), in order of first enrolment on the FAISS store.
 
         Examples:
             >>> index = FaceIndex(metric="euclidean", dim=1)
@@ -1078,6 +1082,7 @@ class FaceIndex:
         elif store == "faiss":
             raise ConfigError("a FAISS gallery is a folder: open it with FaceIndex.load(path)")
         else:
+            store_registry.check_arguments(store, options)  # a typo names itself
             opened = store_registry.get(store).open(**options)
         where = f"the {_store_kind(opened)} gallery {_store_place(opened)}"
         return cls._over(opened, encoder, where)
@@ -1086,10 +1091,11 @@ class FaceIndex:
     def _over(cls, store: VectorStore, encoder: Any, where: str) -> FaceIndex:
         """A FaceIndex over an existing store, its record checked against ``encoder``."""
         try:
-            record = _record.GalleryRecord.from_meta(store.get_meta())
+            record = _record.GalleryRecord.from_meta(store.get_meta(), store.dim)
         except ConfigError as err:
             raise IndexFileError(
-                f"{where} is inconsistent ({err}); save or build it again"
+                f"the siamkit record of {where} is damaged or was edited ({err}); calibrate it "
+                "again, or build a new index"
             ) from None
         _record.check_encoder(record, store.dim, store.metric, encoder, where, "build a new index")
         index = cls(encoder, metric=store.metric, store=store)

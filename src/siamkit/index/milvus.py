@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -51,7 +52,8 @@ INDEX_KINDS: dict[str, tuple[str, dict[str, int]]] = {
 _MILVUS_METRICS = {"euclidean": "L2", "cosine": "COSINE"}
 _SIAMKIT_METRICS = {value: key for key, value in _MILVUS_METRICS.items()}
 META_PROPERTY = "siamkit.meta"
-_MAX_KEY = 1024  # characters of a JSON-encoded id or label
+_MAX_KEY = 1024  # characters of an encoded id or label (``encode_key``: ASCII)
+_INT64 = (-(2**63), 2**63 - 1)  # what a Milvus JSON field holds of an integer
 _BATCH = 1_000  # rows per insert request
 
 
@@ -70,14 +72,23 @@ def connect_client(uri: str, retries: int = 3, timeout: float = 10.0, wait: floa
     """A ``MilvusClient`` for ``uri``, trying ``retries`` times before a clear error.
 
     Raises:
-        IndexFileError: the server cannot be reached (the message names the URI).
+        IndexFileError: the server cannot be reached, or ``uri`` is not one
+            (the message names the URI).
         MissingExtraError: pymilvus is not installed.
     """
     client_class = _client_class()
+    from pymilvus.exceptions import ConnectionConfigException
+
     last: Exception | None = None
     for attempt in range(max(1, retries)):
         try:
             return client_class(uri=uri, timeout=timeout)
+        except ConnectionConfigException as err:
+            # A malformed URI, or a Lite file in a missing folder: trying again cannot help.
+            raise IndexFileError(
+                f"{uri} is not a Milvus URI siamkit can open ({_first_line(err)}): give a "
+                "Milvus Lite file ending in .db in an existing folder, or http://host:19530"
+            ) from None
         except Exception as err:  # pymilvus raises its own and gRPC's types
             last = err
             time.sleep(wait * (2**attempt))
@@ -140,22 +151,20 @@ class MilvusStore(VectorStore):
         if index not in INDEX_KINDS:
             raise ConfigError(f"index must be one of {', '.join(INDEX_KINDS)}, got {index!r}")
         self.uri, self.collection, self.index = str(uri), str(collection), index
-        self.ef_search = _positive("ef_search", HNSW_EF_SEARCH if ef_search is None else ef_search)
-        self.nprobe = _positive("nprobe", ivf_probes(INDEX_KINDS["ivf"][1]["nlist"])
-                                if nprobe is None else nprobe)  # fmt: skip
+        self._ef_search = _positive("ef_search", ef_search, HNSW_EF_SEARCH)
+        self._nprobe = _positive("nprobe", nprobe, ivf_probes(INDEX_KINDS["ivf"][1]["nlist"]))
         self.consistency = consistency
         self._owns_client = client is None  # a client passed in is the caller's to close
         self.client = client if client is not None else connect_client(self.uri, retries)
         #: Whether this object created the collection (False: it existed).
         self.created = False
-        if self.client.has_collection(self.collection):
+        if self._call("look up", "has_collection"):
             found_dim, found_metric = self._existing_geometry()
             _check_geometry(self, found_dim, found_metric, dim, metric)
             super().__init__(found_dim, found_metric)
             # A collection another process wrote may be released (not in memory):
             # searches and queries need it loaded.
-            with _quiet_pymilvus():
-                self.client.load_collection(self.collection)
+            self._call("load", "load_collection")
         else:
             if not create or dim is None or metric is None:
                 raise IndexFileError(
@@ -165,6 +174,48 @@ class MilvusStore(VectorStore):
             super().__init__(dim, metric)
             self._create()
             self.created = True
+
+    def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``client.<method>(collection, ...)``, quiet; a Milvus failure as a one-line error.
+
+        Raises:
+            IndexFileError: Milvus refused (the collection dropped meanwhile, a
+                server limit, the server gone), naming the collection and the reason.
+        """
+        with self._guard(what):
+            return getattr(self.client, method)(self.collection, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Quiet pymilvus; what Milvus refuses raised as an IndexFileError (see :meth:`_call`)."""
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            with _quiet_pymilvus():
+                yield
+        except MilvusException as err:
+            raise IndexFileError(
+                f"Milvus at {self.uri} could not {what} the collection {self.collection!r} "
+                f"({_first_line(err)})"
+            ) from None
+
+    @property
+    def ef_search(self) -> int:
+        """HNSW search breadth (higher: better recall, slower); None resets the default."""
+        return self._ef_search
+
+    @ef_search.setter
+    def ef_search(self, value: int | None) -> None:
+        self._ef_search = _positive("ef_search", value, HNSW_EF_SEARCH)
+
+    @property
+    def nprobe(self) -> int:
+        """IVF lists visited per query (higher: better recall, slower); None resets the default."""
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int | None) -> None:
+        self._nprobe = _positive("nprobe", value, ivf_probes(INDEX_KINDS["ivf"][1]["nlist"]))
 
     # -- the collection ----------------------------------------------------------------
     def _create(self) -> None:
@@ -183,17 +234,13 @@ class MilvusStore(VectorStore):
             metric_type=_MILVUS_METRICS[self.metric],
             params=params,
         )
-        with _quiet_pymilvus():  # it waits for the index through a call Lite does not serve
-            self.client.create_collection(
-                self.collection,
-                schema=schema,
-                index_params=indexes,
-                consistency_level=self.consistency,
-            )
+        # Quiet: it waits for the index through a call Lite does not serve.
+        self._call("create", "create_collection", schema=schema, index_params=indexes,
+                   consistency_level=self.consistency)  # fmt: skip
         self.set_meta({})
 
     def _existing_geometry(self) -> tuple[int, str]:
-        description = self.client.describe_collection(self.collection)
+        description = self._call("describe", "describe_collection")
         names = {f["name"]: f for f in description.get("fields", [])}
         if not {"pk", "vector", "label", "metadata"} <= set(names):
             raise IndexFileError(
@@ -201,7 +248,7 @@ class MilvusStore(VectorStore):
                 "gallery (it lacks the pk, vector, label and metadata fields)"
             )
         dim = int(names["vector"]["params"]["dim"])
-        described = self.client.describe_index(self.collection, "vector")
+        described = self._call("describe", "describe_index", "vector")
         metric = described.get("metric_type")
         kinds = {kind: name for name, (kind, _) in INDEX_KINDS.items()}
         self.index = kinds.get(described.get("index_type"), self.index)
@@ -262,7 +309,7 @@ class MilvusStore(VectorStore):
         taken = {encode_key(i) for i in present}
         fresh = [row for row in rows if row["pk"] not in taken]
         for start in range(0, len(fresh), _BATCH):
-            self.client.insert(self.collection, fresh[start : start + _BATCH])
+            self._call("insert into", "insert", fresh[start : start + _BATCH])
         return len(fresh)
 
     def upsert(
@@ -274,7 +321,7 @@ class MilvusStore(VectorStore):
     ) -> None:
         rows = self._rows(ids, vectors, labels, metadata)
         for start in range(0, len(rows), _BATCH):
-            self.client.upsert(self.collection, rows[start : start + _BATCH])
+            self._call("upsert into", "upsert", rows[start : start + _BATCH])
 
     def _rows(
         self,
@@ -285,10 +332,12 @@ class MilvusStore(VectorStore):
         existing: str = "error",
     ) -> list[dict[str, Any]]:
         array, ids, labels, metadata = self.columns(ids, vectors, labels, metadata, existing)
-        keys = [encode_key(i) for i in ids]
+        keys, label_keys = _keys(ids, "id"), _keys(labels, "label")
+        for position, meta in enumerate(metadata):
+            _check_json(meta, position)
         return [
-            {"pk": key, "vector": vector.tolist(), "label": encode_key(label), "metadata": meta}
-            for key, vector, label, meta in zip(keys, array, labels, metadata, strict=True)
+            {"pk": key, "vector": vector.tolist(), "label": label, "metadata": meta}
+            for key, vector, label, meta in zip(keys, array, label_keys, metadata, strict=True)
         ]
 
     def remove(self, ids: Sequence[Any], missing_ok: bool = False) -> int:
@@ -297,7 +346,7 @@ class MilvusStore(VectorStore):
         if missing and not missing_ok:
             raise UnknownIdError(f"no item with id {missing[0]!r} in the gallery")
         if present:
-            self.client.delete(self.collection, ids=[encode_key(i) for i in present])
+            self._call("delete from", "delete", ids=[encode_key(i) for i in present])
         return len(present)
 
     # -- reading -----------------------------------------------------------------------
@@ -305,17 +354,15 @@ class MilvusStore(VectorStore):
         found: set[Any] = set()
         keys = [encode_key(i) for i in ids]
         for start in range(0, len(keys), _BATCH):
-            rows = self.client.query(
-                self.collection, ids=keys[start : start + _BATCH], output_fields=["pk"]
-            )
+            rows = self._call("query", "query", ids=keys[start : start + _BATCH],
+                              output_fields=["pk"])  # fmt: skip
             found.update(decode_key(row["pk"]) for row in rows)
         return found
 
     def get(self, ids: Sequence[Any]) -> list[StoredItem]:
         keys = [encode_key(i) for i in ids]
-        rows = self.client.query(
-            self.collection, ids=keys, output_fields=["pk", "vector", "label", "metadata"]
-        )
+        rows = self._call("query", "query", ids=keys,
+                          output_fields=["pk", "vector", "label", "metadata"])  # fmt: skip
         by_key = {row["pk"]: row for row in rows}
         missing = [i for i, key in zip(ids, keys, strict=True) if key not in by_key]
         if missing:
@@ -326,8 +373,9 @@ class MilvusStore(VectorStore):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
         array = self.prepared(queries)
-        results = self.client.search(
-            self.collection,
+        results = self._call(
+            "search",
+            "search",
             data=array.tolist(),
             limit=int(k),
             output_fields=["label", "metadata"],
@@ -360,20 +408,15 @@ class MilvusStore(VectorStore):
         return np.clip(1.0 - raw, 0.0, 2.0)
 
     def count(self) -> int:
-        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        rows = self._call("count", "query", filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
     def items(self, batch_size: int = 10_000) -> Iterator[list[StoredItem]]:
-        with _quiet_pymilvus():
-            iterator = self.client.query_iterator(
-                self.collection,
-                batch_size=batch_size,
-                filter="",
-                output_fields=["pk", "vector", "label", "metadata"],
-            )
+        iterator = self._call("read", "query_iterator", batch_size=batch_size, filter="",
+                              output_fields=["pk", "vector", "label", "metadata"])  # fmt: skip
         try:
             while True:
-                with _quiet_pymilvus():
+                with self._guard("read"):
                     rows = iterator.next()
                 if not rows:
                     break
@@ -383,11 +426,11 @@ class MilvusStore(VectorStore):
 
     def compact(self) -> None:
         """Seal what was inserted (``flush``): searches after a bulk insert get fast again."""
-        self.client.flush(self.collection)
+        self._call("flush", "flush")
 
     # -- the collection's own record ---------------------------------------------------
     def get_meta(self) -> dict[str, Any]:
-        properties = self.client.describe_collection(self.collection).get("properties") or {}
+        properties = self._call("describe", "describe_collection").get("properties") or {}
         text = properties.get(META_PROPERTY)
         if not text:
             return {}
@@ -402,13 +445,12 @@ class MilvusStore(VectorStore):
         return meta
 
     def set_meta(self, meta: dict[str, Any]) -> None:
-        self.client.alter_collection_properties(
-            self.collection, properties={META_PROPERTY: json.dumps(meta, sort_keys=True)}
-        )
+        text = json.dumps(meta, sort_keys=True)
+        self._call("record in", "alter_collection_properties", properties={META_PROPERTY: text})
 
     def drop(self) -> None:
         """Delete the whole collection (the gallery and its record)."""
-        self.client.drop_collection(self.collection)
+        self._call("drop", "drop_collection")
 
     def close(self) -> None:
         if self._owns_client:
@@ -421,26 +463,84 @@ class MilvusStore(VectorStore):
         )
 
 
+class _Quiet:
+    """Who is inside :func:`_quiet_pymilvus`: the first one in lowers the loggers, the last
+    one out restores them (threads overlap; each restoring its own would leave them wrong)."""
+
+    lock = threading.Lock()
+    depth = 0
+    levels: list[int] = []  # noqa: RUF012 - shared on purpose, guarded by the lock
+
+
 @contextlib.contextmanager
 def _quiet_pymilvus() -> Iterator[None]:
-    """Hold back what pymilvus and an in-process Milvus Lite log when the iterator asks for a
+    """Hold back what pymilvus and an in-process Milvus Lite log: a refused call's ERROR
+    with its traceback (siamkit raises one line instead), and the iterator asking for a
     timestamp Lite does not serve (a warning, and gRPC's traceback of "Method not
-    implemented"): the iterator then carries on, and the library stays quiet unless asked."""
+    implemented", after which it carries on). The library stays quiet unless asked."""
     loggers = [logging.getLogger("pymilvus"), logging.getLogger("grpc._server")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
+    with _Quiet.lock:
+        if _Quiet.depth == 0:
+            _Quiet.levels = [logger.level for logger in loggers]
+            for logger in loggers:
+                logger.setLevel(logging.CRITICAL)
+        _Quiet.depth += 1
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+        with _Quiet.lock:
+            _Quiet.depth -= 1
+            if _Quiet.depth == 0:
+                for logger, level in zip(loggers, _Quiet.levels, strict=True):
+                    logger.setLevel(level)
 
 
-def _positive(name: str, value: Any) -> int:
+def _positive(name: str, value: Any, default: int) -> int:
+    if value is None:
+        return default
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def _keys(values: list[Any], what: str) -> list[str]:
+    """``values`` encoded (:func:`encode_key`), each checked to fit a Milvus key field."""
+    keys = [encode_key(value) for value in values]
+    for value, key in zip(values, keys, strict=True):
+        if len(key) > _MAX_KEY:
+            raise ConfigError(
+                f"the {what} {str(value)[:40]!r}... is {len(key)} characters long once encoded "
+                f"for Milvus, which keeps at most {_MAX_KEY}: use a shorter {what} (non-ASCII "
+                "characters take 6 to 12 each)"
+            )
+    return keys
+
+
+def _check_json(value: Any, position: int) -> None:
+    """Refuse metadata a Milvus JSON field cannot hold: integers past 64 bits, text that
+    is not UTF-8 (a file name in another encoding). The FAISS store keeps both."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not _INT64[0] <= item <= _INT64[1]:
+                raise ConfigError(
+                    f"metadata of item {position} holds the integer {item}, past the 64 bits a "
+                    "Milvus JSON field keeps: store it as a string"
+                )
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(
+                    f"metadata of item {position} holds text that is not valid UTF-8 "
+                    f"({item!r}: a file name in another encoding?), which Milvus cannot keep"
+                ) from None
 
 
 def _item(row: dict[str, Any]) -> StoredItem:

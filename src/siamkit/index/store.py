@@ -320,6 +320,9 @@ def encode_key(value: Any) -> str:
     """An id or label as the text stores keep: ``i:`` for ints, ``s:`` and percent-encoding for
     strings, so ints stay ints and no quote or backslash reaches a query expression.
 
+    Lone surrogates (a file name in another encoding, as ``os.listdir`` gives
+    it) are encoded too, so every id a FaceIndex takes round-trips.
+
     Examples:
         >>> encode_key(7), encode_key("7"), encode_key('say "hi"')
         ('i:7', 's:7', 's:say%20%22hi%22')
@@ -327,7 +330,7 @@ def encode_key(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, str, np.integer)):
         raise ConfigError(f"ids and labels must be ints or strings, got {value!r}")
     if isinstance(value, str):
-        return "s:" + quote(value, safe="")
+        return "s:" + quote(value.encode("utf-8", "surrogatepass"), safe="")
     return f"i:{int(value)}"
 
 
@@ -342,7 +345,7 @@ def decode_key(text: str) -> Any:
     if kind == "i":
         return int(body)
     if kind == "s":
-        return unquote(body)
+        return unquote(body, errors="surrogatepass")
     raise ConfigError(f"{text!r} is not an id or label a siamkit store wrote")
 
 
