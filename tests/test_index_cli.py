@@ -189,3 +189,31 @@ def test_every_index_option_is_explained() -> None:
         for action in parser._actions:
             if action.dest != "help":
                 assert action.help, f"{parser.prog} {action.option_strings or action.dest}"
+
+
+def test_an_interrupted_build_saves_as_it_goes_and_resumes(setup, monkeypatch) -> None:
+    from siamkit.index import face_index
+
+    monkeypatch.setattr(face_index, "FOLDER_CHUNK", 8)
+    real, calls = face_index.embed_items, []
+
+    def killed_at_the_third_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what Ctrl-C, or a kill the CLI sees, does mid-build
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(face_index, "embed_items", killed_at_the_third_chunk)
+    assert build(setup, "--save-every", "0", "--batch-size", "4") == 130
+    saved = siamkit.FaceIndex.load(setup["index"])
+    assert len(saved) == 16  # the two chunks stored before the kill
+    monkeypatch.setattr(face_index, "embed_items", real)
+    assert build(setup, "--resume") == 0
+    resumed = siamkit.FaceIndex.load(setup["index"])
+    straight = setup["index"].with_name("straight.index")
+    assert main(["index", "build", "--model", str(setup["model"]), "--gallery",
+                 str(setup["gallery"]), "--out", str(straight), "--quiet"]) == 0  # fmt: skip
+    reference = siamkit.FaceIndex.load(straight)
+    assert sorted(resumed.ids()) == sorted(reference.ids()) and len(resumed) == 30
+    for item_id in reference.ids():
+        assert resumed.get(item_id).embedding.tolist() == reference.get(item_id).embedding.tolist()

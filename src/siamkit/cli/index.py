@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,14 @@ def _add_build(actions: Any) -> None:
         default="flat",
         metavar="KIND",
         help="flat (exact), hnsw, ivf, or (faiss) an index_factory string (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--save-every",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="faiss store: save the index folder as it grows, at most this often, so an "
+        "interrupted build can --resume (default: %(default)s; Milvus stores as it goes)",
     )
     parser.add_argument(
         "--resume",
@@ -310,8 +319,9 @@ def _build_faiss(
 ) -> Any:
     """Enrol into the FAISS store; under torchrun each process embeds its share for rank 0."""
     if not ctx.enabled:
+        saver = _PeriodicSave(index, args.out, args.save_every)
         return index.add_folder(args.gallery, existing=existing, batch_size=args.batch_size,
-                                progress=progress)  # fmt: skip
+                                progress=progress, on_chunk=saver)  # fmt: skip
     from siamkit.index._sharded import embed_sharded
     from siamkit.index.face_index import gallery_files
 
@@ -337,6 +347,21 @@ def _build_faiss(
         index.add(embeddings[rows], labels=[labels[i] for i in rows], ids=[ids[i] for i in rows],
                   metadata=[{"path": files[i]} for i in rows], existing=existing)  # fmt: skip
     return Enrolled([ids[i] for i in rows], skipped)
+
+
+class _PeriodicSave:
+    """Saves a growing FAISS index at most every ``seconds``, so a killed build can resume."""
+
+    def __init__(self, index: Any, folder: Path, seconds: float) -> None:
+        if not seconds >= 0:  # also refuses NaN
+            raise ConfigError(f"--save-every must be 0 or more seconds, got {seconds}")
+        self.index, self.folder, self.seconds = index, folder, seconds
+        self.last = time.monotonic()
+
+    def __call__(self, enrolled: Any) -> None:
+        if len(self.index) and time.monotonic() - self.last >= self.seconds:
+            self.index.save(self.folder)  # atomic: a kill mid-save keeps the last one
+            self.last = time.monotonic()
 
 
 def _distributed() -> Any:

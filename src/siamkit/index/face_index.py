@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -494,6 +494,7 @@ class FaceIndex:
         batch_size: int = 64,
         progress: bool = False,
         shard: tuple[int, int] | None = None,
+        on_chunk: Callable[[Enrolled], Any] | None = None,
     ) -> Enrolled:
         """Enrol an ImageFolder gallery: ``path/<person>/<image>``, label = folder name.
 
@@ -513,6 +514,8 @@ class FaceIndex:
             progress: Show a progress bar (images and images/s).
             shard: ``(rank, world_size)``: enrol only this process's contiguous
                 share of the images, for several processes filling one store.
+            on_chunk: Called with what each chunk enrolled, once it is stored
+                (``siamkit index build`` saves a FAISS index as it grows).
 
         Raises:
             DataError: ``path`` is missing or not an image folder.
@@ -548,11 +551,11 @@ class FaceIndex:
             )
         if mode == "error":
             self._precheck_ids(ids)  # before the first chunk is stored
-        return self._insert_chunks(files, labels, ids, batch_size, progress, mode)
+        return self._insert_chunks(files, labels, ids, batch_size, progress, mode, on_chunk)
 
     def _insert_chunks(
         self, files: list[str], labels: list[Label], ids: list[str], batch_size: int,
-        progress: bool, mode: str,
+        progress: bool, mode: str, on_chunk: Callable[[Enrolled], Any] | None,
     ) -> Enrolled:  # fmt: skip
         from tqdm.auto import tqdm
 
@@ -569,6 +572,8 @@ class FaceIndex:
                     replace(item, position=item.position + start) for item in done.skipped
                 )
                 bar.update(len(files[part]))
+                if on_chunk is not None:
+                    on_chunk(done)
         return Enrolled(added, skipped)
 
     def _insert(
