@@ -217,3 +217,12 @@ def test_an_interrupted_build_saves_as_it_goes_and_resumes(setup, monkeypatch) -
     assert sorted(resumed.ids()) == sorted(reference.ids()) and len(resumed) == 30
     for item_id in reference.ids():
         assert resumed.get(item_id).embedding.tolist() == reference.get(item_id).embedding.tolist()
+
+
+def test_build_device_is_checked(setup, capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal cannot be seen")
+    assert build(setup, "--device", "cuda") == 2
+    err = capsys.readouterr().err
+    assert "cuda" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert build(setup, "--device", "auto") == 0  # the CPU here

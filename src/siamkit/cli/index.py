@@ -164,6 +164,12 @@ def _add_build(actions: Any) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=64, help="images encoded at once (default: %(default)s)"
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the model embeds: cpu, cuda, cuda:N or auto (default: %(default)s); "
+        "under torchrun, cuda means each process's own GPU (cuda:LOCAL_RANK)",
+    )
     _quiet_arg(parser)
     parser.set_defaults(handler=run_build)
 
@@ -250,6 +256,7 @@ def run_build(args: argparse.Namespace) -> int:
     where = _check_location(args, out=True)
     encoder = _load_model(args.model)
     ctx = _distributed()
+    _place(encoder, args.device, ctx)
     index = _build_target(args, encoder, ctx)
     before = snapshot(encoder)
     existing = "skip" if args.resume else "error"
@@ -347,6 +354,20 @@ def _build_faiss(
         index.add(embeddings[rows], labels=[labels[i] for i in rows], ids=[ids[i] for i in rows],
                   metadata=[{"path": files[i]} for i in rows], existing=existing)  # fmt: skip
     return Enrolled([ids[i] for i in rows], skipped)
+
+
+def _place(encoder: Any, device: str, ctx: Any) -> None:
+    """Move the model to ``--device`` (one GPU per process under torchrun)."""
+    if device == "cpu":
+        return  # nothing to import: an ONNX export builds without torch
+    if not hasattr(encoder, "to"):
+        raise ConfigError(
+            "an ONNX export embeds with ONNX Runtime on the CPU: drop --device, or build "
+            "with the PyTorch model"
+        )
+    from siamkit.training._parallel import resolve_device, training_device
+
+    encoder.to(training_device(resolve_device(device), ctx))
 
 
 class _PeriodicSave:
