@@ -330,17 +330,11 @@ def _build_faiss(
         return index.add_folder(args.gallery, existing=existing, batch_size=args.batch_size,
                                 progress=progress, on_chunk=saver)  # fmt: skip
     from siamkit.index._sharded import embed_sharded
-    from siamkit.index.face_index import gallery_files
+    from siamkit.index.face_index import gallery_files, not_enrolled
 
     files, labels, ids = gallery_files(args.gallery)
-    if existing == "skip" and len(index):
-        present = index.store.existing_ids(ids)
-        keep = [i for i, item_id in enumerate(ids) if item_id not in present]
-        files, labels, ids = (
-            [files[i] for i in keep],
-            [labels[i] for i in keep],
-            [ids[i] for i in keep],
-        )
+    if existing == "skip":
+        files, labels, ids = not_enrolled(index.store, files, labels, ids)
     embeddings, kept = embed_sharded(index.encoder, files, ctx, args.batch_size, progress)
     from siamkit.index.results import Enrolled, SkippedImage
 

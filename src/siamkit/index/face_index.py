@@ -541,14 +541,8 @@ class FaceIndex:
             part = share(len(files), *shard)
             files, labels, ids = files[part], labels[part], ids[part]
         mode = "replace" if upsert else existing
-        if mode == "skip" and self._store is not None:
-            present = self._store.existing_ids(ids)
-            keep = [i for i, item_id in enumerate(ids) if item_id not in present]
-            files, labels, ids = (
-                [files[i] for i in keep],
-                [labels[i] for i in keep],
-                [ids[i] for i in keep],
-            )
+        if mode == "skip":
+            files, labels, ids = not_enrolled(self._store, files, labels, ids)
         if mode == "error":
             self._precheck_ids(ids)  # before the first chunk is stored
         return self._insert_chunks(files, labels, ids, batch_size, progress, mode, on_chunk)
@@ -1124,6 +1118,24 @@ def gallery_files(path: str | os.PathLike) -> tuple[list[str], list[Label], list
     ids = [Path(file).relative_to(root).as_posix() for file in files]
     labels = [listing.classes[label] for label in listing.labels]
     return files, labels, ids
+
+
+def not_enrolled(
+    store: VectorStore | None, files: list[str], labels: list[Label], ids: list[str]
+) -> tuple[list[str], list[Label], list[str]]:
+    """The images of a gallery listing whose ids ``store`` does not hold yet (a resumed build).
+
+    Examples:
+        >>> store = FaissStore(1, "euclidean")
+        >>> _ = store.add(["a/1.png"], np.zeros((1, 1), "float32"), ["a"])
+        >>> not_enrolled(store, ["/g/a/1.png", "/g/a/2.png"], ["a", "a"], ["a/1.png", "a/2.png"])
+        (['/g/a/2.png'], ['a'], ['a/2.png'])
+    """
+    if store is None:
+        return files, labels, ids
+    present = store.existing_ids(ids)
+    keep = [i for i, item_id in enumerate(ids) if item_id not in present]
+    return [files[i] for i in keep], [labels[i] for i in keep], [ids[i] for i in keep]
 
 
 def share(count: int, rank: int, world_size: int) -> slice:
