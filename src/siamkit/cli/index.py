@@ -654,8 +654,7 @@ def _open(args: argparse.Namespace, model: Path | None, with_model: bool = True)
     if not with_model:
         return bare
     model_path = _model(model, bare.extra.get("model"), f"the collection {options['collection']!r}")
-    bare.store.close()
-    return FaceIndex.connect(_load_model(model_path), **options)
+    return FaceIndex.connect(_load_model(model_path), store=bare.store)  # one connection
 
 
 def _model(given: Path | None, recorded: Any, where: Any) -> Path:

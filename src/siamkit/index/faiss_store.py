@@ -235,12 +235,17 @@ class FaissStore(VectorStore):
             return out
 
     def gallery(self) -> Gallery:
+        """The live items as read-only arrays, without copying when nothing was removed.
+
+        Rows are only ever written past the end and replaced wholesale by a
+        compaction, so views of the rows held now stay this moment's gallery.
+        """
         with self._reading:
             rows = self.rows
             if rows.num_dead:
                 alive = rows.alive
                 return Gallery(rows.vectors[alive], rows.labels[alive], rows.ids[alive])
-            return Gallery(rows.vectors.copy(), rows.labels.copy(), rows.ids.copy())
+            return Gallery(_read_only(rows.vectors), _read_only(rows.labels), _read_only(rows.ids))
 
     def items(self, batch_size: int = 10_000) -> Iterator[list[StoredItem]]:
         gallery = self.gallery()
@@ -418,3 +423,9 @@ class FaissStore(VectorStore):
 
     def __repr__(self) -> str:
         return f"FaissStore(dim={self.dim}, metric={self.metric!r}, index={self.spec.name!r})"
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view

@@ -34,12 +34,14 @@ from siamkit.exceptions import (
     UnknownIdError,
 )
 from siamkit.index.backends import HNSW_EF_SEARCH, ivf_probes
+from siamkit.index.results import SearchResults
 from siamkit.index.store import (
     StoredItem,
     StoreHits,
     VectorStore,
     decode_key,
     encode_key,
+    hits_to_results,
     register_store,
 )
 
@@ -372,7 +374,13 @@ class MilvusStore(VectorStore):
     def search(self, queries: np.ndarray, k: int) -> StoreHits:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
-        array = self.prepared(queries)
+        return self._search_prepared(self.prepared(queries), int(k))
+
+    def search_results(self, queries: np.ndarray, k: int) -> SearchResults:
+        # FaceIndex has checked and prepared the queries: do not do it twice per search.
+        return hits_to_results(self._search_prepared(queries, k))
+
+    def _search_prepared(self, array: np.ndarray, k: int) -> StoreHits:
         results = self._call(
             "search",
             "search",

@@ -14,10 +14,12 @@ single-process update on the global batch.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +129,32 @@ def _context(initialised_here: bool) -> DistributedContext:
         backend=str(dist.get_backend()),
         initialised_here=initialised_here,
     )
+
+
+@contextlib.contextmanager
+def process_group(
+    device: torch.device, timeout: datetime.timedelta = DEFAULT_TIMEOUT
+) -> Iterator[DistributedContext]:
+    """:func:`init_distributed` for the ``with`` block, then :func:`shutdown`.
+
+    A collective that fails because a peer died or hung becomes one
+    :class:`TrainingError` (:func:`lost_peer_error`); a group the caller
+    created is left open.
+
+    Examples:
+        >>> with process_group(torch.device("cpu")) as ctx:
+        ...     ctx.world_size
+        1
+    """
+    ctx = init_distributed(device, timeout)
+    try:
+        yield ctx
+    except Exception as err:
+        if ctx.enabled and is_collective_failure(err):
+            raise lost_peer_error(err, ctx) from None
+        raise
+    finally:
+        shutdown(ctx)
 
 
 def shutdown(ctx: DistributedContext) -> None:

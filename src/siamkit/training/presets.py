@@ -51,10 +51,7 @@ from siamkit.training.config import TrainConfig
 from siamkit.training.distributed import (
     DistributedContext,
     broadcast_json,
-    init_distributed,
-    is_collective_failure,
-    lost_peer_error,
-    shutdown,
+    process_group,
 )
 from siamkit.training.records import EpochRecord
 from siamkit.training.trainer import (
@@ -500,15 +497,8 @@ def _process_group(config: TrainConfig) -> Iterator[DistributedContext]:
     the end; a group the caller created is left open.
     """
     timeout = datetime.timedelta(seconds=config.dist_timeout)
-    ctx = init_distributed(resolve_device(config.device), timeout)
-    try:
+    with process_group(resolve_device(config.device), timeout) as ctx:
         yield ctx
-    except Exception as err:
-        if ctx.enabled and is_collective_failure(err):
-            raise lost_peer_error(err, ctx) from None
-        raise
-    finally:
-        shutdown(ctx)
 
 
 def _judge(base: Encoder, config: TrainConfig, ctx: DistributedContext, progress: bool) -> Trainer:

@@ -42,11 +42,8 @@ from siamkit.training.distributed import (
     barrier,
     broadcast_json,
     gather_batch,
-    init_distributed,
-    is_collective_failure,
-    lost_peer_error,
+    process_group,
     shard,
-    shutdown,
 )
 from siamkit.training.records import TRAINING_KEY, EpochRecord, TrainingRecord, ValidationMetrics
 from siamkit.training.runtime import reproducible
@@ -237,15 +234,9 @@ class Trainer:
         timeout = datetime.timedelta(seconds=self.config.dist_timeout)
         with reproducible(self.config.num_threads, self.config.deterministic) as runtime:
             self.runtime = runtime
-            ctx = self.context = init_distributed(self.device, timeout)
-            try:
+            with process_group(self.device, timeout) as ctx:
+                self.context = ctx
                 result = self._fit(train, val, out, resume, ctx)
-            except Exception as err:
-                if ctx.enabled and is_collective_failure(err):
-                    raise lost_peer_error(err, ctx) from None
-                raise
-            finally:
-                shutdown(ctx)
         result.seconds = time.perf_counter() - started
         return result
 
