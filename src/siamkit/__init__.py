@@ -26,6 +26,7 @@ from siamkit.exceptions import (
     GeometryError,
     ImageReadError,
     IndexFileError,
+    LockTimeoutError,
     MissingExtraError,
     ModelFileError,
     NoFaceError,
@@ -36,6 +37,7 @@ from siamkit.exceptions import (
     TrainingError,
     UnknownComponentError,
     UnknownIdError,
+    WriteError,
 )
 from siamkit.index import (
     Calibration,
@@ -128,6 +130,7 @@ __all__ = [
     "HardPairMiner",
     "ImageReadError",
     "IndexFileError",
+    "LockTimeoutError",
     "MLPEncoder",
     "Match",
     "MissingExtraError",
@@ -156,6 +159,7 @@ __all__ = [
     "UnknownComponentError",
     "UnknownIdError",
     "Verification",
+    "WriteError",
     "__version__",
     "create_aligner",
     "create_encoder",

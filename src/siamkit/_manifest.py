@@ -10,6 +10,65 @@ from typing import Any
 from siamkit._version import __version__
 from siamkit.exceptions import SiamkitError
 
+#: How deep JSON that siamkit reads may nest: far more than any file siamkit
+#: writes needs, far less than Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+def parse_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` that refuses nesting deeper than ``max_depth`` with ``ValueError``.
+
+    Python's parser recurses once per level, so a hand-made file nested 100,000
+    deep would raise ``RecursionError`` from deep inside it; the same holds for
+    any code that later walks the value. Callers turn the ``ValueError`` into
+    their file's error type, as they do for any other malformed JSON.
+
+    Examples:
+        >>> parse_json('{"a": [1, 2]}')
+        {'a': [1, 2]}
+        >>> parse_json("[" * 100_000)
+        Traceback (most recent call last):
+        ...
+        ValueError: JSON nested deeper than 64 levels
+        >>> parse_json("[[[1]]]", max_depth=2)
+        Traceback (most recent call last):
+        ...
+        ValueError: JSON nested deeper than 2 levels
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {max_depth} levels") from None
+    check_json_depth(value, max_depth)
+    return value
+
+
+def check_json_depth(value: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Raise ``ValueError`` if lists and dicts in ``value`` nest deeper than ``max_depth``.
+
+    Iterative, so it never recurses itself, and it stops at the first level too
+    deep, so a self-referencing value is refused rather than walked forever.
+
+    Examples:
+        >>> check_json_depth({"a": {"b": [1]}}, 3)
+        >>> check_json_depth({"a": {"b": [1]}}, 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: JSON nested deeper than 2 levels
+    """
+    level: list[Any] = [value]
+    for _ in range(max_depth + 1):
+        children: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                children.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                children.extend(item)
+        if not children:
+            return
+        level = children
+    raise ValueError(f"JSON nested deeper than {max_depth} levels")
+
 
 def read_manifest(
     path: Path,
@@ -44,7 +103,7 @@ def read_manifest(
     if not path.is_file():
         raise error(missing)
     try:
-        manifest = json.loads(path.read_text())
+        manifest = parse_json(path.read_text())
     except (OSError, ValueError) as err:
         raise error(f"{path} is corrupted ({err}); {resave}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != format_name:

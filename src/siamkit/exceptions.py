@@ -52,6 +52,18 @@ class NonFiniteError(SiamkitError, FloatingPointError):
     """Embeddings or a loss contain NaN or infinity."""
 
 
+class WriteError(SiamkitError, OSError):
+    """A file could not be written (a full disk, no permission); names the file and the cause.
+
+    The previous version of the file, if any, is left in place. The CLI exits
+    with status 1 on it, as on other system errors.
+    """
+
+
+class LockTimeoutError(SiamkitError, TimeoutError):
+    """Another process held a folder's write lock for longer than the caller would wait."""
+
+
 class ModelFileError(SiamkitError, OSError):
     """A saved model or checkpoint is missing, corrupted or incompatible."""
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from siamkit._version import __version__
-from siamkit.exceptions import MissingExtraError, SiamkitError
+from siamkit.exceptions import LockTimeoutError, MissingExtraError, SiamkitError, WriteError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         return int(args.handler(args) or 0)
+    except (WriteError, LockTimeoutError) as err:  # the system's, not the input's
+        print(f"siamkit: error: {err}", file=sys.stderr)
+        return 1
     except SiamkitError as err:
         print(f"siamkit: error: {err}", file=sys.stderr)
         return 2
