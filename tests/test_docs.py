@@ -84,3 +84,27 @@ def test_every_page_is_in_the_navigation() -> None:
     for page in (REPO / "docs").rglob("*.md"):
         relative = page.relative_to(REPO / "docs").as_posix()
         assert relative in nav, f"{relative} is not in mkdocs.yml's nav"
+
+
+SECURITY_CHECK = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
+
+
+def test_every_security_promise_names_tests_that_exist() -> None:
+    """docs/security.md names the tests that check each promise: they must be there."""
+    import ast
+
+    text = (REPO / "docs" / "security.md").read_text()
+    named = SECURITY_CHECK.findall(text)
+    assert len(named) >= 60, "the security page should name the tests behind its promises"
+    defined: dict[str, set[str]] = {}
+    for module, test in named:
+        if module not in defined:
+            tree = ast.parse((REPO / module).read_text())
+            defined[module] = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert test in defined[module], f"docs/security.md names {module}::{test}, not a test"
+    # Every promise paragraph of the page carries its checks.
+    for section in ("What siamkit never does", "Input data and user errors"):
+        body = text.split(f"## {section}")[1].split("\n## ")[0]
+        bullets = re.split(r"\n- ", body)[1:]
+        for bullet in bullets:
+            assert "*Checked by*" in bullet, f"a promise without its checks: {bullet[:60]!r}"

@@ -216,6 +216,32 @@ def test_bad_input_is_refused_with_typed_errors(make_index) -> None:
     assert len(index) == 4
 
 
+def test_a_zero_vector_is_refused_alike_by_every_store(make_index) -> None:
+    """Cosine compares directions: zeros (or a norm below 1e-12) have none, on any store."""
+    index = make_index("cosine")
+    vectors, _ = _gallery(4)
+    index.add(vectors, labels="a")
+    for bad in (np.zeros((1, DIM), np.float32), np.full((1, DIM), 1e-30, np.float32)):
+        with pytest.raises(NonFiniteError, match=r"zero vectors \(rows \[1\]"):
+            index.add(np.concatenate([vectors[:1], bad]), labels="b")  # nothing half-added
+        with pytest.raises(NonFiniteError, match="zero vector"):
+            index.upsert(bad, labels="b", ids=[0])
+        with pytest.raises(NonFiniteError, match="zero vector"):
+            index.store.add(["raw"], bad, ["b"])  # a store used directly checks too
+        for query in (bad[0], bad):  # one query (its short path) and a batch
+            with pytest.raises(NonFiniteError, match="zero vector"):
+                index.search(query, k=1)
+        with pytest.raises(NonFiniteError, match="zero vector"):
+            index.verify(bad[0], vectors[0], threshold=0.5)
+        with pytest.raises(NonFiniteError, match="zero vector"):
+            index.calibrate(target_fpir=0.1, unknown=bad)
+    assert len(index) == 4 and index.get(0).label == "a"
+    # Euclidean distances need no direction: a zero vector is an ordinary point.
+    euclid = make_index("euclidean")
+    euclid.add(np.concatenate([vectors, np.zeros((1, DIM), np.float32)]), labels="a")
+    assert euclid.search(np.zeros(DIM, np.float32), k=1)[0].distance == 0.0
+
+
 def test_an_interrupted_enrolment_resumes_without_duplicates(make_index) -> None:
     vectors, labels = _gallery(30)
     ids = [f"img{i}" for i in range(30)]

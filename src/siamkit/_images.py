@@ -17,8 +17,12 @@ from PIL import Image
 
 from siamkit.exceptions import ImageReadError
 
+#: The extensions of the images a folder listing takes without opening them:
+#: Pillow's names for JPEG, PNG, GIF, BMP, TIFF, WebP and the PNM family (``.jfif``
+#: and ``.jpe`` are JPEG, ``.dib`` BMP, ``.apng`` PNG), in any case (``.JPG``).
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".pgm", ".ppm", ".pbm", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif",
+    ".pnm", ".jpe", ".jfif", ".dib", ".apng",
 )  # fmt: skip
 
 #: 16-bit greyscale modes (PNG, TIFF): scaled by 255/65535.
@@ -27,11 +31,14 @@ _MAX_16 = 65535
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
-    """True if ``path`` has an image file extension siamkit reads.
+    """True if ``path`` has an image file extension siamkit reads (:data:`IMAGE_EXTENSIONS`).
+
+    A folder listing also takes files of other extensions whose content is
+    one of these formats (see :mod:`siamkit._folders`).
 
     Examples:
-        >>> is_image_file("s1/1.pgm"), is_image_file("README")
-        (True, False)
+        >>> is_image_file("s1/1.pgm"), is_image_file("IMG_1.JFIF"), is_image_file("README")
+        (True, True, False)
     """
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,61 @@ def plain_file_name(
             "damaged. Nothing was read, written or deleted; save it again from the original"
         )
     return name
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def is_int(value: Any) -> bool:
+    """True for an int that is not a bool (JSON's ``true`` is no count).
+
+    Examples:
+        >>> is_int(3), is_int(True), is_int(3.0)
+        (True, False, False)
+    """
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_sha256(value: Any) -> bool:
+    """True for a lower-case hex SHA-256, as siamkit writes checksums and fingerprints.
+
+    Examples:
+        >>> is_sha256("ab" * 32), is_sha256("AB" * 32)
+        (True, False)
+    """
+    return isinstance(value, str) and _SHA256_HEX.fullmatch(value) is not None
+
+
+def field_problems(
+    manifest: dict[str, Any],
+    required: dict[str, Callable[[Any], bool]],
+    optional: dict[str, Callable[[Any], bool]] | None = None,
+) -> list[str]:
+    """What is wrong with a manifest's top-level fields: unknown, missing, or failing a check.
+
+    Args:
+        manifest: The parsed manifest.
+        required: Each field it must have, with the check its value must pass.
+        optional: Fields it may have, with their checks.
+
+    Examples:
+        >>> field_problems({"a": 1, "b": "x", "c": 0}, {"a": is_int, "b": is_int})
+        ["unknown field 'c'", "invalid b 'x'"]
+        >>> field_problems({}, {"a": is_int})
+        ["missing field 'a'"]
+    """
+    checks = {**(optional or {}), **required}
+    problems = [f"unknown field {_shown(key)}" for key in sorted(set(manifest) - set(checks))]
+    problems += [f"missing field {key!r}" for key in required if key not in manifest]
+    problems += [
+        f"invalid {key} {_shown(manifest[key])}"
+        for key, ok in checks.items()
+        if key in manifest and not ok(manifest[key])
+    ]
+    return problems
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    # A hostile value may be megabytes long: a message shows its start.
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."

@@ -5,15 +5,21 @@ models). Importing that package runs ``pkg_resources``, which recent
 setuptools no longer ships, so siamkit locates its folder with
 ``importlib.util.find_spec`` (which does not run the package) instead.
 ``SIAMKIT_FACE_MODELS`` may name a folder holding the same files.
+
+A model file's path may come from a user, that variable or a saved file, so it
+is read only if it is a regular file of bounded size (:func:`open_model_file`):
+a FIFO would block forever, a device such as ``/dev/zero`` never ends.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
-from siamkit.exceptions import MissingExtraError
+from siamkit.exceptions import MissingExtraError, ModelFileError
 
 FACE_MODELS_PACKAGE = "face_recognition_models"
 FACE_MODELS_ENV = "SIAMKIT_FACE_MODELS"
@@ -21,6 +27,10 @@ FACE_MODELS_ENV = "SIAMKIT_FACE_MODELS"
 RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 #: dlib's 5-point landmark model (public domain; the 68-point one is not used).
 LANDMARK_MODEL = "shape_predictor_5_face_landmarks.dat"
+#: The largest dlib model file siamkit reads: the face ResNet's is 22 MB, the
+#: landmarks' 9 MB.
+MAX_DLIB_FILE_BYTES = 256 << 20
+_REINSTALL = "reinstall siamkit[faces] (pip install --force-reinstall face-recognition-models)"
 
 
 def face_models_folder() -> Path:
@@ -48,11 +58,82 @@ def face_model_file(name: str) -> Path:
 
     Raises:
         MissingExtraError: the file is not installed.
+        ModelFileError: the path is there but is not a regular file of at most
+            ``MAX_DLIB_FILE_BYTES`` (a folder, a FIFO, a device).
     """
     path = face_models_folder() / name
-    if not path.is_file():
+    if not path.exists():
         raise MissingExtraError(
             f"the face model file {path} is missing: reinstall with "
             "pip install --force-reinstall face-recognition-models"
         )
-    return path
+    with open_model_file(path, limit=MAX_DLIB_FILE_BYTES, what="face model file", fix=_REINSTALL):
+        return path
+
+
+def open_model_file(
+    path: str | os.PathLike, *, limit: int, what: str = "model file", fix: str = _REINSTALL
+) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file of at most ``limit`` bytes.
+
+    The file is opened without blocking (a FIFO opens at once) and checked on
+    the open handle, so what is read is what was checked. Read at most
+    ``limit`` bytes from it.
+
+    Args:
+        path: The file.
+        limit: The most bytes the file may hold.
+        what: What the file is, for messages ("dlib model file").
+        fix: What to do about a bad file, for messages.
+
+    Raises:
+        ModelFileError: the file is missing, unreadable, not a regular file or
+            larger than ``limit``; the message names it.
+
+    Examples:
+        >>> open_model_file("/dev/zero", limit=100)
+        Traceback (most recent call last):
+        ...
+        siamkit.exceptions.ModelFileError: model file /dev/zero is not a regular file ...
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise ModelFileError(f"{what} {path} is missing; {fix}") from None
+    except OSError as err:
+        raise ModelFileError(f"cannot read {what} {path}: {err.strerror or err}; {fix}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelFileError(
+                f"{what} {path} is not a regular file (a folder, a FIFO or a device), so "
+                f"nothing was read from it; {fix}"
+            )
+        if info.st_size > limit:
+            raise ModelFileError(
+                f"{what} {path} holds {info.st_size} bytes, more than the {limit} such a file "
+                f"may; {fix}"
+            )
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_model_file(
+    path: str | os.PathLike, *, limit: int, what: str = "model file", fix: str = _REINSTALL
+) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (see :func:`open_model_file`).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.dat"
+        >>> _ = p.write_bytes(b"abc")
+        >>> read_model_file(p, limit=3)
+        b'abc'
+    """
+    with open_model_file(path, limit=limit, what=what, fix=fix) as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:  # it grew after the check
+        raise ModelFileError(f"{what} {path} holds more than {limit} bytes; {fix}")
+    return data

@@ -14,8 +14,11 @@ it impossible inside siamkit.
 Huge but finite embeddings are safe here: rows whose largest entry exceeds
 ``2**40`` are scaled by a power of two before anything is squared (exactly, so
 ordinary embeddings get the same distances, bit for bit), and scaled back
-after. The face index is stricter, as FAISS computes in float32 without such
-care: it refuses embeddings whose L2 norm exceeds ``MAX_EMBEDDING_NORM`` (1e18).
+after (NumPy normalises in float64, which needs no scaling). The face index
+is stricter, as FAISS computes in float32 without such care: it refuses
+embeddings whose L2 norm exceeds ``MAX_EMBEDDING_NORM`` (1e18), and under
+cosine zero vectors (:func:`check_directions`). Its distances are
+:func:`index_distances`, one number per pair whatever computes it.
 
 NumPy arrays are computed in NumPy, tensors in torch (differentiably, on their
 device); the two agree to float32 rounding. This module imports torch only when
@@ -52,6 +55,8 @@ ArrayT = TypeVar("ArrayT", "torch.Tensor", np.ndarray)
 # sqrt has an infinite gradient at 0; identical embeddings (a positive pair of
 # one image seen twice) would otherwise poison training with NaN.
 _EPS = 1e-12
+# How far from 1 the squared norm of a row NumPy's prepare leaves alone may be.
+_UNIT_TOLERANCE = 2.0**-22
 
 #: The largest L2 norm of an embedding a face index accepts (``NonFiniteError``
 #: above it). FAISS computes squared distances in float32 (largest 3.4e38); two
@@ -121,6 +126,39 @@ def check_embeddings(x: torch.Tensor | np.ndarray, name: str = "embeddings") -> 
         )
 
 
+def check_directions(x: np.ndarray, metric: str, what: str = "embeddings") -> None:
+    """Under cosine, refuse rows too short to have a direction (zero vectors).
+
+    Cosine compares directions: a row of L2 norm below ``1e-12`` (zeros, a
+    blank or failed image's embedding) has none, :func:`prepare` cannot make
+    it unit length, and its distance to anything is 0/0. A face index applies
+    this rule to everything it is given, before any store sees it, so every
+    store refuses such a row alike. Euclidean distances need no direction.
+
+    Raises:
+        NonFiniteError: naming the rows (the error of every embedding a
+            distance cannot be computed from: NaN, infinite, or too large).
+
+    Examples:
+        >>> check_directions(np.zeros((1, 3), np.float32), "euclidean")
+        >>> check_directions(np.zeros((1, 3), np.float32), "cosine")
+        Traceback (most recent call last):
+        ...
+        siamkit.exceptions.NonFiniteError: embeddings hold zero vectors (rows [0], L2 norm ...
+    """
+    if check_metric(metric) != "cosine" or not x.size:
+        return
+    x = np.asarray(x, dtype=np.float32)
+    # prepare's test, for the rows it does not scale: the rest are far from short.
+    short = np.flatnonzero(np.sqrt(np.einsum("...i,...i->...", x, x)) < np.float32(_EPS))
+    if short.size:
+        raise NonFiniteError(
+            f"{what} hold zero vectors (rows {short[:5].tolist()}, L2 norm below {_EPS:g}): "
+            "they have no direction, so their cosine distance to anything is undefined. Drop "
+            "them (blank or failed images?), or use the euclidean metric"
+        )
+
+
 def embeddings_and_labels(embeddings: Any, labels: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Checked float32 embeddings and a flat label array of the same length.
 
@@ -181,7 +219,9 @@ def prepare(x: ArrayT, metric: str) -> ArrayT:
     """Put embeddings in the form the geometry compares: L2-normalised for cosine.
 
     Norms are computed without overflow: a row of ``1e30`` normalises to the
-    same unit vector as a row of ones.
+    same unit vector as a row of ones. NumPy arrays are normalised in float64
+    and a row already of unit length is left as it is, so preparing twice gives
+    the numbers of preparing once.
 
     Examples:
         >>> prepare(np.array([[3.0, 4.0]], dtype=np.float32), "cosine").tolist()
@@ -202,11 +242,59 @@ def prepare(x: ArrayT, metric: str) -> ArrayT:
 
 
 def _np_normalize(x: np.ndarray) -> np.ndarray:
-    """``torch.nn.functional.normalize`` of float32 rows, scaled as :func:`prepare` does."""
-    down, _ = _np_scales(_np_row_peak(x))
-    x = x * down
-    norms = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
-    return x / np.maximum(norms, np.float32(_EPS))
+    """Float32 rows divided by their L2 norm, worked out in float64; prepared rows kept.
+
+    Float64 needs no scaling for any float32 row (squares reach 1e77 at most),
+    and scaling a row by a power of two scales nothing else. A row already of
+    unit length to within ``2**-22`` (the result of a first normalisation,
+    which lands within ``2**-23``) is returned as it is, so preparing twice
+    gives the same numbers as once: a stored vector searched for is exactly 0
+    from itself. Rows of norm below ``1e-12`` are divided by ``1e-12``, as
+    ``torch.nn.functional.normalize`` does.
+    """
+    wide = x.astype(np.float64)
+    squared = np.einsum("...i,...i->...", wide, wide)
+    unit = (wide / np.maximum(np.sqrt(squared), _EPS)[..., None]).astype(np.float32)
+    kept = np.abs(squared - 1.0) <= _UNIT_TOLERANCE
+    return np.where(kept[..., None], x, unit) if kept.any() else unit
+
+
+def index_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """The face index's distance between rows of ``a`` and ``b``: one number per pair.
+
+    ``a`` and ``b`` are embeddings as a face index keeps them: float32 and
+    :func:`prepare`-d (unit length for cosine), of broadcastable shapes
+    ``(..., D)``. Every distance a face index reports (search, on any store;
+    verify; the pairs and searches calibration measures) is this function's,
+    so a pair of faces has one distance whichever entry point computes it,
+    and a threshold fitted on it decides the same everywhere. It works from
+    the differences in float64 and rounds the result to float32:
+
+    * ``"euclidean"``: ``sqrt(sum((a - b)**2))``;
+    * ``"cosine"``: ``sum((a - b)**2) / 2``, which for unit vectors is
+      ``1 - cos(a, b)`` (at most 2).
+
+    Working from the differences, two equal embeddings are exactly 0 apart
+    (``1 - a.b`` would leave the rounding of the normalisation, about 1e-7;
+    FAISS's float32 ``|a|^2 - 2a.b + |b|^2``, more), and float64 leaves no
+    overflow for any float32 input. The result agrees with
+    :func:`pairwise_distances` to float32 rounding.
+
+    Examples:
+        >>> a = np.array([[0.0, 0.0], [1.0, 1.0]], dtype=np.float32)
+        >>> b = np.array([[3.0, 4.0]], dtype=np.float32)
+        >>> index_distances(a, b, "euclidean").tolist()
+        [5.0, 3.605551242828369]
+        >>> u = prepare(np.array([[1.0, 0.0], [1.0, 1.0]], dtype=np.float32), "cosine")
+        >>> [round(d, 6) for d in index_distances(u, u[:1], "cosine").tolist()]
+        [0.0, 0.292893]
+    """
+    metric = check_metric(metric)
+    diff = np.subtract(a, b, dtype=np.float64)
+    squared = np.einsum("...i,...i->...", diff, diff)
+    if metric == "euclidean":
+        return np.sqrt(squared).astype(np.float32)
+    return np.minimum(squared * 0.5, 2.0).astype(np.float32)
 
 
 def paired_distances(a: ArrayT, b: ArrayT, metric: str) -> ArrayT:

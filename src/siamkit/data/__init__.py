@@ -1,7 +1,7 @@
 """Data: image folders, the AT&T faces, pairs, class-balanced batches, splits by person."""
 
 from siamkit.data.att import ATTFaces, check_att_archive, download_att_faces, find_att_folder
-from siamkit.data.folder import FaceFolder, check_image_folder
+from siamkit.data.folder import FaceFolder, SkippedFile, check_image_folder
 from siamkit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
 from siamkit.data.pairs import PairDataset, dataset_labels, make_pairs
 from siamkit.data.sampling import ClassBalancedBatchSampler
@@ -14,6 +14,7 @@ __all__ = [
     "ClassSplit",
     "FaceFolder",
     "PairDataset",
+    "SkippedFile",
     "check_att_archive",
     "check_image_folder",
     "dataset_labels",

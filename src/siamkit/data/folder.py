@@ -8,18 +8,20 @@ from typing import Any
 
 from torchvision.datasets import ImageFolder
 
-from siamkit._folders import list_image_folder
+from siamkit._folders import SkippedFile, list_image_folder
 from siamkit.data.images import is_image_file, load_image
 
 
 class FaceFolder(ImageFolder):
     """A torchvision ``ImageFolder`` with checks and errors that say what to fix.
 
-    ``root/<person>/<image>``: every sub-folder is a class named after it; files
-    that are not images (by extension) are ignored. Images are converted to
-    ``mode`` when given, so greyscale, RGB and palette images can be mixed.
-    The folder is listed once, by :func:`siamkit._folders.list_image_folder`,
-    which lists it alike without PyTorch.
+    ``root/<person>/<image>``: every sub-folder is a class named after it.
+    Images are converted to ``mode`` when given, so greyscale, RGB and palette
+    images can be mixed. The folder is listed once, by
+    :func:`siamkit._folders.list_image_folder`, which lists it alike without
+    PyTorch: images by extension or content, links followed once and only
+    inside ``root``; what it leaves out (a text file, an HEIF photo, a link
+    loop, a link out of the folder) is in :attr:`skipped_files` with the reason.
 
     Args:
         root: The folder of class folders.
@@ -75,6 +77,11 @@ class FaceFolder(ImageFolder):
     def paths(self) -> list[str]:
         """The image files, in dataset order."""
         return [path for path, _ in self.samples]
+
+    @property
+    def skipped_files(self) -> list[SkippedFile]:
+        """The files and links of the folder left out, each with the reason."""
+        return list(self._listing.skipped)
 
 
 def check_image_folder(root: str | os.PathLike, min_images_per_class: int = 1) -> dict[str, int]:

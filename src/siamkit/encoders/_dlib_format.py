@@ -23,12 +23,13 @@ Format facts, from dlib's ``serialize.h``, ``dnn/core.h``, ``dnn/layers.h``:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from siamkit._model_files import MAX_DLIB_FILE_BYTES, read_model_file
 from siamkit.exceptions import ModelFileError
 
 _SPECIAL_EXPONENTS = {32000: np.inf, 32001: -np.inf, 32002: np.nan}
@@ -106,14 +107,15 @@ class _Reader:
 
     def shape(self) -> tuple[int, int, int, int]:
         dims = tuple(self.integer() for _ in range(4))
-        if any(d < 0 for d in dims) or int(np.prod(dims, dtype=np.int64)) > _MAX_ELEMENTS:
+        # Python integers: a product in int64 would wrap round, (2**32, 2**32, 1, 1) to 0.
+        if any(d < 0 for d in dims) or math.prod(dims) > _MAX_ELEMENTS:
             raise self.fail(f"tensor shape {dims}")
         return dims  # type: ignore[return-value]
 
     def tensor(self) -> np.ndarray:
         self.version((2,), "tensor")
         dims = self.shape()
-        count = int(np.prod(dims, dtype=np.int64))
+        count = math.prod(dims)
         values = np.frombuffer(self.take(4 * count), dtype="<f4")
         return values.astype(np.float32).reshape(dims)
 
@@ -289,18 +291,28 @@ def read_dlib_network(path: str | os.PathLike, stack: list[str]) -> list[DlibLay
         first, the loss last); tags and skips carry nothing and are left out.
 
     Raises:
-        ModelFileError: the file is missing or its content does not match.
+        ModelFileError: the file is missing, not a regular file, larger than
+            ``MAX_DLIB_FILE_BYTES``, its content does not match, or a weight is
+            NaN or infinite.
     """
     name = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise ModelFileError(f"cannot read the dlib model {name}: {err.strerror or err}") from None
+    data = read_model_file(path, limit=MAX_DLIB_FILE_BYTES, what="dlib model file")
     reader = _Reader(data, name)
-    reader.version((1,), "loss layer")
-    loss = _loss(reader)
-    layers: list[DlibLayer] = []
-    _layer_stack(stack[1:], reader, layers)
+    try:
+        reader.version((1,), "loss layer")
+        loss = _loss(reader)
+        layers: list[DlibLayer] = []
+        _layer_stack(stack[1:], reader, layers)
+    except (ValueError, IndexError) as err:  # sizes that disagree inside a layer
+        raise reader.fail(f"inconsistent layer sizes ({err})") from None
     if reader.pos != len(data):
         raise reader.fail(f"{len(data) - reader.pos} bytes left after the network")
+    for index, layer in enumerate(layers):
+        for key, array in layer.arrays.items():
+            if not np.isfinite(array).all():
+                raise ModelFileError(
+                    f"{name}: the {key} of layer {index} (a {layer.kind}) holds NaN or "
+                    "infinite values; the file is damaged. Reinstall siamkit[faces] or pass "
+                    "an intact dlib model file"
+                )
     return [*layers, loss]

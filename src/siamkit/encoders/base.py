@@ -14,9 +14,8 @@ import hashlib
 import inspect
 import json
 import os
-import re
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,15 +24,26 @@ import torch
 from PIL import Image
 from torch import nn
 
-from siamkit._atomic import sha256_file, write_json, write_with
+from siamkit._atomic import sha256_file, write_error, write_json, write_with
 from siamkit._batching import PICTURE_DTYPES, as_item_list, embed_in_batches
+from siamkit._load_errors import load_error_reason
 from siamkit._manifest import plain_file_name, read_manifest
+from siamkit._model_files import open_model_file
 from siamkit._version import __version__
 from siamkit.alignment.base import FaceAligner, aligner_from_description
 from siamkit.data.images import load_image, to_8bit
+from siamkit.encoders._checks import check_embedding_dim
+from siamkit.encoders._schema import (
+    ENCODER_FILE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    check_encoder_manifest,
+)
 from siamkit.exceptions import (
     ConfigError,
     ExportError,
+    MissingExtraError,
     ModelFileError,
     ShapeError,
     UnknownComponentError,
@@ -43,15 +53,14 @@ from siamkit.registry import Registry
 from siamkit.runtime._format import is_export
 from siamkit.runtime.preprocessing import Preprocessing
 
-ENCODER_FILE = "encoder.json"
-FORMAT_NAME = "siamkit-encoder"
-FORMAT_VERSION = 2
 #: Models without a face aligner are written as version 1, which older siamkit reads;
 #: an aligner changes the embeddings, so a model with one must not load there.
 _PLAIN_FORMAT_VERSION = 1
-#: The only weights file names a manifest may name: what :meth:`Encoder.save` writes.
-WEIGHTS_FILE = re.compile(r"encoder-[0-9a-f]{16}\.pt")
 _STAGING_FILE = ".encoder-weights.pt"
+#: The largest weights file :func:`load_encoder` reads, far above any encoder's.
+MAX_WEIGHTS_BYTES = 64 << 30
+#: The largest ``encoder.json`` read: siamkit writes a few kilobytes.
+MAX_MANIFEST_BYTES = 16 << 20
 
 ImageLike = Image.Image | str | os.PathLike | torch.Tensor | np.ndarray
 
@@ -61,7 +70,9 @@ class Encoder(nn.Module, metaclass=ABCMeta):
 
     Subclasses implement :meth:`forward` and set, usually in ``__init__``:
 
-    * ``embedding_dim`` (int): the size of the embeddings;
+    * ``embedding_dim`` (int): the size of the embeddings, from 1 to 65536; any
+      other value raises :class:`~siamkit.exceptions.ConfigError` where it is set,
+      so an impossible encoder is never built;
     * ``metric`` (``"euclidean"`` or ``"cosine"``, default euclidean): the geometry
       the embeddings are compared in, used by the loss, thresholds and the index;
     * ``in_channels`` (1 for greyscale, 3 for RGB) and ``input_size`` ``(H, W)``,
@@ -74,7 +85,11 @@ class Encoder(nn.Module, metaclass=ABCMeta):
 
     The constructor's arguments are recorded automatically so :meth:`save` can
     rebuild the encoder; they must be JSON-serialisable (or override
-    :meth:`get_config`).
+    :meth:`get_config`). Arguments that only pick the weights training starts
+    from (a pretrained file, a download) are named in :attr:`starting_weights`:
+    :func:`load_encoder` builds with their neutral values, as the saved weights
+    replace them, so loading a model never reads a file its configuration names
+    nor reaches the network.
 
     Examples:
         >>> import torch, siamkit
@@ -103,11 +118,27 @@ class Encoder(nn.Module, metaclass=ABCMeta):
     input_range: tuple[float, float] = (-1.0, 1.0)
     #: Set by the registry; the name :func:`load_encoder` rebuilds the class from.
     registry_name: ClassVar[str]
+    #: Constructor arguments that only choose the starting weights, each with its
+    #: value for "none" (e.g. ``{"pretrained": False, "weights_file": None}``):
+    #: :func:`load_encoder` and :func:`check_encoder_arguments` build with these
+    #: values, so they read no file and download nothing.
+    starting_weights: ClassVar[Mapping[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
             cls.__init__ = _record_init_arguments(cls.__dict__["__init__"])  # type: ignore[misc]
+        declared = cls.__dict__.get("embedding_dim")
+        if declared is not None and not hasattr(declared, "__get__"):  # a value, not a property
+            check_embedding_dim(declared, cls.__name__)
+        _check_starting_weights(cls)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Every encoder's size goes through here, built-in or plugin, before the
+        # layers that would use it are built.
+        if name == "embedding_dim":
+            value = check_embedding_dim(value, type(self).__name__)
+        super().__setattr__(name, value)
 
     @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -216,6 +247,10 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         Raises:
             ExportError: the graph cannot be exported (the message names the
                 operation), or its outputs differ from PyTorch's.
+            ConfigError: ``path`` holds files that are not an earlier export
+                (a model folder, say); nothing is written.
+            WriteError: a file could not be written; the earlier export, if
+                any, is left as it was.
         """
         from siamkit.export.onnx import export_onnx
 
@@ -344,14 +379,20 @@ class Encoder(nn.Module, metaclass=ABCMeta):
                 f"JSON-serialisable ({err}); override get_config() to return plain values"
             ) from None
         directory = Path(path)
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise write_error(directory, err) from None
         _check_previous_save(directory)  # before anything is written or deleted
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         staging = directory / _STAGING_FILE
         write_with(staging, lambda handle: torch.save(state, handle))
         weights_sha = sha256_file(staging)
         weights_name = f"encoder-{weights_sha[:16]}.pt"
-        os.replace(staging, directory / weights_name)
+        try:
+            os.replace(staging, directory / weights_name)
+        except OSError as err:  # the manifest still names the previous weights
+            raise write_error(directory / weights_name, err) from None
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION if self.aligner else _PLAIN_FORMAT_VERSION,
@@ -427,8 +468,38 @@ def _record_init_arguments(init: Callable[..., None]) -> Callable[..., None]:
         if outermost:
             object.__setattr__(self, "_siamkit_config", _bind_config(signature, self, args, kwargs))
         init(self, *args, **kwargs)
+        if outermost:
+            _check_built(self)
 
     return wrapper
+
+
+def _check_built(encoder: Encoder) -> None:
+    dim = getattr(encoder, "embedding_dim", None)
+    if dim is None:
+        raise ConfigError(
+            f"{type(encoder).__name__} did not set embedding_dim: set it in __init__ (or on "
+            "the class) to the size of its embeddings"
+        )
+    check_embedding_dim(dim, type(encoder).__name__)
+
+
+def _check_starting_weights(cls: type[Encoder]) -> None:
+    declared = cls.__dict__.get("starting_weights")
+    if declared is None:
+        return
+    if not isinstance(declared, Mapping) or not all(isinstance(key, str) for key in declared):
+        raise ConfigError(
+            f"{cls.__name__}.starting_weights must map argument names to their neutral values"
+        )
+    parameters = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = sorted(set(declared) - set(parameters))
+    if unknown:
+        raise ConfigError(
+            f"{cls.__name__}.starting_weights names {unknown}, which its __init__ does not take"
+        )
 
 
 def _bind_config(
@@ -516,6 +587,12 @@ def _saved_aligner(manifest: dict[str, Any], directory: Path) -> FaceAligner | N
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / ENCODER_FILE
+    if path.is_file() and path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ModelFileError(
+            f"{path} holds {path.stat().st_size} bytes, more than a model manifest may "
+            f"({MAX_MANIFEST_BYTES}): it was edited or damaged; save the model again"
+        )
     return read_manifest(
         directory / ENCODER_FILE,
         format_name=FORMAT_NAME,
@@ -528,6 +605,44 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     )
 
 
+def _checked_manifest(directory: Path) -> dict[str, Any]:
+    manifest = _read_manifest(directory)
+    _weights_name(manifest, directory)  # a name outside the folder is told as such first
+    check_encoder_manifest(manifest, directory / ENCODER_FILE)
+    return manifest
+
+
+def check_encoder_arguments(name: str, **kwargs: Any) -> None:
+    """Refuse arguments that could not build the encoder ``name``, without building it.
+
+    The encoder is built on PyTorch's meta device, which holds no weights, and
+    without its :attr:`~Encoder.starting_weights`, so nothing is read or
+    downloaded: an impossible setting fails at once, before any work.
+
+    Raises:
+        UnknownComponentError: no encoder is registered as ``name``.
+        ConfigError: an argument the encoder does not take, or a value it refuses.
+
+    Examples:
+        >>> check_encoder_arguments("compact", embedding_dim=64)
+        >>> check_encoder_arguments("compact", embedding_dim=0)
+        Traceback (most recent call last):
+        ...
+        siamkit.exceptions.ConfigError: CompactCNN: embedding_dim must be an integer from 1 ...
+    """
+    cls = encoder_registry.get(name)
+    encoder_registry.check_arguments(name, kwargs)
+    try:
+        with torch.device("meta"):
+            cls(**{**kwargs, **cls.starting_weights})
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"cannot build the encoder {name!r} with {kwargs}: {err}") from None
+    except Exception:
+        pass  # it cannot run on the meta device: the real build will tell
+
+
 def load_encoder(
     path: str | os.PathLike,
     encoder_class: type[Encoder] | None = None,
@@ -536,8 +651,13 @@ def load_encoder(
     """Rebuild an encoder saved with :meth:`Encoder.save` (or by ``siamkit train``).
 
     The class is found by its registered name (plugins included) unless
-    ``encoder_class`` is given. Weights are loaded with ``weights_only=True`` and
-    checked against the manifest's checksum. The encoder is returned in eval mode.
+    ``encoder_class`` is given. Every field of the manifest is checked first;
+    the weights must be a regular file in the folder matching the manifest's
+    checksum, and are loaded with ``weights_only=True``. The encoder is built
+    without its :attr:`~Encoder.starting_weights` (nothing is read or
+    downloaded), first on PyTorch's meta device to check that the saved weights
+    fit it before any memory is taken. The rebuilt encoder's size, metric and
+    fingerprint must equal the manifest's. It is returned in eval mode.
 
     An ONNX export (a ``.onnx`` file, or a folder holding ``encoder.onnx``,
     written by :meth:`Encoder.export_onnx`) loads as a
@@ -545,7 +665,8 @@ def load_encoder(
 
     Raises:
         ModelFileError: the directory is not a model, a file is missing,
-            corrupted or from a newer siamkit.
+            corrupted, edited or from a newer siamkit (the message names the
+            file and the field).
         UnknownComponentError: the encoder's class is not registered here.
 
     Examples:
@@ -559,31 +680,122 @@ def load_encoder(
 
         return OnnxEncoder(path)  # type: ignore[return-value]
     directory = Path(path)
-    manifest = _read_manifest(directory)
+    manifest = _checked_manifest(directory)
     cls = encoder_class or encoder_registry.get(manifest["name"])
     weights_path = directory / _weights_name(manifest, directory)
-    if not weights_path.is_file():
-        raise ModelFileError(f"weights file {weights_path} is missing; save the model again")
-    if sha256_file(weights_path) != manifest.get("weights_sha256"):
-        raise ModelFileError(
-            f"{weights_path} does not match its checksum in {ENCODER_FILE}: the file is "
-            "corrupted or was replaced; save the model again"
-        )
-    try:
-        encoder = cls(**manifest.get("config", {}))
-    except TypeError as err:
-        raise ModelFileError(
-            f"cannot rebuild {cls.__name__} from the saved config: {err}"
-        ) from None
-    try:
-        state = torch.load(weights_path, map_location=map_location, weights_only=True)
-        encoder.load_state_dict(state)
-    except (RuntimeError, OSError, ValueError, KeyError) as err:
-        raise ModelFileError(f"cannot load weights from {weights_path}: {err}") from None
+    state = _saved_state(weights_path, manifest["weights_sha256"], map_location)
+    encoder = _rebuilt(cls, manifest["config"], state, directory)
     encoder.aligner = _saved_aligner(manifest, directory)
-    if int(encoder.embedding_dim) != int(manifest["embedding_dim"]):
-        raise ModelFileError(
-            f"{cls.__name__} now has embedding_dim {encoder.embedding_dim}, the saved "
-            f"model {manifest['embedding_dim']}"
-        )
+    _check_rebuilt(encoder, manifest, directory)
     return encoder.eval()
+
+
+def _saved_state(
+    weights_path: Path, sha256: str, map_location: str | torch.device
+) -> dict[str, torch.Tensor]:
+    fix = "save the model again"
+    with open_model_file(weights_path, limit=MAX_WEIGHTS_BYTES, what="weights file", fix=fix) as f:
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            raise ModelFileError(
+                f"{weights_path} does not match its checksum in {ENCODER_FILE}: the file is "
+                "corrupted or was replaced; save the model again"
+            )
+        f.seek(0)  # the bytes just checked, from the same open file
+        try:
+            state = torch.load(f, map_location=map_location, weights_only=True)
+        except Exception as err:  # untrusted bytes fail in many ways (see load_checkpoint)
+            raise ModelFileError(
+                f"cannot load weights from {weights_path}: {load_error_reason(err)}"
+            ) from None
+    if not isinstance(state, dict) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
+    ):
+        raise ModelFileError(
+            f"{weights_path} does not hold a state dict (names to tensors); save the model again"
+        )
+    return state
+
+
+def _rebuilt(
+    cls: type[Encoder], config: dict[str, Any], state: dict[str, torch.Tensor], directory: Path
+) -> Encoder:
+    # The saved weights replace the starting ones: build without them, so the
+    # config can make the constructor neither read a file nor download.
+    arguments = {**config, **cls.starting_weights}
+    manifest_path = directory / ENCODER_FILE
+    probe = _constructed(cls, arguments, manifest_path, meta=True)
+    if probe is not None:  # the saved weights bound what the config may allocate
+        _check_fits(probe, state, directory, cls)
+    encoder = _constructed(cls, arguments, manifest_path, meta=False)
+    assert encoder is not None
+    try:
+        encoder.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise ModelFileError(f"cannot load weights into {cls.__name__}: {err}") from None
+    # What was saved, starting weights included: the fingerprint stays the saved one.
+    object.__setattr__(encoder, "_siamkit_config", dict(config))
+    return encoder
+
+
+def _constructed(
+    cls: type[Encoder], arguments: dict[str, Any], manifest_path: Path, meta: bool
+) -> Encoder | None:
+    try:
+        if meta:
+            with torch.device("meta"):
+                return cls(**arguments)
+        return cls(**arguments)
+    except (MissingExtraError, UnknownComponentError):
+        raise
+    except Exception as err:  # a constructor given a config from a file may fail any way
+        if meta and not isinstance(err, (ConfigError, TypeError, ValueError)):
+            return None  # it cannot run on the meta device: the real build will tell
+        reason = str(err) if len(str(err)) <= 300 else f"{str(err)[:300]}..."
+        raise ModelFileError(
+            f"{manifest_path}: cannot rebuild {cls.__name__} from the saved config "
+            f"({type(err).__name__}: {reason}); the file was edited or damaged, save the "
+            "model again"
+        ) from None
+
+
+def _check_fits(
+    probe: Encoder, state: dict[str, torch.Tensor], directory: Path, cls: type[Encoder]
+) -> None:
+    wanted = {key: tuple(value.shape) for key, value in probe.state_dict().items()}
+    saved = {key: tuple(value.shape) for key, value in state.items()}
+    if wanted == saved:
+        return
+    missing = sorted(set(wanted) - set(saved))[:3]
+    unexpected = sorted(set(saved) - set(wanted))[:3]
+    reshaped = [key for key in wanted if key in saved and wanted[key] != saved[key]][:3]
+    raise ModelFileError(
+        f"cannot load weights into {cls.__name__}: the weights in {directory} do not fit the "
+        f"saved config (missing {missing}, unexpected {unexpected}, other shapes {reshaped}); "
+        f"{ENCODER_FILE} was edited or damaged, save the model again"
+    )
+
+
+def _check_rebuilt(encoder: Encoder, manifest: dict[str, Any], directory: Path) -> None:
+    path = directory / ENCODER_FILE
+    name = type(encoder).__name__
+    if int(encoder.embedding_dim) != manifest["embedding_dim"]:
+        raise ModelFileError(
+            f"{path}: embedding_dim is {manifest['embedding_dim']}, but {name} rebuilt from "
+            f"it has {encoder.embedding_dim}; save the model again"
+        )
+    if check_metric(encoder.metric) != manifest["metric"]:
+        raise ModelFileError(
+            f"{path}: metric is {manifest['metric']!r}, but {name} rebuilt from it compares "
+            f"by {encoder.metric!r}; save the model again"
+        )
+    # Only for the class the manifest names: another class given on purpose
+    # (encoder_class) fingerprints differently.
+    ours = _registered_name(type(encoder)) == manifest["name"]
+    if ours and encoder.fingerprint() != manifest["fingerprint"]:
+        raise ModelFileError(
+            f"{path}: fingerprint {manifest['fingerprint'][:16]}... is not the loaded "
+            "model's: the file was edited or damaged; save the model again"
+        )

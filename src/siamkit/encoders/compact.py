@@ -8,8 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from siamkit.encoders._checks import (
+    MAX_WIDTH,
+    check_channels_in,
+    check_dropout,
+    check_flag,
+    check_input_size,
+    check_ints,
+)
 from siamkit.encoders.base import Encoder, register_encoder
 from siamkit.encoders.whitening import Whitening
+from siamkit.exceptions import ConfigError
 from siamkit.geometry import check_metric
 
 
@@ -65,16 +74,26 @@ class CompactCNN(Encoder):
     ) -> None:
         super().__init__()
         self.embedding_dim = embedding_dim
-        self.in_channels = in_channels
-        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.in_channels = check_channels_in(in_channels)
+        self.input_size = check_input_size(input_size)
         self.metric = check_metric(metric)
+        channels = check_ints("channels", channels, 1, MAX_WIDTH, min_len=1, max_len=12)
+        if min(self.input_size) >> (len(channels) - 1) < 1:
+            raise ConfigError(
+                f"{len(channels)} stages halve the resolution {len(channels) - 1} times, too "
+                f"often for input_size {self.input_size}: give fewer channels or a larger size"
+            )
+        normalize = check_flag("normalize", normalize)
+        flip_average = check_flag("flip_average", flip_average)
+        whitening = check_flag("whitening", whitening)
+        dropout = check_dropout(dropout)
         # Unit-sphere embeddings are at most 2 apart: margin 2 keeps every
         # non-matching pair pushing apart, which spreads people over the sphere.
         self.default_margin = 2.0 if normalize and self.metric == "euclidean" else None
         self.normalize = normalize
         self.flip_average = flip_average
         layers: list[nn.Module] = []
-        width = in_channels
+        width = self.in_channels
         for index, size in enumerate(channels):
             layers += _conv_bn_relu(width, size)
             if index < len(channels) - 1:
@@ -86,9 +105,9 @@ class CompactCNN(Encoder):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
             nn.Dropout(dropout),
-            nn.Linear(width, embedding_dim),
+            nn.Linear(width, self.embedding_dim),
         )
-        self.whitening = Whitening(embedding_dim, normalize=normalize) if whitening else None
+        self.whitening = Whitening(self.embedding_dim, normalize=normalize) if whitening else None
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         z = self.head(self.features(x))

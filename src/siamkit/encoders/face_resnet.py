@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from siamkit._model_files import RECOGNITION_MODEL, face_model_file
+from siamkit.encoders._checks import check_flag, check_optional_path
 from siamkit.encoders._dlib_format import DlibLayer, read_dlib_network
 from siamkit.encoders.base import Encoder, register_encoder
 from siamkit.exceptions import ConfigError, ModelFileError
@@ -96,7 +98,10 @@ class DlibFaceResNet(Encoder):
         pretrained: Load dlib's public-domain weights from the
             ``face-recognition-models`` package (or from ``weights_file``).
             ``False`` starts from random weights.
-        weights_file: A dlib model file to read instead of the packaged one.
+        weights_file: A dlib model file to read instead of the packaged one
+            (a regular file of at most 256 MB; NaN or infinite weights are refused).
+            Both are starting weights: :func:`~siamkit.load_encoder` reads the
+            saved weights and never a dlib file.
         trainable_from: The first part that training may change, one of
             ``PARTS`` (``"stem"``: everything; ``"stage5"``: the last stage and
             the head; ``"none"``: nothing, a frozen feature extractor).
@@ -117,6 +122,8 @@ class DlibFaceResNet(Encoder):
     default_margin = 0.64
     #: The transform gives dlib's pixel scale, not ``[-1, 1]``.
     input_range = (0.0, 255.0)
+    #: A saved model carries its weights: loading reads no dlib file.
+    starting_weights: ClassVar[dict[str, Any]] = {"pretrained": False, "weights_file": None}
 
     def __init__(
         self,
@@ -125,7 +132,9 @@ class DlibFaceResNet(Encoder):
         trainable_from: str = "stem",
     ) -> None:
         super().__init__()
-        if trainable_from not in (*PARTS, "none"):
+        check_flag("pretrained", pretrained)
+        check_optional_path("weights_file", weights_file)
+        if not isinstance(trainable_from, str) or trainable_from not in (*PARTS, "none"):
             raise ConfigError(
                 f"trainable_from must be one of {', '.join(PARTS)} or none, got {trainable_from!r}"
             )
@@ -147,7 +156,8 @@ class DlibFaceResNet(Encoder):
 
     def get_config(self) -> dict:
         # The weights travel in the saved state dict: rebuilding must not need the
-        # packaged file (nor read it twice).
+        # packaged file (nor read it twice). Saved models have always recorded this,
+        # so their fingerprints stay what they were.
         config = super().get_config()
         config.update(pretrained=False, weights_file=None)
         return config
@@ -205,9 +215,20 @@ def load_dlib_weights(model: DlibFaceResNet, path: str | os.PathLike) -> None:
     """Copy the weights of a dlib face ResNet file into ``model``.
 
     Raises:
-        ModelFileError: the file is unreadable or holds another network.
+        ModelFileError: the file is unreadable, not a regular file, too large,
+            holds another network or NaN or infinite weights.
     """
     layers = read_dlib_network(path, dlib_network_stack())
+    try:
+        _copy_network(model, layers, path)
+    except (KeyError, ValueError, StopIteration) as err:  # a layer without a part we need
+        raise ModelFileError(
+            f"{path}: the network's layers do not fit the face ResNet ({type(err).__name__}: "
+            f"{err}); the file holds another network"
+        ) from None
+
+
+def _copy_network(model: DlibFaceResNet, layers: list[DlibLayer], path: str | os.PathLike) -> None:
     weighted = iter(layer for layer in layers if layer.kind in ("con", "affine", "fc"))
     with torch.no_grad():
         _copy_conv(model.stem_conv, next(weighted), path)
@@ -220,8 +241,8 @@ def load_dlib_weights(model: DlibFaceResNet, path: str | os.PathLike) -> None:
                 _copy_affine(block.affine2, next(weighted), path)
         fc = next(weighted)
         _copy(model.head.weight, fc.arrays["weight"].reshape(-1, 128).T, path, "fc")
-    mean = layers[0].arrays["mean"]
-    model.mean.copy_(torch.from_numpy(mean).view(1, 3, 1, 1))
+        mean = layers[0].arrays["mean"]
+        model.mean.copy_(torch.from_numpy(mean).view(1, 3, 1, 1))
 
 
 def _copy(target: torch.Tensor, source: np.ndarray, path: str | os.PathLike, what: str) -> None:

@@ -7,8 +7,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from siamkit.encoders._checks import MAX_EMBEDDING_DIM, check_dropout, check_int, check_ints
 from siamkit.encoders.base import Encoder, register_encoder
 from siamkit.geometry import check_metric
+
+#: The longest input vector accepted: the first layer holds this many weights per unit.
+MAX_INPUT_DIM = 1 << 20
 
 
 @register_encoder("mlp")
@@ -42,14 +46,16 @@ class MLPEncoder(Encoder):
         self.in_channels = 1
         self.input_size = None
         layers: list[nn.Module] = []
-        self.input_dim = input_dim
-        width = input_dim
+        self.input_dim = check_int("input_dim", input_dim, 1, MAX_INPUT_DIM)
+        hidden = check_ints("hidden", hidden, 1, MAX_EMBEDDING_DIM)
+        dropout = check_dropout(dropout)
+        width = self.input_dim
         for size in hidden:
             layers += [nn.Linear(width, size), nn.BatchNorm1d(size), nn.ReLU(inplace=True)]
             width = size
         if dropout:
             layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(width, embedding_dim))
+        layers.append(nn.Linear(width, self.embedding_dim))
         self.net = nn.Sequential(*layers)
 
     def preprocessing(self) -> None:

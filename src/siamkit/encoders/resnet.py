@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torchvision
 from torch import nn
 
+from siamkit.encoders._checks import check_channels_in, check_input_size
 from siamkit.encoders.base import Encoder, register_encoder
 from siamkit.exceptions import ConfigError
 from siamkit.geometry import check_metric
@@ -19,7 +22,9 @@ class ResNetEncoder(Encoder):
 
     No weights are downloaded unless asked for: ``weights=None`` (the default)
     starts from random initialisation; ``weights="DEFAULT"`` fetches ImageNet
-    weights through torchvision (RGB only, and it needs network access).
+    weights through torchvision (RGB only, and it needs network access). They
+    are starting weights: a saved model carries its own, so :func:`~siamkit.load_encoder`
+    never downloads anything.
 
     Args:
         arch: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"`` or ``"resnet152"``.
@@ -35,6 +40,9 @@ class ResNetEncoder(Encoder):
         torch.Size([2, 16])
     """
 
+    #: Loading a saved model downloads nothing: its weights are in its folder.
+    starting_weights: ClassVar[dict[str, Any]] = {"weights": None}
+
     def __init__(
         self,
         arch: str = "resnet18",
@@ -45,19 +53,19 @@ class ResNetEncoder(Encoder):
         weights: str | None = None,
     ) -> None:
         super().__init__()
-        if arch not in RESNETS:
+        if not isinstance(arch, str) or arch not in RESNETS:
             raise ConfigError(f"unknown ResNet {arch!r}: use one of {', '.join(RESNETS)}")
-        if in_channels not in (1, 3):
-            raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
+        if weights is not None and not isinstance(weights, str):
+            raise ConfigError(f"weights must be a torchvision weights name or None: {weights!r}")
         self.embedding_dim = embedding_dim
-        self.in_channels = in_channels
-        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.in_channels = check_channels_in(in_channels)
+        self.input_size = check_input_size(input_size)
         self.metric = check_metric(metric)
         backbone = torchvision.models.get_model(arch, weights=weights)
         if in_channels != 3:
             backbone.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.num_features = backbone.fc.in_features
-        backbone.fc = nn.Linear(self.num_features, embedding_dim)
+        backbone.fc = nn.Linear(self.num_features, self.embedding_dim)
         self.backbone = backbone
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

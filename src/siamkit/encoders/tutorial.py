@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from siamkit.encoders._checks import check_input_size
 from siamkit.encoders.base import Encoder, register_encoder
+
+#: The largest side accepted: the first linear layer holds 8 x H x W x 500 weights
+#: (4 GB at 512 x 512).
+MAX_TUTORIAL_SIDE = 512
 
 
 def _tutorial_block(cin: int, cout: int) -> list[nn.Module]:
@@ -41,7 +46,7 @@ class TutorialCNN(Encoder):
         super().__init__()
         self.embedding_dim = embedding_dim
         self.in_channels = 1
-        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.input_size = check_input_size(input_size, MAX_TUTORIAL_SIDE)
         self.metric = "euclidean"
         self.features = nn.Sequential(
             *_tutorial_block(1, 4), *_tutorial_block(4, 8), *_tutorial_block(8, 8)
@@ -53,7 +58,7 @@ class TutorialCNN(Encoder):
             nn.ReLU(inplace=True),
             nn.Linear(500, 500),
             nn.ReLU(inplace=True),
-            nn.Linear(500, embedding_dim),
+            nn.Linear(500, self.embedding_dim),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from siamkit._atomic import atomic_write
 from siamkit._version import __version__
-from siamkit.evaluation.runner import Evaluation
+from siamkit.evaluation.runner import Evaluation, check_report_folder
+from siamkit.thresholds import unreliable_reason
 
 REPORT_FILE = "report.html"
 
@@ -103,7 +104,7 @@ def _verification(ev: Evaluation) -> str:
             f"{t.far:.5f}",
             t.threshold,
             t.num_impostor,
-            "yes" if t.reliable else f"no (fewer than {10 / t.target_far:.0f} impostor pairs)",
+            "yes" if t.reliable else f"no ({unreliable_reason(t)})",
         )
         for t in ev.tar_at_far
     ]
@@ -158,7 +159,7 @@ def _open_set_search(ev: Evaluation) -> str:
             f"{f.fpir:.4f}",
             f.threshold,
             f"{f.num_mated} / {f.num_non_mated}",
-            "yes" if f.reliable else f"no (fewer than {10 / f.target_fpir:.0f} stranger searches)",
+            "yes" if f.reliable else f"no ({unreliable_reason(f)})",
         )
         for f in search.fnir_at_fpir
     ]
@@ -205,6 +206,19 @@ def _alignment(ev: Evaluation) -> str:
     return "<h2>Face alignment</h2>" + text
 
 
+def _skipped_files(ev: Evaluation) -> str:
+    if not ev.skipped_files:
+        return ""
+    rows = [(item.path, item.reason) for item in ev.skipped_files[:50]]
+    more = len(ev.skipped_files) - len(rows)
+    note = f'<p class="sub">and {more} more (see evaluation.json).</p>' if more > 0 else ""
+    return (
+        "<h2>Files left out</h2>"
+        '<p class="sub">Files and links of the people\'s folders that are not in any metric:'
+        "</p>" + table(["file", "why"], rows) + note
+    )
+
+
 def _training(model_dir: Path | None) -> str:
     if model_dir is None or not (model_dir / "loss_plot.png").is_file():
         return ""
@@ -225,10 +239,14 @@ def write_report(
     ``evaluation`` must come from :func:`~siamkit.evaluation.evaluate_encoder`
     with the same ``out_dir`` (which drew the pictures).
 
+    Raises:
+        ConfigError: ``out_dir`` is a file, or holds files that are not an
+            evaluation report's (see :func:`~siamkit.evaluation.runner.check_report_folder`).
+
     Examples:
         >>> path = write_report(result, "eval/", model_dir="runs/faces")  # doctest: +SKIP
     """
-    out = Path(out_dir)
+    out = check_report_folder(out_dir)
     ev = evaluation
     v = ev.verification
     cards = "".join(
@@ -275,7 +293,7 @@ def write_report(
         f"<h2>Overview</h2>{overview}"
         f"<h2>Verification (1:1)</h2>{_verification(ev)}"
         f"<h2>Identification (1:N)</h2>{_identification(ev)}"
-        f"{_alignment(ev)}"
+        f"{_alignment(ev)}{_skipped_files(ev)}"
         f"<h2>Pictures</h2>{figures}"
         + "".join(f"<h2>{html.escape(s.title)}</h2>{s.html}" for s in sections)
         + _training(Path(model_dir) if model_dir else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from siamkit._atomic import write_json
-from siamkit._folders import list_image_folder
+from siamkit._atomic import remove_temporaries, write_json
+from siamkit._folders import SkippedFile, list_image_folder
 from siamkit._images import load_image
 from siamkit.alignment.base import AlignmentStats
 from siamkit.evaluation import plots
@@ -36,7 +37,7 @@ from siamkit.evaluation.verification import (
     tar_at_far,
     verification_metrics,
 )
-from siamkit.exceptions import DataError
+from siamkit.exceptions import ConfigError, DataError
 from siamkit.geometry import paired_distances, pairwise_distances
 
 if TYPE_CHECKING:
@@ -44,17 +45,84 @@ if TYPE_CHECKING:
     from siamkit.runtime.onnx import OnnxEncoder
 
 FARS = (1e-1, 1e-2, 1e-3)
+EVALUATION_FILE = "evaluation.json"
+#: Every file an evaluation report folder holds: the JSON, the pictures,
+#: ``report.html`` and the picture ``siamkit demo`` adds to its report.
+REPORT_FILES = frozenset({
+    EVALUATION_FILE, "report.html", "roc.png", "det.png", "distance_histograms.png",
+    "cmc.png", "pairs.png", "retrieval.png", "gallery_search.png",
+})  # fmt: skip
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def check_report_folder(out_dir: str | os.PathLike, option: str = "out_dir") -> Path:
+    """Refuse to write a report where it would overwrite files siamkit did not write there.
+
+    ``out_dir`` may be missing, empty, or hold an earlier report (only
+    :data:`REPORT_FILES`, and the temporary files a killed report left), which
+    the new one replaces. ``option`` is how the message names the folder
+    (``"--out"`` in the CLI).
+
+    Raises:
+        ConfigError: ``out_dir`` is a file, or a folder holding anything else
+            (a model folder, say): the message names a few of its files.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "encoder.json").write_text("{}")
+        >>> check_report_folder(folder)
+        Traceback (most recent call last):
+        ...
+        siamkit.exceptions.ConfigError: out_dir ... holds files that are not from an evaluation report (encoder.json): pick a new or empty folder, so nothing there is overwritten
+    """  # noqa: E501
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"{option} {out} is a file: pass a folder for the report (created if missing)"
+        )
+    if not out.exists():
+        return out
+    foreign = sorted(entry.name for entry in os.scandir(out) if not _is_report_file(entry))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise ConfigError(
+            f"{option} {out} holds files that are not from an evaluation report ({shown}): "
+            "pick a new or empty folder, so nothing there is overwritten"
+        )
+    return out
+
+
+def prepare_report_folder(out_dir: str | os.PathLike) -> Path:
+    """Check ``out_dir`` (:func:`check_report_folder`), create it, drop stale temporary files."""
+    out = check_report_folder(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out, REPORT_FILES)
+    return out
+
+
+def _is_report_file(entry: os.DirEntry[str]) -> bool:
+    name = entry.name
+    temporary = _TEMPORARY.fullmatch(name)
+    if temporary is not None:
+        name = temporary.group("name")
+    return name in REPORT_FILES and entry.is_file(follow_symlinks=False)
 
 
 @dataclass(frozen=True)
 class LabelledImages:
-    """Image paths with integer labels and class names, from a folder, FaceFolder or Subset."""
+    """Image paths with integer labels and class names, from a folder, FaceFolder or Subset.
+
+    ``skipped_files`` are the files of these people's folders the listing left
+    out, with the reason (see :func:`siamkit._folders.list_image_folder`).
+    """
 
     paths: list[str]
     labels: np.ndarray
     classes: list[str]
     root: Path
     description: str
+    skipped_files: list[SkippedFile] = field(default_factory=list)
 
     @classmethod
     def of(cls, data: Any) -> LabelledImages:
@@ -71,10 +139,12 @@ class LabelledImages:
         if _is_face_folder(data):
             root, classes = str(data.root), list(data.classes)
             paths, labels = data.paths, np.asarray(data.targets)
+            skipped = data.skipped_files
         else:
             listing = list_image_folder(data)
             root, classes = listing.root, listing.classes
             paths, labels = listing.paths, np.asarray(listing.labels)
+            skipped = listing.skipped
         if indices is not None:
             paths, labels = [paths[i] for i in indices], labels[indices]
         if len(paths) == 0:
@@ -89,6 +159,7 @@ class LabelledImages:
             classes=classes,
             root=Path(root),
             description=root + (shown if indices is not None else ""),
+            skipped_files=skipped if indices is None else _of_people(skipped, root, people),
         )
 
     def subset(self, keep: list[int]) -> LabelledImages:
@@ -96,6 +167,12 @@ class LabelledImages:
         return dataclasses.replace(
             self, paths=[self.paths[i] for i in keep], labels=self.labels[keep]
         )
+
+
+def _of_people(skipped: list[SkippedFile], root: str, people: list[str]) -> list[SkippedFile]:
+    """The files left out of these people's folders (a Subset's share of its folder's)."""
+    wanted = set(people)
+    return [s for s in skipped if Path(os.path.relpath(s.path, root)).parts[0] in wanted]
 
 
 def _is_face_folder(data: Any) -> bool:
@@ -127,6 +204,9 @@ class Evaluation:
             faces); None when the encoder has no aligner.
         skipped_images: Images left out because no face was found in them
             (the aligner's ``on_missing="skip"``), with the pairs they were in.
+        skipped_files: Files and links of the people's folders that the folder
+            listing left out (not images siamkit reads, links that leave the
+            folder or loop), each with its reason.
 
     Examples:
         >>> result = evaluate_encoder(encoder, "faces/")  # doctest: +SKIP
@@ -152,6 +232,7 @@ class Evaluation:
     figures: dict[str, str] = field(default_factory=dict)
     alignment: AlignmentStats | None = None
     skipped_images: list[str] = field(default_factory=list)
+    skipped_files: list[SkippedFile] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -274,7 +355,9 @@ def evaluate_encoder(
             :class:`~siamkit.data.FaceFolder`, or a ``Subset`` of one (e.g. the
             test people of :func:`~siamkit.data.split_by_class`).
         pairs: Optional pair list (see :func:`read_pairs`).
-        out_dir: Where ``evaluation.json`` and the PNG pictures go.
+        out_dir: Where ``evaluation.json`` and the PNG pictures go: a new or
+            empty folder, or one holding only an earlier report's files (see
+            :func:`check_report_folder`).
         model_dir: The model's directory, to reuse the threshold fitted on its
             validation people during training.
         seed: Seeds the choice of example pairs and enrolled people.
@@ -282,6 +365,8 @@ def evaluate_encoder(
         examples: Pairs in the pair grid.
 
     Raises:
+        ConfigError: ``out_dir`` is a file, or a folder holding files that are
+            not an evaluation report's.
         DataError: fewer than two people (once images without a face are
             skipped), or a pair file whose pairs all lost an image.
         NoFaceError: no face in an image under the aligner's policy ``"error"``.
@@ -291,6 +376,8 @@ def evaluate_encoder(
         >>> result.verification.auc  # doctest: +SKIP
         0.997
     """
+    if out_dir is not None:
+        check_report_folder(out_dir)  # before the work, not after it
     folder = LabelledImages.of(data)
     if len(np.unique(folder.labels)) < 2:
         raise DataError(f"{data} holds a single person: evaluation needs at least two")
@@ -332,14 +419,14 @@ def evaluate_encoder(
         open_set_search=open_set_search(embeddings, labels, metric, seed=seed),
         alignment=alignment,
         skipped_images=skipped + skipped_extra,
+        skipped_files=folder.skipped_files,
     )
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = prepare_report_folder(out_dir)
         result.figures = _draw(
             out, folder, embeddings, labels, distances, same, pair_paths, result, seed, examples
         )
-        write_json(out / "evaluation.json", result.to_dict())
+        write_json(out / EVALUATION_FILE, result.to_dict())
     return result
 
 

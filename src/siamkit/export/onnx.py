@@ -17,15 +17,20 @@ import torch
 
 from siamkit._atomic import sha256_file, write_json
 from siamkit._version import __version__
-from siamkit.exceptions import ExportError, MissingExtraError
+from siamkit.exceptions import ExportError, MissingExtraError, ModelFileError
+from siamkit.export._files import Target, check_target, move_into_place, staging, writing
 from siamkit.runtime._format import (
+    DATA_FILE,
     FORMAT_NAME,
     FORMAT_VERSION,
     INPUT_NAME,
     OUTPUT_NAME,
-    check_export_target,
     manifest_path,
+    manifest_problems,
 )
+from siamkit.runtime._graph import external_data_files
+from siamkit.runtime.onnx import check_signature, inference_session
+from siamkit.runtime.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     from siamkit.encoders.base import Encoder
@@ -39,19 +44,27 @@ TOLERANCE = 1e-4
 def export_onnx(encoder: Encoder, path: str | os.PathLike, opset: int | None = None) -> Path:
     """Write ``encoder`` as an ONNX graph with a dynamic batch axis, and its manifest.
 
+    The files are written to a staging folder beside the target, then moved
+    into place with the manifest last: a failure (a full disk) leaves the
+    earlier export there, if any, as it was.
+
     Args:
         encoder: Any siamkit encoder whose :meth:`~siamkit.Encoder.preprocessing`
             describes its transform (or, for encoders of vectors, whose
             :meth:`~siamkit.Encoder.example_input` gives inputs).
-        path: A ``.onnx`` file, or a folder (which gets ``encoder.onnx``).
+        path: A ``.onnx`` file (new, or an earlier export), or a folder (new,
+            empty, or holding an earlier export), which gets ``encoder.onnx``.
         opset: The ONNX opset (default :data:`DEFAULT_OPSET`).
 
     Returns:
         The path of the ``.onnx`` file; its manifest is the same name plus ``.json``.
 
     Raises:
+        ConfigError: ``path`` holds files that are not a siamkit export (a
+            model folder, another ``.onnx`` file); nothing is written.
         ExportError: no example input, an operation ONNX cannot
             express (named in the message), or outputs that differ from PyTorch's.
+        WriteError: a file could not be written (full disk, no permission).
         MissingExtraError: ``onnx``/``onnxruntime`` are not installed
             (``pip install 'siamkit[onnx]'``).
 
@@ -63,24 +76,65 @@ def export_onnx(encoder: Encoder, path: str | os.PathLike, opset: int | None = N
         128
     """
     spec = encoder.preprocessing()
-    target = check_export_target(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = check_target(path)
+    opset = opset or DEFAULT_OPSET
     example = encoder.example_input(2)
-    staging = target.with_name(f".{target.name}.tmp")
     was_training = encoder.training
     encoder.eval()
     try:
-        _export_graph(encoder, example, staging, opset or DEFAULT_OPSET)
-        _check_against_torch(encoder, staging)
-        os.replace(staging, target)
+        program = _export_program(encoder, example, opset)
+        with staging(target) as folder:
+            _write_export(encoder, program, folder / target.graph.name, target, spec, opset)
     finally:
         encoder.train(was_training)
-        staging.unlink(missing_ok=True)
-    write_json(manifest_path(target), _manifest(encoder, target, spec, opset or DEFAULT_OPSET))
-    return target
+    return target.graph
 
 
-def _export_graph(encoder: Encoder, example: torch.Tensor, path: Path, opset: int) -> None:
+def _write_export(
+    encoder: Encoder,
+    program: Any,
+    graph: Path,
+    target: Target,
+    spec: Preprocessing | None,
+    opset: int,
+) -> None:
+    """Save, check and describe the graph in the staging folder, then move it all into place."""
+    with writing(target.graph), _silenced():
+        program.save(str(graph), external_data=False)  # over 2 GB: weights in NAME.onnx.data
+    session = _check_against_torch(encoder, graph)
+    data = _data_files(graph)
+    manifest = _manifest(encoder, graph, data, spec, opset)
+    problems = manifest_problems(manifest)
+    if problems:
+        raise ExportError(
+            f"cannot describe {type(encoder).__name__} in an export manifest: "
+            f"{'; '.join(problems[:3])}"
+        )
+    try:
+        check_signature(session, manifest, graph, spec)
+    except ModelFileError as err:
+        raise ExportError(
+            f"the ONNX graph of {type(encoder).__name__} would not load: {err}"
+        ) from None
+    manifest_name = manifest_path(target.graph).name
+    with writing(target.folder / manifest_name):
+        write_json(graph.with_name(manifest_name), manifest)
+    move_into_place(target, [*(entry["name"] for entry in data), graph.name, manifest_name])
+
+
+def _data_files(graph: Path) -> list[dict[str, Any]]:
+    """Name, size and SHA-256 of each file besides the graph that the graph reads."""
+    entries = []
+    for name in external_data_files(graph.read_bytes()):
+        path = graph.with_name(name)
+        if not DATA_FILE.fullmatch(name) or not path.is_file():
+            raise ExportError(f"the ONNX exporter wrote weights to {name!r}, not beside {graph}")
+        entries.append({"name": name, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+    return entries
+
+
+def _export_program(encoder: Encoder, example: torch.Tensor, opset: int) -> Any:
+    """The ``torch.onnx.ONNXProgram`` of ``encoder``, in memory (nothing written yet)."""
     try:
         import onnx  # noqa: F401  (the exporter needs it)
         import onnxscript  # noqa: F401
@@ -91,16 +145,15 @@ def _export_graph(encoder: Encoder, example: torch.Tensor, path: Path, opset: in
     # library stays quiet (a failure is raised with its cause instead).
     with _silenced():
         try:
-            torch.onnx.export(
+            return torch.onnx.export(
                 encoder,
                 (example,),
-                str(path),
+                None,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 dynamic_shapes=({0: batch},),
                 opset_version=opset,
                 dynamo=True,
-                external_data=False,
             )
         except Exception as err:  # the exporter raises many types; name the cause
             raise ExportError(
@@ -145,28 +198,42 @@ def _cause(err: BaseException) -> str:
     return f"{type(err).__name__}: {(lines or ['no message'])[0][:300]}"
 
 
-def _check_against_torch(encoder: Encoder, graph: Path) -> None:
-    from siamkit.runtime.onnx import inference_session
-
+def _check_against_torch(encoder: Encoder, graph: Path) -> Any:
+    """The ONNX Runtime session of ``graph``, once its embeddings are PyTorch's."""
     batch = encoder.example_input(3)  # another size than the traced one: the axis is dynamic
     with torch.no_grad():
         expected = encoder(batch).float().cpu().numpy()
-    got = inference_session(graph).run(None, {INPUT_NAME: batch.numpy()})[0]
+    session = inference_session(graph)
+    try:
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
+    except Exception as err:  # ORT's own types
+        raise ExportError(
+            f"the ONNX graph of {type(encoder).__name__} fails in ONNX Runtime "
+            f"({str(err).strip()[:300]}); override export_onnx() for this encoder"
+        ) from None
     if got.shape != expected.shape or not np.allclose(got, expected, atol=TOLERANCE, rtol=0):
         diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else "shape"
         raise ExportError(
             f"the ONNX graph of {type(encoder).__name__} gives other embeddings than PyTorch "
             f"(largest difference {diff}); override export_onnx() for this encoder"
         )
+    return session
 
 
-def _manifest(encoder: Encoder, graph: Path, spec: Any, opset: int) -> dict[str, Any]:
+def _manifest(
+    encoder: Encoder,
+    graph: Path,
+    data: list[dict[str, Any]],
+    spec: Preprocessing | None,
+    opset: int,
+) -> dict[str, Any]:
     aligner = encoder.aligner
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "graph": graph.name,
         "graph_sha256": sha256_file(graph),
+        "external_data": data,
         "embedding_dim": int(encoder.embedding_dim),
         "metric": encoder.metric,
         "fingerprint": encoder.fingerprint(),

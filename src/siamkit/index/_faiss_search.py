@@ -1,8 +1,9 @@
-"""k-NN over the FAISS store's rows: removed rows skipped, compressed codes re-ranked.
+"""k-NN over the FAISS store's rows: removed rows skipped, every distance exact.
 
-The FAISS index still holds removed rows until they are rebuilt away, and
-PQ/SQ indexes report approximate distances; these functions turn FAISS's
-answers into live rows and distances in siamkit's geometry.
+The FAISS index still holds removed rows until they are rebuilt away, and its
+scores are float32 approximations (compressed codes: rough ones); these
+functions turn FAISS's answers into live rows and the distances of
+:func:`siamkit.geometry.index_distances`, which verify and calibration use too.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import faiss
 import numpy as np
 
 from siamkit.exceptions import EmptyIndexError
+from siamkit.geometry import index_distances
 from siamkit.index._store import RowStore
-from siamkit.index.backends import Backend, faiss_metric, to_distances
+from siamkit.index.backends import Backend, faiss_metric
 
-_RECOMPUTE_CHUNK = 4096  # queries per exact-distance block, to bound memory
+_RECOMPUTE_VALUES = 1 << 22  # float64 differences per block of exact distances
 
 
 def nearest_rows(
@@ -33,13 +35,12 @@ def nearest_rows(
         (array([[1]]), array([[1.]], dtype=float32))
     """
     if not rows.num_dead and backend.index is not None and k < rows.num_rows:
-        scores, found = backend.search(queries, int(k))
-        return finish(rows, queries, found, scores, backend.exact_distances, metric)
+        _, found = backend.search(queries, int(k))
+        return finish(rows, queries, found, metric)
     if rows.num_alive == 0:
         raise EmptyIndexError("the index is empty: add items before searching it")
     k = min(int(k), rows.num_alive)
     out_rows = np.full((len(queries), k), -1, dtype=np.int64)
-    out_scores = np.zeros((len(queries), k), dtype=np.float32)
     # Removed rows are still in FAISS: fetch enough extra to cover them and
     # fetch again, twice as many, for queries that came up short.
     dead_share = rows.num_dead / rows.num_rows
@@ -47,7 +48,7 @@ def nearest_rows(
     todo = np.arange(len(queries))
     while todo.size:
         exact = backend.index is None or fetch >= rows.num_rows
-        found_scores, found = (
+        _, found = (
             faiss.knn(queries[todo], rows.vectors, fetch, metric=faiss_metric(metric))
             if exact
             else backend.search(queries[todo], fetch)
@@ -60,45 +61,66 @@ def nearest_rows(
         keep = np.take_along_axis(valid, order, axis=1)
         done = todo[~short]
         out_rows[done] = np.where(keep, np.take_along_axis(found, order, axis=1), -1)[~short]
-        out_scores[done] = np.take_along_axis(found_scores, order, axis=1)[~short]
         todo, fetch = todo[short], min(rows.num_rows, 2 * fetch)
-    return finish(rows, queries, out_rows, out_scores, backend.exact_distances, metric)
+    return finish(rows, queries, out_rows, metric)
 
 
 def finish(
-    rows: RowStore,
-    queries: np.ndarray,
-    found: np.ndarray,
-    scores: np.ndarray,
-    exact: bool,
-    metric: str,
+    rows: RowStore, queries: np.ndarray, found: np.ndarray, metric: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """FAISS scores as siamkit distances (NaN where nothing was found), re-ranked if inexact."""
+    """FAISS's rows with siamkit's distances (NaN where nothing was found), nearest first.
+
+    FAISS's own scores only pick the rows: every distance is worked out again
+    from the stored vectors by :func:`siamkit.geometry.index_distances`, the
+    function verify and calibration use, so a pair has one distance whichever
+    entry point asks. (FAISS's float32 scores differ from it in the last
+    digits, and between its single-query and batch kernels; compressed codes
+    give approximations.) Ties are put in row order, so a single query and a
+    batch list equal distances alike.
+    """
     missing = found < 0
-    if exact:
-        distances = to_distances(scores, metric)
-    else:  # compressed codes (PQ, SQ...): re-rank on the stored vectors
-        distances = recompute(rows.vectors, queries, found, metric)
-        order = np.argsort(np.where(missing, np.inf, distances), axis=1, kind="stable")
-        found = np.take_along_axis(found, order, axis=1)
-        distances = np.take_along_axis(distances, order, axis=1)
-        missing = found < 0
+    distances = recompute(rows.vectors, queries, found, metric)
+    # Nearest first; ties in row order, what was not found last.
+    order = np.lexsort(
+        (np.where(missing, rows.num_rows, found), np.where(missing, np.inf, distances))
+    )
+    found = np.take_along_axis(found, order, axis=1)
+    distances = np.take_along_axis(distances, order, axis=1)
     if missing.any():
-        distances = np.where(missing, np.float32(np.nan), distances)
-    return found, distances.astype(np.float32, copy=False)
+        distances = np.where(found < 0, np.float32(np.nan), distances)
+    return found, distances
+
+
+def nearest_one(
+    vectors: np.ndarray, query: np.ndarray, found: np.ndarray, metric: str
+) -> tuple[list[int], list[float]]:
+    """:func:`finish` for one query (``(1, D)``, prepared) as lists; rows -1 left out.
+
+    Examples:
+        >>> v = np.array([[0.0], [3.0], [1.0]], dtype="float32")
+        >>> nearest_one(v, np.array([[2.0]], "float32"), np.array([1, 2, -1]), "euclidean")
+        ([1, 2], [1.0, 1.0])
+    """
+    rows = found.tolist()
+    if -1 in rows:
+        rows = [row for row in rows if row >= 0]
+        found = np.array(rows, dtype=np.int64)
+    distances = index_distances(vectors.take(found, axis=0), query, metric).tolist()
+    ranked = sorted(zip(distances, rows, strict=True))  # as finish: ties in row order
+    return [row for _, row in ranked], [distance for distance, _ in ranked]
 
 
 def recompute(
     vectors: np.ndarray, queries: np.ndarray, found: np.ndarray, metric: str
 ) -> np.ndarray:
-    """Exact distances from each query to its ``found`` rows (row -1 reads row 0)."""
+    """Each query's :func:`~siamkit.geometry.index_distances` to its ``found`` rows (-1 reads 0)."""
     out = np.empty(found.shape, dtype=np.float32)
-    for start in range(0, len(found), _RECOMPUTE_CHUNK):
-        block = slice(start, start + _RECOMPUTE_CHUNK)
+    if not out.size:
+        return out
+    # Queries per block: about 4M float64 differences at a time, to bound memory.
+    step = max(1, _RECOMPUTE_VALUES // max(1, found.shape[1] * vectors.shape[1]))
+    for start in range(0, len(found), step):
+        block = slice(start, start + step)
         near = vectors[np.where(found[block] < 0, 0, found[block])]
-        query = queries[block][:, None, :]
-        if metric == "cosine":
-            out[block] = 1.0 - np.einsum("qkd,qkd->qk", near, query)
-        else:
-            out[block] = np.sqrt(np.einsum("qkd,qkd->qk", near - query, near - query))
+        out[block] = index_distances(near, queries[block][:, None, :], metric)
     return out

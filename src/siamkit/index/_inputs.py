@@ -20,11 +20,14 @@ from siamkit._embedding import (
     skips_missing_faces,
     to_embeddings,
 )
+from siamkit._manifest import check_json_depth
 from siamkit.exceptions import ConfigError, ShapeError
 
 __all__ = [
+    "MAX_METADATA_DEPTH",
     "Embedded",
     "Paths",
+    "check_extra",
     "check_id",
     "check_label",
     "check_metadata",
@@ -34,6 +37,11 @@ __all__ = [
     "skips_missing_faces",
     "to_embeddings",
 ]
+
+
+#: How deep an item's metadata (and a gallery's ``extra`` notes) may nest, the dict
+#: itself counted: deeper JSON would crash the JSON writer (RecursionError) at 1,000.
+MAX_METADATA_DEPTH = 32
 
 
 # -- ids, labels, metadata ------------------------------------------------------------
@@ -106,11 +114,37 @@ def _json_copy(meta: Any, position: int) -> dict[str, Any]:
         return {}
     if not isinstance(meta, dict):
         raise ConfigError(f"metadata of item {position} must be a dict, got {type(meta).__name__}")
+    return _checked_json(meta, f"metadata of item {position}")
+
+
+def check_extra(extra: Any) -> dict[str, Any]:
+    """A copy of a gallery's ``extra`` notes, checked as metadata is: a JSON dict, bounded.
+
+    Raises:
+        ConfigError: not a dict, not JSON, or nested deeper than :data:`MAX_METADATA_DEPTH`.
+
+    Examples:
+        >>> check_extra({"model": "runs/faces"})
+        {'model': 'runs/faces'}
+    """
+    if not isinstance(extra, dict):
+        raise ConfigError(f"extra must be a dict, got {type(extra).__name__}")
+    return _checked_json(extra, "the index's extra notes")
+
+
+def _checked_json(value: dict[str, Any], what: str) -> dict[str, Any]:
+    try:
+        # First: json.dumps recurses once per level, and the walk here does not.
+        check_json_depth(value, MAX_METADATA_DEPTH)
+    except ValueError:
+        raise ConfigError(
+            f"{what} nests lists and dicts deeper than {MAX_METADATA_DEPTH} levels: keep it flatter"
+        ) from None
     try:
         # allow_nan=False: NaN and infinity are not JSON; stores would keep them differently.
-        return json.loads(json.dumps(meta, allow_nan=False))
+        return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as err:
         raise ConfigError(
-            f"metadata of item {position} is not JSON-serialisable ({err}): keep it to "
-            "strings, finite numbers, booleans, lists and dicts"
+            f"{what} is not JSON-serialisable ({err}): keep it to strings, finite numbers, "
+            "booleans, lists and dicts"
         ) from None

@@ -16,9 +16,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from siamkit._manifest import check_json_depth
 from siamkit.exceptions import ConfigError, IndexFileError
 from siamkit.geometry import METRICS
-from siamkit.index._inputs import check_id, check_label
+from siamkit.index._inputs import MAX_METADATA_DEPTH, check_id, check_label
 from siamkit.index.backends import IndexSpec
 from siamkit.index.calibration import check_far, check_fpir, check_threshold
 from siamkit.index.results import Calibration
@@ -102,6 +103,17 @@ def _is_hex64(value: Any) -> bool:
     return isinstance(value, str) and _HEX64.fullmatch(value) is not None
 
 
+def _is_notes(value: Any) -> bool:
+    """True for ``extra`` notes ``FaceIndex.save`` would write: a dict, nested within bounds."""
+    if not isinstance(value, dict):
+        return False
+    try:
+        check_json_depth(value, MAX_METADATA_DEPTH)
+    except ValueError:
+        return False
+    return True
+
+
 def _valid_spec(value: Any) -> bool:
     if not isinstance(value, str) or not 0 < len(value) <= 200:
         return False
@@ -127,7 +139,7 @@ _FIELDS: dict[str, Callable[[Any], bool]] = {
     "threshold": lambda v: v is None or isinstance(v, (int, float)),
     "calibration": lambda v: v is None or isinstance(v, dict),
     "encoder": lambda v: v is None or isinstance(v, dict),
-    "extra": lambda v: isinstance(v, dict),
+    "extra": _is_notes,
     "files": lambda v: isinstance(v, dict),
 }
 #: Fields added by format version 3.
@@ -233,7 +245,9 @@ def _identify_problems(threshold: Any, fit: dict[str, Any] | None) -> list[str]:
 
 
 def _valid_fpir_calibration(fit: dict[str, Any], threshold: Any) -> bool:
-    if set(fit) != {f.name for f in fields(FpirCalibration)}:
+    names = {f.name for f in fields(FpirCalibration)}
+    # "warnings" came with issue 18: files saved before lack it.
+    if not names - {"warnings"} <= set(fit) <= names or not _valid_warnings(fit):
         return False
     counts = ("num_mated", "num_non_mated", "gallery_size", "gallery_people")
     ok = (
@@ -253,6 +267,16 @@ def _valid_fpir_calibration(fit: dict[str, Any], threshold: Any) -> bool:
     except (ConfigError, TypeError, ValueError):
         return False
     return ok
+
+
+def _valid_warnings(fit: dict[str, Any]) -> bool:
+    """A calibration's warnings, when present: a short list of strings (a tuple in memory)."""
+    found = fit.get("warnings", [])
+    return (
+        isinstance(found, (list, tuple))
+        and len(found) <= 16
+        and all(isinstance(w, str) for w in found)
+    )
 
 
 def record_problems(meta: dict[str, Any], dim: int | None) -> list[str]:
@@ -282,7 +306,9 @@ def record_problems(meta: dict[str, Any], dim: int | None) -> list[str]:
         own_dim = dim if dim is not None else encoder.get("embedding_dim")
         problems += _encoder_problems({"encoder": encoder, "dim": own_dim})
     extra, next_id = meta.get("extra", {}), meta.get("next_id", 0)
-    if not isinstance(extra, dict):
+    if isinstance(extra, dict) and not _is_notes(extra):
+        problems.append(f"extra nested deeper than {MAX_METADATA_DEPTH} levels")
+    elif not isinstance(extra, dict):
         problems.append(f"invalid extra {extra!r}")
     if not (_is_int(next_id) and next_id >= 0):
         problems.append(f"invalid next_id {next_id!r}")
@@ -291,8 +317,11 @@ def record_problems(meta: dict[str, Any], dim: int | None) -> list[str]:
 
 def _calibration_problems(calibration: dict[str, Any], threshold: Any) -> list[str]:
     names = {f.name for f in fields(Calibration)}
-    if set(calibration) != names:
+    # "warnings" came with issue 18: files saved before lack it.
+    if not names - {"warnings"} <= set(calibration) <= names:
         return [f"calibration must have exactly the keys {sorted(names)}"]
+    if not _valid_warnings(calibration):
+        return [f"invalid calibration warnings {calibration['warnings']!r}"]
     counts, rates = ("num_genuine", "num_impostor"), ("far", "tar")
     ok = (
         all(_is_int(calibration[k]) and calibration[k] >= 0 for k in counts)

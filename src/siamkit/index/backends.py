@@ -315,10 +315,125 @@ class Backend:
             problems.append(f"{index.ntotal} vectors, expected {rows}")
         if index.metric_type != faiss_metric(self.metric):
             problems.append(f"faiss metric {index.metric_type}, expected the {self.metric} one")
+        if not problems:  # the structure's checks read arrays sized by the above
+            problems = structure_problems(index, rows)
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("; ".join(problems[:3]))
         self.index, self.trained_rows = index, int(trained_rows)
         self._apply_params()
+
+
+# -- checking an index read from a file -------------------------------------------------
+def structure_problems(index: Any, rows: int) -> list[str]:
+    """What makes ``index`` (read from a file) answer with anything but its ``rows`` rows.
+
+    A search returns the ids the file stores (IVF lists, an id map) or
+    reaches rows through the ids it stores (an HNSW graph): each must be a row
+    number, each row stored exactly once, or searches raise IndexError, miss
+    items or repeat them. FAISS checks little of this on reading (recent
+    versions check HNSW graphs, older ones do not; none checks IVF lists), so
+    every part is checked here, down the quantizers and wrapped indexes.
+    Kinds whose ids cannot be checked (NSG or NN-descent graphs, shards) are
+    refused.
+
+    Examples:
+        >>> flat = faiss.IndexFlatL2(2)
+        >>> flat.add(np.eye(2, dtype="float32"))
+        >>> structure_problems(flat, 2), structure_problems(flat, 3)
+        ([], ['IndexFlatL2 holds 2 vectors, expected 3'])
+    """
+    index = faiss.downcast_index(index)
+    name = type(index).__name__
+    if index.ntotal != rows:
+        return [f"{name} holds {index.ntotal} vectors, expected {rows}"]
+    if isinstance(index, faiss.IndexIDMap):  # IndexIDMap2 too
+        mapped = _array(index.id_map)
+        if not np.array_equal(mapped, np.arange(rows)):
+            return [f"{name}'s ids are not the row numbers 0..{rows - 1} in order"]
+        return structure_problems(index.index, rows)
+    if isinstance(index, faiss.IndexPreTransform):
+        return structure_problems(index.index, rows)
+    if isinstance(index, faiss.IndexRefine):
+        return structure_problems(index.base_index, rows) + structure_problems(
+            index.refine_index, rows
+        )
+    if isinstance(index, faiss.IndexIVF):
+        return _ivf_problems(index, rows)
+    if isinstance(index, faiss.IndexHNSW):
+        return _hnsw_problems(index.hnsw, rows) or structure_problems(index.storage, rows)
+    if isinstance(index, faiss.IndexFlatCodes):
+        size = index.codes.size()
+        if size != rows * index.code_size:
+            return [f"{name} holds {size} bytes of codes, expected {rows} x {index.code_size}"]
+        return []
+    if isinstance(index, getattr(faiss, "IndexFastScan", ())):
+        return []  # codes scanned in row order: results are row numbers
+    return [
+        f"siamkit cannot check that a FAISS {name} read from a file answers with its own rows "
+        "(its ids could point anywhere): save galleries with 'flat', 'hnsw', 'ivf' or an "
+        "IVF, HNSW, PQ or SQ factory string"
+    ]
+
+
+def _ivf_problems(index: Any, rows: int) -> list[str]:
+    lists = faiss.downcast_InvertedLists(index.invlists)
+    kinds = tuple(getattr(faiss, kind) for kind in ("ArrayInvertedLists", "BlockInvertedLists")
+                  if hasattr(faiss, kind))  # fmt: skip
+    if not isinstance(lists, kinds):  # on-disk lists would read another file
+        return [f"the IVF lists are kept as {type(lists).__name__}, not in the file"]
+    if lists.nlist != index.nlist:
+        return [f"{lists.nlist} IVF lists, the index says {index.nlist}"]
+    found = [_ids_of(lists, number) for number in range(lists.nlist)]
+    ids = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+    if len(ids) != rows:
+        return [f"the IVF lists hold {len(ids)} entries for {rows} rows"]
+    if len(ids) and (ids.min() < 0 or ids.max() >= rows):
+        return [f"the IVF lists hold ids outside the rows 0..{rows - 1}"]
+    if len(ids) and np.bincount(ids, minlength=rows).max() > 1:
+        return ["the IVF lists hold a row more than once"]
+    quantizer = index.quantizer
+    if quantizer is None or quantizer.ntotal != index.nlist or quantizer.d != index.d:
+        return [f"the IVF quantizer does not hold the {index.nlist} {index.d}-d list centres"]
+    return structure_problems(quantizer, index.nlist)
+
+
+def _ids_of(lists: Any, number: int) -> np.ndarray:
+    size = lists.list_size(number)
+    if not size:
+        return np.zeros(0, dtype=np.int64)
+    pointer = lists.get_ids(number)
+    try:
+        return faiss.rev_swig_ptr(pointer, size).astype(np.int64)
+    finally:
+        lists.release_ids(number, pointer)
+
+
+def _hnsw_problems(hnsw: Any, rows: int) -> list[str]:
+    """The checks recent FAISS makes on reading an HNSW graph, for the versions without them."""
+    cum, levels = _array(hnsw.cum_nneighbor_per_level), _array(hnsw.levels)
+    offsets, neighbors = _array(hnsw.offsets), _array(hnsw.neighbors)
+    if len(cum) < 2 or cum[0] != 0 or (np.diff(cum) < 0).any():
+        return ["the HNSW graph's neighbour counts per level are malformed"]
+    if len(levels) != rows or (rows and (levels.min() < 1 or levels.max() >= len(cum))):
+        return ["the HNSW graph's levels do not match its rows"]
+    if len(offsets) != rows + 1 or offsets[0] != 0:
+        return ["the HNSW graph's offsets do not match its rows"]
+    if not np.array_equal(np.diff(offsets.astype(np.int64)), cum[levels]):
+        return ["the HNSW graph's offsets disagree with its levels"]
+    if len(neighbors) != int(offsets[-1]):
+        return ["the HNSW graph holds a wrong number of neighbours"]
+    if len(neighbors) and (neighbors.min() < -1 or neighbors.max() >= rows):
+        return [f"the HNSW graph links to rows outside 0..{rows - 1}"]
+    entry, top = int(hnsw.entry_point), int(hnsw.max_level)
+    if rows and not (0 <= entry < rows and top == levels[entry] - 1 == levels.max() - 1):
+        return ["the HNSW graph's entry point or top level is wrong"]
+    return []
+
+
+def _array(vector: Any) -> np.ndarray:
+    """A std::vector of FAISS's as a NumPy view (no copy: graphs can be large)."""
+    size = vector.size()
+    return faiss.rev_swig_ptr(vector.data(), size) if size else np.zeros(0, dtype=np.int64)
 
 
 def _nlist_of(index: Any) -> int:

@@ -3,20 +3,27 @@
 The rule that places a threshold lives in :mod:`siamkit.thresholds`, shared with
 the evaluation; this module gathers the face index's own distances for it: its
 genuine and impostor pairs (1:1), and its searches (1:N), made with the index's
-own search so the geometry and the FAISS index are the ones identify uses.
+own search so the geometry and the FAISS index are the ones identify uses. Every
+distance is :func:`siamkit.geometry.index_distances` of the stored vectors, the
+number verify and search report for the same pair.
+
+Besides the fit's own warnings (:func:`siamkit.thresholds.fit_warnings`), a
+gallery is checked for labels that look like one person: images of two labels
+nearer than any two images of one label (the same photos filed under two
+names), which no threshold can tell apart.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from siamkit.evaluation.verification import all_pairs_distances
 from siamkit.exceptions import ConfigError, DataError
-from siamkit.geometry import paired_distances, pairwise_distances
+from siamkit.geometry import index_distances
 from siamkit.index.results import Neighbors
 from siamkit.thresholds import (
     FarCalibration,
@@ -42,7 +49,7 @@ __all__ = [
 
 #: Above this many pairs of a kind, the gallery's pairs are sampled (seeded).
 MAX_PAIRS = 1_000_000
-_CHUNK = 200_000  # pairs per distance computation, to bound memory
+_VALUES = 1 << 22  # float64 differences per distance computation, to bound memory
 _QUERIES = 4096  # searches per call to the index, to bound memory
 
 #: The index's batch search: ``(queries, k) -> Neighbors``.
@@ -81,6 +88,8 @@ def gallery_pairs(
     All pairs when there are at most ``max_pairs`` of them; otherwise all
     genuine pairs (or ``max_pairs`` sampled) and ``max_pairs`` sampled impostor
     pairs, drawn with a seeded generator so the threshold is reproducible.
+    ``vectors`` are the stored ones (prepared): the distances are
+    :func:`~siamkit.geometry.index_distances`, those verify and search report.
 
     Examples:
         >>> v = np.array([[0, 1], [0, 1], [1, 0]], dtype="float32")
@@ -88,19 +97,23 @@ def gallery_pairs(
         >>> d.tolist(), same.tolist()
         ([0.0, 1.0, 1.0], [True, False, False])
     """
+    codes = _label_codes(labels)
+    first, second = _pair_rows(codes, max_pairs, seed)
+    return _paired(vectors, first, second, metric), codes[first] == codes[second]
+
+
+def _pair_rows(codes: np.ndarray, max_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the pairs :func:`gallery_pairs` measures: all, or a seeded sample."""
     if max_pairs <= 0:
         raise ConfigError(f"max_pairs must be positive, got {max_pairs}")
-    codes = _label_codes(labels)
     n = len(codes)
     if n * (n - 1) // 2 <= max_pairs:
-        return all_pairs_distances(vectors, codes, metric)
+        first, second = np.triu_indices(n, k=1)
+        return first.astype(np.int64), second.astype(np.int64)
     rng = np.random.default_rng(seed)
     gi, gj = _genuine_pairs(codes, max_pairs, rng)
     ii, ij = _impostor_pairs(codes, max_pairs, rng)
-    first = np.concatenate([gi, ii])
-    second = np.concatenate([gj, ij])
-    same = np.concatenate([np.ones(len(gi), bool), np.zeros(len(ii), bool)])
-    return _paired(vectors, first, second, metric), same
+    return np.concatenate([gi, ii]), np.concatenate([gj, ij])
 
 
 def _label_codes(labels: np.ndarray) -> np.ndarray:
@@ -150,11 +163,63 @@ def _impostor_pairs(
 
 def _paired(vectors: np.ndarray, first: np.ndarray, second: np.ndarray, metric: str) -> np.ndarray:
     out = np.empty(len(first), dtype=np.float64)
-    for start in range(0, len(first), _CHUNK):
-        stop = start + _CHUNK
+    step = max(1, _VALUES // max(1, vectors.shape[1]))
+    for start in range(0, len(first), step):
+        stop = start + step
         a, b = vectors[first[start:stop]], vectors[second[start:stop]]
-        out[start:stop] = paired_distances(a, b, metric)
+        out[start:stop] = index_distances(a, b, metric)
     return out
+
+
+# -- labels that look like one person -------------------------------------------------
+def duplicate_warnings(
+    distances: np.ndarray,
+    own: np.ndarray,
+    other: np.ndarray | None,
+    positives: np.ndarray,
+    what: str,
+) -> tuple[str, ...]:
+    """A warning when negatives are nearer than every positive: one person under two labels.
+
+    Args:
+        distances: Negative distances (impostor pairs, or strangers' nearest faces).
+        own: The label of each negative's first side (None for unknown probes).
+        other: The label of its other side (the face found), or None.
+        positives: Positive distances (genuine pairs, or enrolled people's searches).
+        what: What a negative is, for the message (``"pairs of their images"``).
+
+    Examples:
+        >>> w = duplicate_warnings(np.array([0.0, 0.9]), np.array(["ann", "ann"], object),
+        ...                        np.array(["bo", "cy"], object), np.array([0.2]), "pairs")
+        >>> w[0][:38]
+        "labels 'ann' and 'bo' look like one pe"
+    """
+    nearest_own = float(positives.min()) if positives.size else 0.0
+    close = np.flatnonzero(distances <= nearest_own)
+    if not close.size:
+        return ()
+    nearest = float(distances[close].min())
+    than = (
+        f"no farther apart ({nearest:.3g} at the nearest) than the nearest two images of one "
+        f"person ({nearest_own:.3g})"
+        if positives.size
+        else "at distance 0 (copies of one image)"
+    )
+    if other is None or own is None:
+        return (
+            f"{close.size} unknown probes and their nearest enrolled faces are {than}: are "
+            "they strangers? Leave them out of unknown=, then calibrate again",
+        )
+    named = Counter(
+        tuple(sorted((own[i], other[i]), key=repr)) for i in close.tolist() if own[i] != other[i]
+    )
+    shown = ", ".join(f"{a!r} and {b!r}" for (a, b), _ in named.most_common(3))
+    left = len(named) - 3
+    more = f" (and {left} more pair{'s' if left > 1 else ''} of labels)" if left > 0 else ""
+    return (
+        f"labels {shown}{more} look like one person: {close.size} {what} are {than}; merge "
+        "the labels, or remove the duplicate images, then calibrate again",
+    )
 
 
 # -- 1:N: the index's own searches ----------------------------------------------------
@@ -199,6 +264,16 @@ def search_scores(
         >>> s.mated.round(2).tolist(), s.non_mated.round(2).tolist()
         ([0.1, 0.1, 0.3, 0.3], [1.0, 0.9, 0.9, 1.2])
     """
+    return _search_outcomes(search, gallery, metric, unknown)[0]
+
+
+def _search_outcomes(
+    search: Search, gallery: Gallery, metric: str, unknown: np.ndarray | None
+) -> tuple[OpenSetScores, np.ndarray | None, np.ndarray]:
+    """:func:`search_scores`, and of each non-mated search its own label and the one found.
+
+    The own labels are None for ``unknown`` probes (they have none).
+    """
     codes = _label_codes(gallery.labels)
     counts = np.bincount(codes)[codes]
     rows = np.flatnonzero(counts > 1)
@@ -208,15 +283,18 @@ def search_scores(
     )  # fmt: skip
     correct = found == gallery.labels[rows]
     if unknown is not None:
+        own = None
         none = np.full(len(unknown), None, dtype=object)
-        non_mated = _nearest_other(search, unknown, none, gallery, "ids", np.ones(len(none), int),
-                                   metric)[1]  # fmt: skip
+        other, non_mated = _nearest_other(search, unknown, none, gallery, "ids",
+                                          np.ones(len(none), int), metric)  # fmt: skip
     else:
+        own = gallery.labels
         # Enough neighbours that someone else is among them, in an exact index.
-        non_mated = _nearest_other(
+        other, non_mated = _nearest_other(
             search, gallery.vectors, gallery.labels, gallery, "labels", counts + 1, metric
-        )[1]
-    return OpenSetScores(mated=mated, mated_correct=correct, non_mated=non_mated)
+        )
+    scores = OpenSetScores(mated=mated, mated_correct=correct, non_mated=non_mated)
+    return scores, own, other
 
 
 def _nearest_other(
@@ -271,8 +349,12 @@ def _brute_force(
     distance: np.ndarray,
 ) -> None:
     keys = gallery.ids if key == "ids" else gallery.labels
+    step = max(1, _VALUES // max(1, gallery.vectors.shape[1]))
     for row in rows.tolist():
-        d = np.asarray(pairwise_distances(queries[row : row + 1], gallery.vectors, metric))[0]
+        d = np.concatenate([
+            index_distances(gallery.vectors[start : start + step], queries[row], metric)
+            for start in range(0, gallery.size, step)
+        ])  # fmt: skip
         d = np.where(keys != own[row], d, np.inf)
         if not np.isfinite(d).any():
             raise DataError("no other item to search against: enrol more images or people")
@@ -295,9 +377,17 @@ def calibrate_far(
         >>> round(calibrate_far(g, "euclidean", 0.25, MAX_PAIRS, 0).threshold, 2)
         0.95
     """
-    distances, same = gallery_pairs(gallery.vectors, gallery.labels, metric, max_pairs, seed)
+    codes = _label_codes(gallery.labels)
+    first, second = _pair_rows(codes, max_pairs, seed)
+    distances = _paired(gallery.vectors, first, second, metric)
+    same = codes[first] == codes[second]
     check_pairs(same)
-    return fit_far_threshold(distances, same, check_far(target_far), source="gallery")
+    fit = fit_far_threshold(distances, same, check_far(target_far), source="gallery")
+    labels, impostor = gallery.labels, ~same
+    duplicates = duplicate_warnings(distances[impostor], labels[first[impostor]],
+                                    labels[second[impostor]], distances[same],
+                                    "pairs of their images")  # fmt: skip
+    return replace(fit, warnings=fit.warnings + duplicates)
 
 
 def calibrate_fpir(
@@ -319,10 +409,13 @@ def calibrate_fpir(
             f"the gallery holds {people} person: leaving one out to act as a stranger "
             "needs at least two; enrol more people, or pass unknown= probes"
         )
-    scores = search_scores(search, gallery, metric, unknown)
+    scores, own, other = _search_outcomes(search, gallery, metric, unknown)
     source = "probes" if unknown is not None else "leave-one-person-out"
-    return fit_fpir_threshold(scores, target_fpir, gallery_size=gallery.size,
-                              gallery_people=people, source=source)  # fmt: skip
+    fit = fit_fpir_threshold(scores, target_fpir, gallery_size=gallery.size,
+                             gallery_people=people, source=source)  # fmt: skip
+    what = "of their images and the nearest faces of the other label"
+    duplicates = duplicate_warnings(scores.non_mated, own, other, scores.mated, what)
+    return replace(fit, warnings=fit.warnings + duplicates)
 
 
 def check_pairs(same: np.ndarray) -> None:

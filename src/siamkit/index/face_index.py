@@ -29,9 +29,10 @@ from siamkit.exceptions import (
     ShapeError,
     UnknownIdError,
 )
-from siamkit.geometry import _MAX_SQUARED_NORM, paired_distances, prepare
+from siamkit.geometry import _MAX_SQUARED_NORM, check_directions, index_distances, prepare
 from siamkit.index import _record
 from siamkit.index._inputs import (
+    check_extra,
     check_id,
     check_label,
     check_metadata,
@@ -64,6 +65,7 @@ from siamkit.index.results import (
     SkippedImage,
     Verification,
 )
+from siamkit.index.storage import LOCK_TIMEOUT, folder_lock
 from siamkit.index.store import EXISTING, VectorStore, store_registry
 from siamkit.thresholds import FpirCalibration, growth_warning
 
@@ -71,6 +73,9 @@ if TYPE_CHECKING:  # the index runs without torch behind an ONNX encoder
     from siamkit.encoders.base import Encoder
 
 _FLOAT32 = np.dtype(np.float32)  # NumPy's native float32 dtype is one shared object
+# Single queries shorter than this take the general path, which refuses cosine's zero
+# vectors (norm below 1e-12, a square of 1e-24; the margin covers rounding).
+_SHORT_SQUARED_NORM = 1e-20
 #: Images add_folder encodes and stores at a time: progress is kept, memory bounded.
 FOLDER_CHUNK = 1024
 
@@ -80,9 +85,11 @@ class FaceIndex:
 
     Distances are the encoder's geometry, decided by :mod:`siamkit.geometry`:
     for ``"cosine"`` the embeddings are L2-normalised and compared by ``1 - cos``;
-    for ``"euclidean"`` by ``||a - b||``. Every distance this class reports equals
-    :func:`siamkit.geometry.pairwise_distances` on the same embeddings, whatever
-    the store, so a threshold means the same in training, evaluation and search.
+    for ``"euclidean"`` by ``||a - b||``. Every distance this class reports (search
+    on any store, verify, calibration) is :func:`siamkit.geometry.index_distances`:
+    one number per pair of faces, whatever computes it, equal to
+    :func:`siamkit.geometry.pairwise_distances` to float32 rounding, so a
+    threshold means the same in training, evaluation and search.
 
     Items are images (paths, PIL images, uint8 arrays, torch tensors: encoded
     with the encoder) or embeddings (numpy float arrays). Ids are strings or
@@ -449,7 +456,9 @@ class FaceIndex:
                 policy is ``"error"`` (the message names the file; nothing is added).
             ShapeError: wrong embedding size, or labels/ids/metadata of the
                 wrong length.
-            NonFiniteError: NaN or infinite embeddings.
+            NonFiniteError: NaN or infinite embeddings, or under cosine a zero
+                vector (no direction; :func:`siamkit.geometry.check_directions`),
+                whatever the store. Queries are refused alike.
 
         Examples:
             >>> index = FaceIndex(metric="euclidean", dim=2)
@@ -504,7 +513,10 @@ class FaceIndex:
         an interruption keeps what was stored; with ``existing="skip"`` the
         images already enrolled are not even encoded, so re-running an
         interrupted enrolment does only what is left. Images without a face
-        follow the encoder's aligner's policy, as in :meth:`add`.
+        follow the encoder's aligner's policy, as in :meth:`add`. Files the
+        folder listing leaves out (not images siamkit reads, links that loop or
+        leave the folder: see :func:`siamkit._folders.list_image_folder`) are
+        in the result's ``skipped`` too, with their reason and no position.
 
         Args:
             path: The gallery folder.
@@ -536,16 +548,19 @@ class FaceIndex:
         """
         if existing not in EXISTING:
             raise ConfigError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
-        files, labels, ids = gallery_files(path)
+        unlisted: list[SkippedImage] = []
+        files, labels, ids = gallery_files(path, unlisted)
         if shard is not None:
             part = share(len(files), *shard)
             files, labels, ids = files[part], labels[part], ids[part]
+            unlisted = unlisted if shard[0] == 0 else []  # one process reports them
         mode = "replace" if upsert else existing
         if mode == "skip":
             files, labels, ids = not_enrolled(self._store, files, labels, ids)
         if mode == "error":
             self._precheck_ids(ids)  # before the first chunk is stored
-        return self._insert_chunks(files, labels, ids, batch_size, progress, mode, on_chunk)
+        done = self._insert_chunks(files, labels, ids, batch_size, progress, mode, on_chunk)
+        return Enrolled(done, [*unlisted, *done.skipped]) if unlisted else done
 
     def _insert_chunks(
         self, files: list[str], labels: list[Label], ids: list[str], batch_size: int,
@@ -596,6 +611,7 @@ class FaceIndex:
             labels, metadata = [labels[i] for i in kept], [metadata[i] for i in kept]
             given = None if given is None else [given[i] for i in kept]
         embeddings = embedded.embeddings
+        check_directions(embeddings, self._metric)  # one rule for every store
         with self._lock:
             if len(embeddings) == 0:
                 return Enrolled([], skipped)
@@ -732,6 +748,11 @@ class FaceIndex:
             [['a'], ['b']]
         """
         vectors, _ = self._queries(queries, k)
+        return self._neighbors(vectors, k)
+
+    def _neighbors(self, vectors: np.ndarray, k: int) -> Neighbors:
+        """:meth:`knn` of prepared vectors: calibration searches the stored ones as they are
+        (preparing them again could move them by a rounding, and the distances with them)."""
         results = self._search(vectors, k)
         return Neighbors(ids=results.ids, labels=results.labels, distances=results.distances)
 
@@ -757,7 +778,8 @@ class FaceIndex:
             return None
         # vdot, not dot: as fast, and silent when the float32 square overflows to inf.
         squared = float(np.vdot(vector, vector))
-        if not squared <= _MAX_SQUARED_NORM:  # also False for NaN and inf
+        # Also False for NaN and inf; (near) zero queries go where cosine's rule is applied.
+        if not _SHORT_SQUARED_NORM <= squared <= _MAX_SQUARED_NORM:
             return None
         return store.search_one(vector, k, squared)
 
@@ -765,6 +787,7 @@ class FaceIndex:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
         embeddings, single, _ = to_embeddings(queries, self.encoder, self._dim)
+        check_directions(embeddings, self._metric, "queries")
         return prepare(embeddings, self._metric), single
 
     def identify(
@@ -803,6 +826,9 @@ class FaceIndex:
     def verify(self, a: Any, b: Any, threshold: float | None = None) -> Verification:
         """Do ``a`` and ``b`` (two faces, or two embeddings) show the same person?
 
+        The distance is :func:`siamkit.geometry.index_distances`: the number a
+        search of ``a`` reports for ``b`` once enrolled, and calibration measures.
+
         Raises:
             NotCalibratedError: no threshold given and the index not calibrated.
 
@@ -820,7 +846,7 @@ class FaceIndex:
             raise ShapeError("verify compares two single faces: pass one item as a and one as b")
         if first.shape != second.shape:
             raise ShapeError(f"embedding sizes differ: {first.shape[1]} vs {second.shape[1]}")
-        return verification(float(paired_distances(first, second, self._metric)[0]), limit)
+        return verification(float(self._distances(first, second)[0]), limit)
 
     # -- calibration -----------------------------------------------------------------
     def calibrate(
@@ -901,7 +927,7 @@ class FaceIndex:
                 "target_fpir (1:N, identify); call it twice for both"
             )
         probes = None if unknown is None else self._probes(unknown)
-        fit = calibrate_fpir(self.knn, self._gallery(), self._metric, target_fpir, probes)
+        fit = calibrate_fpir(self._neighbors, self._gallery(), self._metric, target_fpir, probes)
         with self._changing_record() as record:
             record.identify_threshold, record.fpir_calibration = fit.threshold, fit
         return fit
@@ -914,7 +940,15 @@ class FaceIndex:
             raise DataError(
                 f"unknown= holds no probe{skipped}: pass images or embeddings of strangers"
             )
+        check_directions(embedded.embeddings, self._metric, "unknown probes")
         return prepare(embedded.embeddings, self._metric)
+
+    def _distances(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """Paired distances of embeddings, by the function search and calibration use."""
+        check_directions(first, self._metric)
+        check_directions(second, self._metric)
+        prepared = prepare(first, self._metric), prepare(second, self._metric)
+        return index_distances(*prepared, self._metric)
 
     def _gallery(self) -> Gallery:
         gallery = None if self._store is None else self._store.gallery()
@@ -934,7 +968,7 @@ class FaceIndex:
                 "same/different flags: pass one of each per pair"
             )
         check_pairs(same)
-        return paired_distances(first, second, self._metric), same
+        return self._distances(first, second), same
 
     # -- information -----------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -994,9 +1028,20 @@ class FaceIndex:
         file's checksum. Never pickle. A Milvus store already holds every item
         and threshold; ``save()`` (no path) writes :attr:`extra` to it too.
 
+        A save holds the folder's write lock (``.face_index.lock``), waiting
+        for another writer up to :data:`~siamkit.index.storage.LOCK_TIMEOUT`
+        seconds. An index loaded from ``path`` refuses to save over it once
+        another process (or another FaceIndex) saved there since: that save's
+        changes would be lost. To change a saved index while others may too,
+        use :meth:`update`, which holds the lock from load to save.
+
         Raises:
             EmptyIndexError: nothing to save yet (the embedding size is unknown).
-            ConfigError: a path for a database store, or none for the FAISS store.
+            ConfigError: a path for a database store, or none for the FAISS
+                store; :attr:`extra` not JSON or nested deeper than 32 levels.
+            IndexFileError: ``path`` holds something else than a face index,
+                or a later save than the one this index was loaded from.
+            LockTimeoutError: another process held the folder's lock too long.
 
         Examples:
             >>> import tempfile
@@ -1007,7 +1052,7 @@ class FaceIndex:
             2
         """
         store = self._require_store()
-        extra = dict(self._record.extra)  # the notes as this process edited them
+        extra = check_extra(self._record.extra)  # the notes as this process edited them
         with self._changing_record() as record:
             record.extra = extra
         with self._lock:
@@ -1048,6 +1093,48 @@ class FaceIndex:
         store = FaissStore.load(directory)
         where = f"the index in {directory}"
         return cls._over(store, encoder, where)
+
+    @classmethod
+    @contextmanager
+    def update(
+        cls,
+        path: str | os.PathLike,
+        encoder: Encoder | Any | None = None,
+        *,
+        timeout: float = LOCK_TIMEOUT,
+    ) -> Iterator[FaceIndex]:
+        """Load the index in folder ``path`` to change it, and save it back, other writers kept out.
+
+        Holds the folder's write lock from the load to the save, so several
+        processes (or threads) adding to or removing from one index all keep
+        their changes: each waits for the one before. The index is saved when
+        the ``with`` block ends without an exception; after one nothing is
+        saved. Loads and searches elsewhere never wait for the lock.
+
+        Args:
+            path: The index folder.
+            encoder: As for :meth:`load`.
+            timeout: Seconds to wait for another writer's lock.
+
+        Raises:
+            LockTimeoutError: another writer held the lock past ``timeout``.
+            IndexFileError: as for :meth:`load`.
+
+        Examples:
+            >>> import tempfile
+            >>> index = FaceIndex(metric="euclidean", dim=1)
+            >>> _ = index.add(np.zeros((1, 1), dtype="float32"), labels="a")
+            >>> folder = index.save(tempfile.mkdtemp())
+            >>> with FaceIndex.update(folder) as shared:
+            ...     _ = shared.add(np.ones((1, 1), dtype="float32"), labels="b")
+            >>> len(FaceIndex.load(folder))
+            2
+        """
+        directory = Path(path)
+        with folder_lock(directory, timeout):
+            index = cls.load(directory, encoder)
+            yield index
+            index.save(directory)
 
     @classmethod
     def connect(
@@ -1104,8 +1191,13 @@ class FaceIndex:
         return index
 
 
-def gallery_files(path: str | os.PathLike) -> tuple[list[str], list[Label], list[str]]:
+def gallery_files(
+    path: str | os.PathLike, skipped: list[SkippedImage] | None = None
+) -> tuple[list[str], list[Label], list[str]]:
     """The images of an ImageFolder gallery, their labels and ids (paths relative to ``path``).
+
+    The files the listing left out are appended to ``skipped``, when given, as
+    :class:`SkippedImage` without a position, each with its reason.
 
     Raises:
         DataError: ``path`` is missing or not an image folder.
@@ -1117,6 +1209,10 @@ def gallery_files(path: str | os.PathLike) -> tuple[list[str], list[Label], list
     files = listing.paths
     ids = [Path(file).relative_to(root).as_posix() for file in files]
     labels = [listing.classes[label] for label in listing.labels]
+    if skipped is not None:
+        for item in listing.skipped:
+            person = Path(item.path).relative_to(root).parts[0]
+            skipped.append(SkippedImage(None, item.path, person, reason=item.reason))
     return files, labels, ids
 
 

@@ -30,11 +30,12 @@ from siamkit.exceptions import (
     IndexFileError,
     UnknownIdError,
 )
+from siamkit.geometry import prepare
 from siamkit.index import storage
-from siamkit.index._faiss_search import nearest_rows
+from siamkit.index._faiss_search import nearest_one, nearest_rows
 from siamkit.index._rwlock import RWLock
 from siamkit.index._store import RowStore
-from siamkit.index.backends import Backend, IndexSpec, unscaled_query_distances
+from siamkit.index.backends import Backend, IndexSpec
 from siamkit.index.calibration import Gallery
 from siamkit.index.results import Match, SearchResults
 from siamkit.index.store import (
@@ -96,6 +97,9 @@ class FaissStore(VectorStore):
         self.lock = RWLock()
         self._reading = self.lock.read()  # the same guard every time, one call less
         self._meta: dict[str, Any] = {}
+        # The folder this store was loaded from, and the save of it it last read or
+        # wrote: a save there refuses to overwrite a later one by someone else.
+        self._loaded_from: tuple[str, str] | None = None
 
     @property
     def index_name(self) -> str:
@@ -274,24 +278,22 @@ class FaissStore(VectorStore):
             return SearchResults(ids, labels, distances, found, self.rows.metadata)
 
     def search_one(self, vector: np.ndarray, k: int, squared_norm: float) -> list[Match] | None:
-        """The matches of one checked float32 query, straight from FAISS, else None.
+        """The matches of one checked float32 query, on a short path, else None.
 
         Issue #3 allows a single query 50 µs on top of FAISS, and after FAISS has
-        swept the CPU caches every NumPy call costs microseconds. So FAISS searches
-        the query as given (scaling does not change the order) and the scores
-        become distances in Python. None when FAISS alone cannot answer: rows
-        removed, compressed codes, not built, or ``k`` not below its size.
+        swept the CPU caches every NumPy call costs microseconds. So nothing is
+        checked twice, and the distances of FAISS's rows are recomputed in a few
+        calls (:func:`nearest_one`): the numbers a batch search, verify and
+        calibration give for the same pairs. None when this path cannot answer:
+        rows removed, not built, or ``k`` not below the size.
         """
         with self._reading:
             rows, backend = self.rows, self.backend
-            if rows.num_dead or backend.index is None or not backend.exact_distances:
+            if rows.num_dead or backend.index is None or k >= rows.num_rows:
                 return None
-            if k >= rows.num_rows:
-                return None
-            scores, found = backend.search(vector[None], k)
-            # tolist()[0], not [0].tolist(): NumPy indexing is one more cold call.
-            distances = unscaled_query_distances(scores.tolist()[0], self.metric, squared_norm**0.5)
-            return self.match_list(found.tolist()[0], distances)
+            query = prepare(vector[None], self.metric)
+            _, found = backend.search(query, k)
+            return self.match_list(*nearest_one(rows.vectors, query, found[0], self.metric))
 
     def match_list(self, found: list[int], distances: list[float]) -> list[Match]:
         """One query's matches; rows of -1 (nothing found) are left out."""
@@ -333,15 +335,25 @@ class FaissStore(VectorStore):
     def set_meta(self, meta: dict[str, Any]) -> None:
         self._meta = dict(meta)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, timeout: float = storage.LOCK_TIMEOUT) -> Path:
         """Save into folder ``path``, atomically: a crash leaves the old or the new files.
 
         Writes the vectors (npy), ids, labels and metadata (JSON), the FAISS
         index and a manifest with versions, geometry, the record and each
-        file's checksum (:mod:`siamkit.index.storage`). Never pickle.
+        file's checksum (:mod:`siamkit.index.storage`). Never pickle. Holds the
+        folder's write lock meanwhile, waiting up to ``timeout`` s for another
+        writer.
 
+        Raises:
+            IndexFileError: ``path`` holds something else, or it is the folder
+                this store was loaded from and another save replaced that
+                index since (saving would lose its changes; nothing is written).
+            LockTimeoutError: another process held the folder's lock past ``timeout``.
         """
         directory = Path(path)
+        place = os.path.realpath(directory)
+        loaded = self._loaded_from
+        expected = loaded[1] if loaded is not None and loaded[0] == place else None
         with self._reading:
             rows, backend = self.rows, self.backend
             records = {
@@ -352,13 +364,17 @@ class FaissStore(VectorStore):
                 "next_id": int(self._meta.get("next_id", 0)),
             }
             keep_faiss = backend.index is not None and self.spec.kind != "flat"
-            storage.save_index_files(
+            token = storage.save_index_files(
                 directory,
                 self._manifest(),
                 rows.vectors,
                 records,
                 backend.write if keep_faiss else None,
+                expected=expected,
+                timeout=timeout,
             )
+        if expected is not None:
+            self._loaded_from = (place, token)
         return directory
 
     def _manifest(self) -> dict[str, Any]:
@@ -402,6 +418,7 @@ class FaissStore(VectorStore):
             raise IndexFileError(
                 f"the face index in {directory} is inconsistent ({err}); save or build it again"
             ) from None
+        store._loaded_from = (os.path.realpath(directory), storage.manifest_token(manifest))
         return store
 
     def _restore(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from siamkit._manifest import parse_json
 from siamkit.exceptions import (
     ConfigError,
     DuplicateIdError,
@@ -30,9 +32,9 @@ from siamkit.exceptions import (
     GeometryError,
     IndexFileError,
     MissingExtraError,
-    ShapeError,
     UnknownIdError,
 )
+from siamkit.geometry import index_distances
 from siamkit.index.backends import HNSW_EF_SEARCH, ivf_probes
 from siamkit.index.results import SearchResults
 from siamkit.index.store import (
@@ -57,6 +59,38 @@ META_PROPERTY = "siamkit.meta"
 _MAX_KEY = 1024  # characters of an encoded id or label (``encode_key``: ASCII)
 _INT64 = (-(2**63), 2**63 - 1)  # what a Milvus JSON field holds of an integer
 _BATCH = 1_000  # rows per insert request
+
+
+#: The collection names a Milvus server takes (Milvus Lite takes more: a gallery
+#: made there under another name could not move to a server).
+COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+
+
+def check_collection_name(name: Any) -> str:
+    """``name`` if a Milvus server takes it as a collection name, else a ``ConfigError``.
+
+    Milvus's rule: a letter or an underscore first, then letters, digits and
+    underscores (ASCII), 255 characters at most. Milvus Lite accepts more
+    (spaces, ``;``, non-ASCII letters), so siamkit applies the server's rule
+    everywhere, before connecting: a gallery made in a Lite file can move to
+    a server under the same name.
+
+    Examples:
+        >>> check_collection_name("faces_2024")
+        'faces_2024'
+        >>> check_collection_name("faces;drop")
+        Traceback (most recent call last):
+        ...
+        siamkit.exceptions.ConfigError: 'faces;drop' is not a Milvus collection name: ...
+    """
+    if isinstance(name, str) and COLLECTION_NAME.fullmatch(name):
+        return name
+    shown = repr(name) if not isinstance(name, str) or len(name) <= 60 else repr(name[:60]) + "..."
+    raise ConfigError(
+        f"{shown} is not a Milvus collection name: use a letter or an underscore first, then "
+        "letters, digits and underscores (ASCII, no spaces), at most 255 characters, e.g. "
+        "'faces_2024'"
+    )
 
 
 def _client_class() -> Any:
@@ -84,7 +118,9 @@ def connect_client(uri: str, retries: int = 3, timeout: float = 10.0, wait: floa
     last: Exception | None = None
     for attempt in range(max(1, retries)):
         try:
-            return client_class(uri=uri, timeout=timeout)
+            # Quiet: Milvus Lite logs its own traceback when it cannot open a file.
+            with _quiet_pymilvus():
+                return client_class(uri=uri, timeout=timeout)
         except ConnectionConfigException as err:
             # A malformed URI, or a Lite file in a missing folder: trying again cannot help.
             raise IndexFileError(
@@ -101,7 +137,8 @@ def connect_client(uri: str, retries: int = 3, timeout: float = 10.0, wait: floa
 
 
 def _first_line(err: BaseException | None) -> str:
-    text = str(err or "no answer").strip().splitlines()
+    # pymilvus's errors carry the server's words in .message; str() wraps them in a repr.
+    text = str(getattr(err, "message", None) or err or "no answer").strip().splitlines()
     return (text[0] if text else type(err).__name__)[:200]
 
 
@@ -152,7 +189,8 @@ class MilvusStore(VectorStore):
     ) -> None:
         if index not in INDEX_KINDS:
             raise ConfigError(f"index must be one of {', '.join(INDEX_KINDS)}, got {index!r}")
-        self.uri, self.collection, self.index = str(uri), str(collection), index
+        # Before connecting: a Lite file is created on connection.
+        self.uri, self.collection, self.index = str(uri), check_collection_name(collection), index
         self._ef_search = _positive("ef_search", ef_search, HNSW_EF_SEARCH)
         self._nprobe = _positive("nprobe", nprobe, ivf_probes(INDEX_KINDS["ivf"][1]["nlist"]))
         self.consistency = consistency
@@ -281,16 +319,6 @@ class MilvusStore(VectorStore):
                 "ef_search": self.ef_search if self.index == "hnsw" else None,
                 "nprobe": self.nprobe if self.index == "ivf" else None}  # fmt: skip
 
-    def prepared(self, vectors: Any) -> np.ndarray:
-        array = super().prepared(vectors)
-        # Milvus's COSINE divides by the norms: a zero vector would come back as NaN.
-        if self.metric == "cosine" and not np.einsum("ij,ij->i", array, array).all():
-            raise ShapeError(
-                "a zero vector has no direction: cosine cannot compare it (drop it, or use "
-                "an encoder that normalises its embeddings)"
-            )
-        return array
-
     # -- writing -----------------------------------------------------------------------
     def add(
         self,
@@ -386,19 +414,35 @@ class MilvusStore(VectorStore):
             "search",
             data=array.tolist(),
             limit=int(k),
-            output_fields=["label", "metadata"],
+            output_fields=["label", "metadata", "vector"],
             search_params={"metric_type": _MILVUS_METRICS[self.metric], "params": self._params()},
         )
         distances = np.full((len(array), int(k)), np.inf, dtype=np.float32)
         ids, labels, metadata = [], [], []
         for row, hits in enumerate(results):
             hits = list(hits)
-            raw = np.array([hit["distance"] for hit in hits], dtype=np.float64)
-            distances[row, : len(hits)] = self._to_distances(raw)
+            found, order = self._distances(array[row], hits)
+            distances[row, : len(hits)] = found
+            hits = [hits[i] for i in order]
             ids.append([decode_key(hit["pk"] if "pk" in hit else hit["id"]) for hit in hits])
             labels.append([decode_key(hit["entity"]["label"]) for hit in hits])
             metadata.append([hit["entity"].get("metadata") or {} for hit in hits])
         return StoreHits(ids, labels, distances, metadata)
+
+    def _distances(self, query: np.ndarray, hits: list[Any]) -> tuple[np.ndarray, list[int]]:
+        """The hits' distances, nearest first, and the order that puts them so.
+
+        Milvus's own scores (squared L2, cosine similarity, in its float32
+        arithmetic) only pick the hits: the distances are worked out again from
+        the stored vectors by :func:`siamkit.geometry.index_distances`, the
+        numbers of the FAISS store, verify and calibration.
+        """
+        if not hits:
+            return np.zeros(0, np.float32), []
+        vectors = np.array([hit["entity"]["vector"] for hit in hits], dtype=np.float32)
+        found = index_distances(vectors, query[None], self.metric)
+        order = np.argsort(found, kind="stable")  # ties keep Milvus's order
+        return found[order], order.tolist()
 
     def _params(self) -> dict[str, int]:
         # The same search breadth as the FAISS store's, so recall is comparable.
@@ -407,13 +451,6 @@ class MilvusStore(VectorStore):
         if self.index == "ivf":
             return {"nprobe": self.nprobe}
         return {}
-
-    def _to_distances(self, raw: np.ndarray) -> np.ndarray:
-        # Milvus reports squared L2 and cosine *similarity*; siamkit's geometry is
-        # ||a - b|| and 1 - cos, so thresholds mean the same on every store.
-        if self.metric == "euclidean":
-            return np.sqrt(np.maximum(raw, 0.0))
-        return np.clip(1.0 - raw, 0.0, 2.0)
 
     def count(self) -> int:
         rows = self._call("count", "query", filter="", output_fields=["count(*)"])
@@ -443,7 +480,7 @@ class MilvusStore(VectorStore):
         if not text:
             return {}
         try:
-            meta = json.loads(text)
+            meta = parse_json(text)  # bounded: a hand-set record nested deep is refused
         except ValueError:
             meta = None
         if not isinstance(meta, dict):
@@ -483,10 +520,12 @@ class _Quiet:
 @contextlib.contextmanager
 def _quiet_pymilvus() -> Iterator[None]:
     """Hold back what pymilvus and an in-process Milvus Lite log: a refused call's ERROR
-    with its traceback (siamkit raises one line instead), and the iterator asking for a
-    timestamp Lite does not serve (a warning, and gRPC's traceback of "Method not
-    implemented", after which it carries on). The library stays quiet unless asked."""
-    loggers = [logging.getLogger("pymilvus"), logging.getLogger("grpc._server")]
+    with its traceback (siamkit raises one line instead), Milvus Lite's own traceback of
+    a request it failed (its gRPC servicer logs it, in a thread of this process), and the
+    iterator asking for a timestamp Lite does not serve (a warning, and gRPC's traceback
+    of "Method not implemented", after which it carries on). The library stays quiet
+    unless asked."""
+    loggers = [logging.getLogger(name) for name in ("pymilvus", "grpc._server", "milvus_lite")]
     with _Quiet.lock:
         if _Quiet.depth == 0:
             _Quiet.levels = [logger.level for logger in loggers]

@@ -36,23 +36,30 @@ Label = str | int
 
 @dataclass(frozen=True)
 class SkippedImage:
-    """An image an add left out: its encoder's aligner found no face (``on_missing="skip"``).
+    """An image an add left out, and why.
+
+    Either its encoder's aligner found no face in it (``on_missing="skip"``),
+    or, in :meth:`~siamkit.FaceIndex.add_folder`, the folder listing left the
+    file out (not an image siamkit reads, a link that loops or leaves the
+    folder); such a file has no position.
 
     Attributes:
-        position: Its place among the items passed.
+        position: Its place among the items passed (None: left out by the listing).
         path: Its file, or None for an in-memory image.
-        label: The label it was given.
+        label: The label it was given (the person folder it is in).
         id: The id it was given, or None when ids were automatic.
+        reason: Why it was left out.
 
     Examples:
-        >>> SkippedImage(2, "ann/3.jpg", "ann").path
-        'ann/3.jpg'
+        >>> SkippedImage(2, "ann/3.jpg", "ann").reason
+        'no face found'
     """
 
-    position: int
+    position: int | None
     path: str | None
     label: Label
     id: ItemId | None = None
+    reason: str = "no face found"
 
 
 class Enrolled(list):  # type: ignore[type-arg]
@@ -60,7 +67,8 @@ class Enrolled(list):  # type: ignore[type-arg]
 
     Attributes:
         skipped: Images left out because no face was found in them (the
-            encoder's aligner has ``on_missing="skip"``); empty otherwise.
+            encoder's aligner has ``on_missing="skip"``) or, by ``add_folder``,
+            files the folder listing left out; each says why.
 
     Examples:
         >>> ids = Enrolled(["a1", "a2"], [SkippedImage(1, "x.png", "ann")])
@@ -82,10 +90,12 @@ class Match:
     Attributes:
         id: The item's id.
         label: The person (or class) it shows.
-        distance: Its distance to the query, in the index's geometry: the
-            number :func:`siamkit.geometry.pairwise_distances` gives, to float32
-            precision (a single query's is worked out in double precision from
-            FAISS's float32 score, so may differ from a batch's in the last digits).
+        distance: Its distance to the query, in the index's geometry:
+            :func:`siamkit.geometry.index_distances`, the same number for a
+            single query and a batch, on every built-in store, and the one
+            :meth:`~siamkit.index.FaceIndex.verify` gives and calibration
+            measures (equal to :func:`siamkit.geometry.pairwise_distances` to
+            float32 rounding).
         metadata: The item's metadata (a copy).
 
     Examples:
@@ -110,7 +120,8 @@ class Verification:
 
     Attributes:
         same: True when ``distance <= threshold``.
-        distance: The distance between the two embeddings.
+        distance: The distance between the two embeddings: the number a search
+            of one reports for the other (:func:`siamkit.geometry.index_distances`).
         threshold: The decision threshold used.
 
     Examples:

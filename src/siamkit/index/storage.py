@@ -20,6 +20,14 @@ header, the records, and the FAISS file's header and body
 read through that one handle, so a save in another process that deletes it
 meanwhile cannot pull it away; a load that finds a file already gone starts
 over with the new manifest.
+
+Writers exclude each other with an advisory lock on ``.face_index.lock`` in
+the folder (:func:`folder_lock`): ``fcntl.flock`` on POSIX, ``msvcrt.locking``
+on Windows. A save holds it while it writes; :meth:`FaceIndex.update
+<siamkit.index.FaceIndex.update>` and the CLI hold it from load to save, so
+two read-modify-write changes never lose one another's items. Loads never
+take it. The system releases it when its process dies, so a killed writer
+leaves no stale lock.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,12 +45,13 @@ from typing import IO, Any
 
 import numpy as np
 
-from siamkit._atomic import _fsync_dir, honour_umask, write_json
+from siamkit._atomic import fsync_dir, honour_umask, write_json
+from siamkit._manifest import parse_json
 from siamkit._manifest import read_manifest as read_json_manifest
-from siamkit.exceptions import IndexFileError, NonFiniteError
+from siamkit.exceptions import IndexFileError, LockTimeoutError, NonFiniteError, WriteError
 from siamkit.index import _schema
 from siamkit.index._faiss_file import read_faiss_index
-from siamkit.index._inputs import check_vectors
+from siamkit.index._inputs import MAX_METADATA_DEPTH, check_vectors
 from siamkit.index.backends import IndexSpec
 
 MANIFEST = "face_index.json"
@@ -51,6 +61,10 @@ _TEMP_PREFIX = ".face_index-"
 _LOCK_FILE = ".face_index.lock"
 #: A load retries this many times when saves in other processes keep replacing the files.
 LOAD_ATTEMPTS = 20
+#: Seconds a writer waits for another process's lock on the folder before giving up.
+LOCK_TIMEOUT = 120.0
+# The records file nests metadata two levels down: the records, then the list of them.
+_RECORDS_DEPTH = MAX_METADATA_DEPTH + 2
 #: Stored cosine vectors are unit vectors (or zero); this much rounding is allowed.
 _UNIT_TOLERANCE = 1e-3
 
@@ -96,11 +110,34 @@ def save_index_files(
     vectors: np.ndarray,
     records: dict[str, Any],
     write_faiss: Callable[[Callable[[bytes], Any]], None] | None,
-) -> None:
-    """Write data files, then the manifest naming them, then delete stale files."""
-    directory.mkdir(parents=True, exist_ok=True)
-    _refuse_foreign(directory)
-    with _directory_lock(directory):
+    *,
+    expected: str | None = None,
+    timeout: float = LOCK_TIMEOUT,
+) -> str:
+    """Write data files, then the manifest naming them, then delete stale files.
+
+    Args:
+        directory: The index folder (made if missing).
+        manifest: The manifest, without ``files`` and its checksum.
+        vectors: The stored vectors.
+        records: The records file's content.
+        write_faiss: Writes the FAISS index through a ``write(bytes)`` callback, or None.
+        expected: :func:`manifest_token` of the manifest the caller loaded
+            from ``directory``; the save is refused if another one replaced it
+            since. None: overwrite whatever is there (a first save).
+        timeout: Seconds to wait for another writer's lock on the folder.
+
+    Returns:
+        The new manifest's :func:`manifest_token`.
+
+    Raises:
+        IndexFileError: ``directory`` holds something else than a face index,
+            or another save replaced the one loaded (nothing is written).
+        LockTimeoutError: another process held the folder's lock past ``timeout``.
+    """
+    with folder_lock(directory, timeout, create=True):
+        if expected is not None:
+            _refuse_lost_update(directory, expected)
         files = {
             "vectors": write_data_file(
                 directory, "vectors", lambda f: np.save(f, vectors, allow_pickle=False)
@@ -111,14 +148,67 @@ def save_index_files(
         }
         if write_faiss is not None:
             files["faiss"] = write_data_file(directory, "faiss", lambda f: write_faiss(f.write))
-        _fsync_dir(directory)
-        write_json(directory / MANIFEST, _schema.with_checksum({**manifest, "files": files}))
+        fsync_dir(directory)
+        written = _schema.with_checksum({**manifest, "files": files})
+        write_json(directory / MANIFEST, written)
         _collect_garbage(directory, keep={entry["name"] for entry in files.values()})
+    return manifest_token(written)
 
 
-def _refuse_foreign(directory: Path) -> None:
-    path = directory / MANIFEST
-    if path.exists():
+def manifest_token(manifest: dict[str, Any]) -> str:
+    """What identifies one save of an index: the checksum of its manifest's content.
+
+    Any change to the items changes a data file's checksum, so its name in the
+    manifest: two saves with equal tokens hold the same gallery.
+
+    Examples:
+        >>> manifest_token({"a": 1}) == manifest_token({"a": 1})
+        True
+    """
+    return _schema.manifest_checksum(manifest)
+
+
+def _refuse_lost_update(directory: Path, expected: str) -> None:
+    if not (directory / MANIFEST).exists():
+        return  # the index was deleted: saving it again loses nothing
+    if manifest_token(read_manifest(directory)) != expected:
+        raise IndexFileError(
+            f"the face index in {directory} was saved by another process (or another "
+            "FaceIndex) after this one was loaded from it: saving now would silently drop "
+            "that save's changes, so nothing was written. Load the folder again and repeat "
+            "the change, or make changes inside `with FaceIndex.update(folder) as index:`, "
+            "which keeps other writers out from load to save"
+        )
+
+
+def check_index_folder(directory: str | os.PathLike) -> None:
+    """Refuse, before any work, a place a face index cannot be saved: the same rule as a save.
+
+    A missing or empty folder, or one holding a face index (which a save
+    replaces), passes. Call it before a long enrolment whose result goes there.
+
+    Raises:
+        IndexFileError: ``directory`` is a file, holds files that are not a
+            face index's, or holds a damaged face index or one from a newer siamkit.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> check_index_folder(folder)
+        >>> _ = (folder / "notes.txt").write_text("mine")
+        >>> check_index_folder(folder)
+        Traceback (most recent call last):
+        ...
+        siamkit.exceptions.IndexFileError: ... is a non-empty folder that holds no face index: ...
+    """
+    directory = Path(directory)
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise IndexFileError(
+            f"{directory} is a file, not a folder: save the index into a new or empty folder"
+        )
+    if (directory / MANIFEST).exists():
         read_manifest(directory)  # refuses what is not (or is a newer) face index
         return
     if any(directory.iterdir()) and not any(
@@ -131,29 +221,133 @@ def _refuse_foreign(directory: Path) -> None:
         )
 
 
-@contextlib.contextmanager
-def _directory_lock(directory: Path, wait: bool = True) -> Iterator[bool]:
-    """Hold the folder's save lock; yields False when ``wait`` is off and a save holds it.
+# -- the writers' lock -----------------------------------------------------------------
+# The folders each thread holds the lock of, with how many times it entered it:
+# the lock is re-entrant in its thread (a save inside FaceIndex.update), while
+# another thread, which opens the lock file itself, waits as another process does.
+_HELD = threading.local()
 
-    Two processes saving into one folder would otherwise delete each other's
-    fresh files; fcntl is POSIX-only, and elsewhere saves are not serialised.
+
+@contextlib.contextmanager
+def folder_lock(
+    directory: str | os.PathLike, timeout: float = LOCK_TIMEOUT, *, create: bool = False
+) -> Iterator[None]:
+    """Hold the write lock of the face index folder ``directory`` (re-entrant in a thread).
+
+    Every writer of a FAISS index folder holds it while it saves; hold it from
+    load to save to change an index without losing another process's change
+    (:meth:`FaceIndex.update <siamkit.index.FaceIndex.update>` does). Loads do
+    not take it, so searches never wait for a writer.
+
+    Args:
+        directory: The index folder.
+        timeout: Seconds to wait for another holder (0: try once).
+        create: Make the folder if it is missing; otherwise a missing folder is an error.
+
+    Raises:
+        IndexFileError: the folder is missing (``create`` off) or holds no face index.
+        LockTimeoutError: another holder kept it past ``timeout``.
+        WriteError: the lock file cannot be created (a read-only folder).
+
+    Examples:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> with folder_lock(folder):
+        ...     with folder_lock(folder):  # the same thread may enter again
+        ...         pass
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover
-        yield wait
-        return
-    with open(directory / _LOCK_FILE, "a") as handle:
-        flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
-        try:
-            fcntl.flock(handle.fileno(), flags)
-        except BlockingIOError:
-            yield False
-            return
+    directory = Path(directory)
+    if not timeout >= 0:  # also refuses NaN
+        raise ValueError(f"the lock timeout must be 0 or more seconds, got {timeout}")
+    check_index_folder(directory)  # before the lock file is made in someone else's folder
+    if not directory.is_dir() and not create:
+        raise IndexFileError(f"face index folder {directory} does not exist")
+    directory.mkdir(parents=True, exist_ok=True)
+    with _directory_lock(directory, timeout) as locked:
+        if not locked:
+            raise LockTimeoutError(
+                f"another process (or thread) has been writing the face index in {directory} "
+                f"for more than {timeout:g} s (it holds {directory / _LOCK_FILE}): wait for "
+                "it to finish and try again, or wait longer (the CLI's --lock-timeout)"
+            )
+        yield
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path, timeout: float) -> Iterator[bool]:
+    """Hold the folder's lock, waiting up to ``timeout`` s; yields False if another holds it."""
+    stat = os.stat(directory)
+    key = (stat.st_dev, stat.st_ino)
+    held: dict[tuple[int, int], int] = _HELD.__dict__.setdefault("folders", {})
+    if key in held:
+        held[key] += 1
         try:
             yield True
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            held[key] -= 1
+        return
+    path = directory / _LOCK_FILE
+    try:
+        handle = open(path, "ab")  # noqa: SIM115 - closed below, after the unlock
+    except OSError as err:
+        raise WriteError(
+            f"cannot create the lock file {path} ({err.strerror or err}): writing the "
+            "index needs a folder this user can write to"
+        ) from None
+    with handle:
+        if not _acquire(handle, timeout):
+            yield False
+            return
+        held[key] = 1
+        try:
+            yield True
+        finally:
+            del held[key]
+            _unlock(handle)
+
+
+def _acquire(handle: IO[bytes], timeout: float) -> bool:
+    # Polled rather than blocking: a blocking flock cannot be given a timeout.
+    deadline = time.monotonic() + timeout
+    pause = 0.002
+    while not _try_lock(handle):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, 0.05)
+    return True
+
+
+def _try_lock(handle: IO[bytes]) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        handle.seek(0)  # msvcrt locks bytes from the position: always the first one
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock(handle: IO[bytes]) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _collect_garbage(directory: Path, keep: set[str]) -> None:
@@ -182,7 +376,7 @@ def remove_leftovers(directory: Path) -> None:
     if not leftovers:
         return
     # A read-only folder (a shared copy) cannot be cleaned, and need not be.
-    with contextlib.suppress(OSError), _directory_lock(directory, wait=False) as locked:
+    with contextlib.suppress(OSError), _directory_lock(directory, timeout=0) as locked:
         for path in leftovers if locked else ():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -320,7 +514,8 @@ def _check_vector_values(vectors: np.ndarray, metric: str, path: Path) -> None:
 
 def _read_records(handle: IO[bytes], manifest: dict[str, Any], path: Path) -> dict[str, Any]:
     try:
-        records = json.loads(handle.read())
+        # Bounded nesting: a hand-made file nested 100,000 deep would raise RecursionError.
+        records = parse_json(handle.read(), max_depth=_RECORDS_DEPTH)
     except (OSError, ValueError) as err:
         raise IndexFileError(f"cannot read {path}: {err}") from None
     return _schema.check_records(records, manifest)

@@ -4,7 +4,14 @@ A store keeps one record per item (a unique id, a label, a metadata dict and
 the vector) and answers k-nearest-neighbour searches in siamkit's geometry:
 distances are ``||a - b||`` for ``"euclidean"`` and ``1 - cos`` for
 ``"cosine"`` (vectors are unit length for cosine), whatever the engine
-reports internally, so thresholds mean the same on every store. A store also
+reports internally, so thresholds mean the same on every store. The built-in
+stores report :func:`siamkit.geometry.index_distances` of the query and the
+stored vector, the number ``FaceIndex.verify`` and calibration compute for
+the same pair (the engine's own scores only choose the neighbours); a
+third-party store should too. Every vector reaches a store checked by
+``prepared``: finite, of a norm float32 search handles, and for cosine not a
+zero vector (:func:`siamkit.geometry.check_directions`; ``FaceIndex`` applies
+the same rule before any store sees its input). A store also
 keeps a small JSON ``meta`` record with the collection (calibration, the
 encoder's fingerprint), so a reopened gallery can be checked against its
 encoder.
@@ -30,9 +37,10 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 
+from siamkit._manifest import check_json_depth
 from siamkit.exceptions import ConfigError, DuplicateIdError, ShapeError
-from siamkit.geometry import prepare
-from siamkit.index._inputs import check_vectors
+from siamkit.geometry import check_directions, prepare
+from siamkit.index._inputs import MAX_METADATA_DEPTH, check_vectors
 from siamkit.index.calibration import Gallery
 from siamkit.index.results import Match, SearchResults
 from siamkit.registry import Registry
@@ -237,7 +245,8 @@ class VectorStore(ABC):
         """What ``add`` and ``upsert`` are given, checked: prepared vectors and equal-length lists.
 
         Raises:
-            ConfigError: unequal lengths, or an unknown ``existing``.
+            ConfigError: unequal lengths, an unknown ``existing``, or metadata
+                nested deeper than ``MAX_METADATA_DEPTH``.
             DuplicateIdError: an id repeated in the call.
         """
         if existing not in EXISTING:
@@ -253,6 +262,13 @@ class VectorStore(ABC):
         repeated = [i for i, n in Counter(ids).items() if n > 1]
         if repeated:
             raise DuplicateIdError(f"ids repeated in one call: {repeated[:5]}; ids must be unique")
+        try:  # writing deeper JSON would raise RecursionError; the list is one more level
+            check_json_depth(metadata, MAX_METADATA_DEPTH + 1)
+        except ValueError:
+            raise ConfigError(
+                f"metadata nests lists and dicts deeper than {MAX_METADATA_DEPTH} levels: keep "
+                "it flatter"
+            ) from None
         return array, ids, labels, metadata
 
     def prepared(self, vectors: Any) -> np.ndarray:
@@ -262,7 +278,9 @@ class VectorStore(ABC):
 
         Raises:
             ShapeError: not ``(N, dim)``.
-            NonFiniteError: NaN, infinity, or a norm FAISS-style float32 search would overflow.
+            NonFiniteError: NaN, infinity, a norm FAISS-style float32 search would
+                overflow, or for cosine a zero vector
+                (:func:`siamkit.geometry.check_directions`).
         """
         array = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
         if array.ndim == 1:
@@ -270,6 +288,7 @@ class VectorStore(ABC):
         if array.ndim != 2 or array.shape[1] != self.dim:
             raise ShapeError(f"expected (N, {self.dim}) vectors, got {array.shape}")
         check_vectors(array)
+        check_directions(array, self.metric, "vectors")
         return np.ascontiguousarray(prepare(array, self.metric))
 
 

@@ -6,8 +6,11 @@ is *at most* the threshold; the threshold sits in the middle of the gap below
 the first negative distance (impostor pair, stranger's search) that would take
 the rate past the target, so tied negatives go out together; it is never below
 0, so a negative at distance 0 stays accepted and the reported rate shows the miss.
-Every fit reports the rate actually reached and whether enough negatives back
-it (``reliable``: at least ``10 / target``).
+Every fit reports the rate actually reached, measured with :func:`accepts` (the
+rule the face index decides by), what makes it untrustworthy (``warnings``:
+negatives at distance 0, a threshold that separates nothing, ties), and whether
+it can be trusted (``reliable``: at least ``10 / target`` negatives, the target
+reached, some positive matched).
 
 * 1:1: :func:`fit_far_threshold` on impostor pairs, giving a :class:`FarCalibration`.
 * 1:N: :func:`fit_fpir_threshold` on searches by strangers (non-mated), giving
@@ -32,13 +35,21 @@ from siamkit.thresholds._fpir import (
     growth_warning,
     open_set_scores,
 )
-from siamkit.thresholds._results import DetCurve, FarCalibration, FpirCalibration, ThresholdFit
+from siamkit.thresholds._results import (
+    DetCurve,
+    FarCalibration,
+    FpirCalibration,
+    ThresholdFit,
+    unreliable_reason,
+)
 from siamkit.thresholds._rule import (
     accepts,
     allowed_count,
     check_rate,
     check_scores,
     check_threshold,
+    fit_reliable,
+    fit_warnings,
     reliable,
     threshold_at_rate,
 )
@@ -59,9 +70,12 @@ __all__ = [
     "det_curve",
     "fit_far_threshold",
     "fit_fpir_threshold",
+    "fit_reliable",
+    "fit_warnings",
     "fnir_at_fpir",
     "growth_warning",
     "open_set_scores",
     "reliable",
     "threshold_at_rate",
+    "unreliable_reason",
 ]

@@ -9,7 +9,8 @@ from siamkit.thresholds._rule import (
     accepts,
     check_rate,
     check_scores,
-    reliable,
+    fit_reliable,
+    fit_warnings,
     threshold_at_rate,
 )
 
@@ -21,7 +22,9 @@ def fit_far_threshold(
 
     Placed by the rule of :mod:`siamkit.thresholds` (ties, fallback): in the
     middle of the gap below the first impostor distance that would exceed the
-    target.
+    target. The FAR and TAR are measured with :func:`~siamkit.thresholds.accepts`,
+    the rule verify decides by; ``warnings`` and ``reliable`` say whether the
+    threshold separates anything.
 
     Args:
         distances: One distance per pair.
@@ -35,20 +38,28 @@ def fit_far_threshold(
 
     Examples:
         >>> c = fit_far_threshold([0.1, 0.2, 0.3, 0.6, 0.7], [1, 1, 0, 0, 0], target_far=0.5)
-        >>> round(c.threshold, 6), round(c.far, 3), c.tar
-        (0.45, 0.333, 1.0)
+        >>> round(c.threshold, 6), round(c.far, 3), c.tar, c.warnings
+        (0.45, 0.333, 1.0, ())
+        >>> same_image = fit_far_threshold([0.0, 0.0, 0.5], [1, 0, 0], target_far=0.1)
+        >>> same_image.threshold, same_image.far, same_image.reliable
+        (0.0, 0.5, False)
+        >>> same_image.warnings[0][:46]
+        '1 of the 2 impostor pairs are at distance 0 (i'
     """
     target_far = check_rate(target_far, "target_far")
     d, s = check_scores(distances, same)
     impostor, genuine = d[~s], d[s]
     threshold = threshold_at_rate(impostor, target_far, candidates=genuine)
+    far = float(accepts(impostor, threshold).mean())
+    accepted = accepts(genuine, threshold)
     return FarCalibration(
         threshold=threshold,
         target_far=target_far,
-        far=float(accepts(impostor, threshold).mean()),
-        tar=float(accepts(genuine, threshold).mean()),
+        far=far,
+        tar=float(accepted.mean()),
         num_genuine=int(genuine.size),
         num_impostor=int(impostor.size),
-        reliable=reliable(impostor.size, target_far),
+        reliable=fit_reliable(impostor.size, target_far, far, accepted, genuine.size),
         source=source,
+        warnings=fit_warnings(impostor, genuine, accepted, threshold, target_far, "1:1"),
     )

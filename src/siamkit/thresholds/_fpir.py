@@ -11,7 +11,13 @@ import numpy as np
 from siamkit.exceptions import DataError, ShapeError
 from siamkit.geometry import embeddings_and_labels, pairwise_distances
 from siamkit.thresholds._results import DetCurve, FpirCalibration
-from siamkit.thresholds._rule import accepts, check_rate, reliable, threshold_at_rate
+from siamkit.thresholds._rule import (
+    accepts,
+    check_rate,
+    fit_reliable,
+    fit_warnings,
+    threshold_at_rate,
+)
 
 #: The FPIRs ``siamkit eval`` reports FNIR at.
 FPIRS = (1e-1, 1e-2, 1e-3)
@@ -117,8 +123,10 @@ def fit_fpir_threshold(
 
     Placed by the rule of :mod:`siamkit.thresholds` (ties, fallback): in the
     middle of the gap below the first non-mated distance that would exceed
-    the target. The FNIR
-    there is the expected share of enrolled people rejected or misidentified.
+    the target. The FNIR there is the expected share of enrolled people
+    rejected or misidentified. Rates are measured with
+    :func:`~siamkit.thresholds.accepts`, the rule identify decides by;
+    ``warnings`` and ``reliable`` say whether the threshold separates anything.
 
     Raises:
         ConfigError: ``target_fpir`` is not in (0, 1).
@@ -137,18 +145,22 @@ def fit_fpir_threshold(
             "people, or pass unknown probes"
         )
     threshold = threshold_at_rate(scores.non_mated, target_fpir, candidates=scores.mated)
+    fpir = scores.fpir(threshold)
+    matched = scores.mated_correct & accepts(scores.mated, threshold)
+    warnings = fit_warnings(scores.non_mated, scores.mated, matched, threshold, target_fpir, "1:N")
     return FpirCalibration(
         threshold=threshold,
         target_fpir=target_fpir,
-        fpir=scores.fpir(threshold),
+        fpir=fpir,
         fnir=scores.fnir(threshold),
         misidentified=scores.misidentified(threshold),
         num_mated=int(scores.mated.size),
         num_non_mated=int(scores.non_mated.size),
         gallery_size=int(gallery_size),
         gallery_people=int(gallery_people),
-        reliable=reliable(scores.non_mated.size, target_fpir),
+        reliable=fit_reliable(scores.non_mated.size, target_fpir, fpir, matched, scores.mated.size),
         source=source,
+        warnings=warnings,
     )
 
 

@@ -22,8 +22,8 @@ class ThresholdFit:
     threshold: float
 
     def to_dict(self) -> dict[str, Any]:
-        """The fit as a JSON-able dict."""
-        return asdict(self)
+        """The fit as a JSON-able dict (tuples as lists, as JSON gives them back)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,17 @@ class FarCalibration(ThresholdFit):
         tar: The true-accept rate on the genuine pairs at the threshold.
         num_genuine: Genuine (same person) pairs used.
         num_impostor: Impostor (different people) pairs used.
-        reliable: At least ``10 / target_far`` impostor pairs: fewer cannot
-            measure such a small rate.
+        reliable: The threshold can be trusted: at least ``10 / target_far``
+            impostor pairs (fewer cannot measure such a small rate), the target
+            reached, and some genuine pair accepted. False whenever ``warnings``
+            says the target was missed or nothing is separated.
         source: ``"gallery"`` (a face index's own pairs) or ``"pairs"`` (given).
+        warnings: What makes the threshold untrustworthy, one sentence each
+            with its fix (:func:`siamkit.thresholds.fit_warnings`): impostor
+            pairs at distance 0, a threshold that accepts no genuine pair,
+            genuine pairs tied with the impostor pairs it rejects, and for a
+            gallery labels that look like one person (images of two labels
+            nearer than any two of one). Empty for a sound fit.
 
     Examples:
         >>> c = FarCalibration(0.4, 0.01, 0.008, 0.97, 200, 4750, False, "gallery")
@@ -55,6 +63,10 @@ class FarCalibration(ThresholdFit):
     num_impostor: int
     reliable: bool
     source: str = "gallery"
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "warnings", _texts(self.warnings))
 
 
 @dataclass(frozen=True)
@@ -79,9 +91,16 @@ class FpirCalibration(ThresholdFit):
         gallery_size: Items in the gallery the threshold was fitted at: the
             chance that a stranger matches someone grows with it.
         gallery_people: People in that gallery.
-        reliable: At least ``10 / target_fpir`` non-mated searches.
+        reliable: The threshold can be trusted: at least ``10 / target_fpir``
+            non-mated searches, the target reached, and some mated search
+            matched to its own person. False whenever ``warnings`` says the
+            target was missed or nothing is separated.
         source: ``"leave-one-person-out"`` (each enrolled person searched as a
             stranger against the others) or ``"probes"`` (given unknown probes).
+        warnings: What makes the threshold untrustworthy, one sentence each
+            with its fix, as for :class:`FarCalibration`: strangers' searches at
+            distance 0, no enrolled person matched, ties, and people of two
+            labels nearer than any two images of one (duplicate identities).
 
     Examples:
         >>> c = FpirCalibration(0.3, 0.01, 0.008, 0.05, 0.01, 200, 1000, 600, 60, True, "probes")
@@ -99,6 +118,10 @@ class FpirCalibration(ThresholdFit):
     gallery_people: int
     reliable: bool
     source: str = "leave-one-person-out"
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "warnings", _texts(self.warnings))
 
 
 @dataclass(frozen=True)
@@ -118,3 +141,35 @@ class DetCurve:
     fpir: np.ndarray
     fnir: np.ndarray
     thresholds: np.ndarray
+
+
+def unreliable_reason(fit: FarCalibration | FpirCalibration) -> str | None:
+    """Why a fit is not ``reliable``, in a few words; None when it is.
+
+    Examples:
+        >>> few = FarCalibration(0.4, 0.01, 0.0, 0.9, 20, 50, False)
+        >>> unreliable_reason(few)
+        'too few impostor pairs (fewer than 1000)'
+        >>> unreliable_reason(FarCalibration(0.0, 0.01, 0.5, 1.0, 20, 5000, False))
+        'the target FAR was missed (impostor pairs at distance 0)'
+    """
+    if fit.reliable:
+        return None
+    if isinstance(fit, FarCalibration):
+        rate, target, separated = fit.far, fit.target_far, fit.tar > 0
+        words = ("FAR", "impostor pairs", "it accepts no genuine pair")
+    else:
+        rate, target, separated = fit.fpir, fit.target_fpir, fit.fnir is None or fit.fnir < 1
+        words = ("FPIR", "stranger searches", "it matches no enrolled person")
+    if rate > target:
+        return f"the target {words[0]} was missed ({words[1]} at distance 0)"
+    if not separated:
+        return words[2]
+    return f"too few {words[1]} (fewer than {10 / target:.0f})"
+
+
+def _texts(values: Any) -> tuple[str, ...]:
+    """Warnings as a tuple of strings (JSON gives a list back)."""
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise TypeError(f"warnings must be a list of strings, got {values!r}")
+    return tuple(values)

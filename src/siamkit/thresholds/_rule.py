@@ -18,8 +18,14 @@ Fallback, when nothing reaches the target: with no observed distance below
 ``c``, ``lo`` is 0 (distances are never negative). If ``c`` is 0 itself (a
 negative at distance 0, e.g. one image filed under two people), no threshold
 can reject it: the threshold is 0, and the rate reached, reported with every
-fit, shows the target was missed. Every fit also says whether at least
-``10 / target`` negatives back it (``reliable``); fewer cannot measure the rate.
+fit, shows the target was missed.
+
+Every fit says whether it can be trusted (``reliable``): at least
+``10 / target`` negatives back it (fewer cannot measure the rate), the target
+was reached, and some positive is matched. Its ``warnings`` name what is
+wrong otherwise (:func:`fit_warnings`): negatives at distance 0, a threshold
+that separates nothing, positives tied with the negatives it rejects, and for
+a face index's own gallery labels that look like one person.
 """
 
 from __future__ import annotations
@@ -160,6 +166,103 @@ def threshold_at_rate(negatives: Any, target: float, candidates: Any = ()) -> fl
     low = max(0.0, float(below.max())) if below.size else 0.0
     middle = (low + ceiling) / 2
     return middle if middle < ceiling else low  # two adjacent floats have no middle
+
+
+# What the warnings of a 1:1 and a 1:N fit call their distances.
+_WORDS = {
+    "1:1": ("impostor pairs", "genuine pairs", "FAR", "accepts"),
+    "1:N": ("searches by strangers", "searches by enrolled people", "FPIR", "matches"),
+}
+
+
+def fit_warnings(
+    negatives: Any,
+    positives: Any,
+    matched: Any,
+    threshold: float,
+    target: float,
+    kind: str = "1:1",
+) -> tuple[str, ...]:
+    """What makes a threshold fitted by the rule untrustworthy, however many negatives back it.
+
+    Measured with :func:`accepts`, the rule a face index decides by (a
+    distance tied with the threshold is accepted):
+
+    * **target missed**: negatives at distance 0 (identical embeddings under
+      two labels: one person filed under two names, one image enrolled
+      twice) are accepted by every threshold, so the rate reached exceeds
+      the target;
+    * **nothing separated**: no positive is matched (accepted, and in 1:N
+      found as its own person): the threshold tells no one apart;
+    * **ties**: positives at exactly the distance of the first negative the
+      target rejects go out with it, as equal distances cannot be split.
+
+    The first two make a fit unreliable (:func:`fit_reliable`).
+
+    Args:
+        negatives: Distances to reject (impostor pairs, strangers' searches).
+        positives: Distances to accept (genuine pairs, enrolled people's searches).
+        matched: Per positive, whether the decision at ``threshold`` is right.
+        threshold: The fitted threshold.
+        target: The rate asked for.
+        kind: ``"1:1"`` or ``"1:N"``, for the wording.
+
+    Examples:
+        >>> fit_warnings([0.5, 0.6], [0.1, 0.2], [True, True], 0.35, 0.1)
+        ()
+        >>> [w[:46] for w in fit_warnings([0.0, 0.0, 0.6], [0.0], [True], 0.0, 0.1)]
+        ['2 of the 3 impostor pairs are at distance 0 (i']
+    """
+    words = _WORDS[kind]
+    neg = np.asarray(negatives, dtype=np.float64).reshape(-1)
+    pos = np.asarray(positives, dtype=np.float64).reshape(-1)
+    found = np.asarray(matched, dtype=bool).reshape(-1)
+    out = []
+    rate = float(accepts(neg, threshold).mean()) if neg.size else 0.0
+    if rate > target:
+        zeros = int((neg <= 0).sum())
+        out.append(
+            f"{zeros} of the {neg.size} {words[0]} are at distance 0 (identical embeddings "
+            "under two labels: one person filed under two names, or one image enrolled "
+            f"twice?): no threshold rejects them, so the {words[2]} reached, {rate:.3g}, "
+            f"misses the target {target:g}; merge or remove the duplicates, then calibrate "
+            "again"
+        )
+    if pos.size and not found.any():
+        out.append(
+            f"the threshold {words[3]} none of the {pos.size} {words[1]} (to their own "
+            f"person): they are no nearer than the {words[0]} it must reject, so it tells no "
+            "one apart"
+        )
+    if neg.size:
+        ceiling = float(np.sort(neg)[allowed_count(target, neg.size)])
+        tied = int((pos == ceiling).sum()) if ceiling > threshold else 0
+        if tied:
+            out.append(
+                f"{tied} of the {words[1]} are at exactly the distance ({ceiling:.6g}) of "
+                f"the nearest of the {words[0]} the target rejects: equal distances cannot "
+                "be told apart, so they are rejected with it"
+            )
+    return tuple(out)
+
+
+def fit_reliable(
+    num_negatives: int, target: float, rate: float, matched: Any, num_positives: int
+) -> bool:
+    """Whether a fit can be trusted: :func:`reliable`, the target reached, someone matched.
+
+    A threshold that misses its target (negatives at distance 0) or separates
+    nothing (no positive matched; see :func:`fit_warnings`) is never
+    reliable, however many negatives it was measured on.
+
+    Examples:
+        >>> fit_reliable(2000, 0.01, 0.005, [True, False], 2)
+        True
+        >>> fit_reliable(2000, 0.01, 0.005, [False, False], 2)
+        False
+    """
+    separates = not num_positives or bool(np.asarray(matched, dtype=bool).any())
+    return reliable(num_negatives, target) and rate <= target and separates
 
 
 def reliable(num_negatives: int, target: float) -> bool:

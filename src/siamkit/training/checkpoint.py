@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from siamkit._atomic import write_with
+from siamkit._load_errors import load_error_reason
 from siamkit.encoders.base import Encoder, encoder_registry
 from siamkit.exceptions import ConfigError, ModelFileError, TrainingError
 from siamkit.training.config import TrainConfig
@@ -60,7 +61,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def _unreadable(path: str | os.PathLike, err: BaseException) -> ModelFileError:
     return ModelFileError(
-        f"cannot read checkpoint {path}: {_first_line(err)} ({type(err).__name__}). "
+        f"cannot read checkpoint {path}: {load_error_reason(err)} ({type(err).__name__}). "
         "It is corrupt or not a siamkit checkpoint: delete it to start training afresh"
     )
 
@@ -79,14 +80,6 @@ def _check_archive(path: str | os.PathLike) -> None:
             f"{path} is not a checkpoint siamkit wrote: its records are compressed or claim "
             "more bytes than the file holds. Delete it to start training afresh"
         )
-
-
-def _first_line(err: BaseException, limit: int = 200) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    # torch's refusal of a pickle is a page of advice; the reason is on one line.
-    reason = [line for line in lines if line.startswith("WeightsUnpickler error:")]
-    line = (reason or lines or [""])[0]
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _is_int(value: Any) -> bool:

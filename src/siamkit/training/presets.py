@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from siamkit import _model_files
-from siamkit._atomic import write_json
+from siamkit._atomic import remove_temporaries, write_json
 from siamkit.encoders.base import ENCODER_FILE, Encoder
 from siamkit.exceptions import ConfigError, MissingExtraError, NonFiniteError
 from siamkit.training._parallel import resolve_device, training_device
@@ -603,6 +603,7 @@ def save_face_run(
     if outcome.rank != 0:
         return out
     record = outcome.selection.to_dict()
+    remove_temporaries(out, (HISTORY_FILE, PLOT_FILE))  # of a save killed midway
     outcome.encoder.save(out, extra={**(extra or {}), "fine_tuning": record})
     write_json(
         out / HISTORY_FILE,

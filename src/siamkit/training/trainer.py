@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from siamkit._atomic import write_json
+from siamkit._atomic import remove_temporaries, write_json
 from siamkit.data.sampling import ClassBalancedBatchSampler
 from siamkit.encoders.base import Encoder
 from siamkit.encoders.whitening import whitening_layers
@@ -50,6 +50,9 @@ from siamkit.training.runtime import reproducible
 
 HISTORY_FILE = "history.json"
 PLOT_FILE = "loss_plot.png"
+#: The files of a run folder whose temporary copies a killed save leaves behind
+#: (``split.json`` is ``siamkit train``'s); each checkpoint removes them.
+RUN_FILES = (CHECKPOINT_FILE, HISTORY_FILE, PLOT_FILE, "split.json")
 
 
 class _DivergedError(TrainingError):
@@ -491,6 +494,7 @@ class Trainer:
 
     def _save_checkpoint(self, run: _Run, epoch: int) -> None:
         assert run.out is not None
+        remove_temporaries(run.out, RUN_FILES)  # of a save killed midway; rank 0 alone writes
         history = [record.to_dict() for record in run.history]
         runtime = dict(self.runtime)
         best = {"epoch": run.best_epoch, "value": run.best_value}
