@@ -186,3 +186,23 @@ def test_check_embeddings_shapes():
         check_embeddings(np.zeros(3))
     with pytest.raises(ShapeError):
         check_embeddings(torch.zeros(2, 3, 4))
+
+
+def test_the_single_query_helpers_give_the_general_functions_numbers() -> None:
+    from siamkit import geometry
+    from siamkit.geometry import index_distance_list, index_distances, prepare_query
+
+    rng = np.random.default_rng(7)
+    rows = geometry.prepare(rng.normal(size=(50, 16)).astype(np.float32), "cosine")
+    # Near-opposite pairs, whose halved squared difference can round past 2.
+    queries = np.concatenate([rows[:5], -rows[5:10], rng.normal(size=(5, 16)).astype(np.float32)])
+    # Rows just inside and just outside prepare's unit tolerance (2**-22 on the square).
+    for scale in (1 + 2.0**-24, 1 + 2.0**-22.5, 1 + 2.0**-21, 0.5):
+        queries = np.concatenate([queries, (rows[:3] * np.float32(scale)).astype(np.float32)])
+    for metric in ("cosine", "euclidean"):
+        for query in queries:
+            row = prepare_query(query, metric)
+            assert np.array_equal(row, geometry.prepare(query[None], metric))
+            listed = index_distance_list(rows, row, metric)
+            assert listed == index_distances(rows, row, metric).tolist()
+            assert max(listed) <= 2.0 or metric == "euclidean"

@@ -430,6 +430,27 @@ def test_corrupt_split_file_on_resume_is_one_line(
     assert code == 2 and "split.json" in err and len(err.strip().splitlines()) == 1
 
 
+def test_deeply_nested_training_files_are_one_line_not_a_recursion_error(
+    synthetic_faces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from siamkit.training.records import read_training_record
+
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "split.json").write_text("[" * 100_000)
+    argv = ["train", "--data", str(synthetic_faces), "--out", str(out), "--quiet", "--resume"]
+    code, err = _cli(argv, capsys)
+    assert code == 2 and "split.json" in err and len(err.strip().splitlines()) == 1
+    (out / "encoder.json").write_text("[" * 100_000)
+    with pytest.raises(siamkit.ModelFileError, match="nested deeper"):
+        read_training_record(out)
+    # A deep --encoder-arg value is taken as the text it is, then refused as a bad value.
+    argv = ["train", "--data", str(synthetic_faces), "--out", str(tmp_path / "n"), "--quiet",
+            "--encoder-arg", "embedding_dim=" + "[" * 100_000]  # fmt: skip
+    code, err = _cli(argv, capsys)
+    assert code == 2 and "embedding_dim" in err and len(err.strip().splitlines()) == 1
+
+
 def test_an_unexpected_failure_is_one_line_too(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -57,6 +57,9 @@ ArrayT = TypeVar("ArrayT", "torch.Tensor", np.ndarray)
 _EPS = 1e-12
 # How far from 1 the squared norm of a row NumPy's prepare leaves alone may be.
 _UNIT_TOLERANCE = 2.0**-22
+# Row-wise dot products: NumPy 2's gufunc is a third of einsum's call cost (the
+# single-query path counts microseconds); every caller in a process uses the same one.
+_row_dot = getattr(np, "vecdot", lambda a, b: np.einsum("...i,...i->...", a, b))
 
 #: The largest L2 norm of an embedding a face index accepts (``NonFiniteError``
 #: above it). FAISS computes squared distances in float32 (largest 3.4e38); two
@@ -253,10 +256,35 @@ def _np_normalize(x: np.ndarray) -> np.ndarray:
     ``torch.nn.functional.normalize`` does.
     """
     wide = x.astype(np.float64)
-    squared = np.einsum("...i,...i->...", wide, wide)
-    unit = (wide / np.maximum(np.sqrt(squared), _EPS)[..., None]).astype(np.float32)
+    squared = _row_dot(wide, wide)
     kept = np.abs(squared - 1.0) <= _UNIT_TOLERANCE
+    if kept.all():  # the common case (embeddings a unit-sphere encoder made): no division
+        return x
+    unit = (wide / np.maximum(np.sqrt(squared), _EPS)[..., None]).astype(np.float32)
     return np.where(kept[..., None], x, unit) if kept.any() else unit
+
+
+def prepare_query(vector: np.ndarray, metric: str) -> np.ndarray:
+    """One float32 query ``(D,)`` as :func:`prepare` leaves it, as a ``(1, D)`` row.
+
+    The same numbers as ``prepare(vector[None], metric)``, in fewer NumPy
+    calls for the common case, a query already of unit length: a face index's
+    single-query path runs right after FAISS has swept the CPU caches, where
+    every call costs microseconds.
+
+    Examples:
+        >>> q = np.array([0.6, 0.8], dtype=np.float32)
+        >>> prepare_query(q, "cosine").tolist() == prepare(q[None], "cosine").tolist()
+        True
+    """
+    row = vector[None]
+    if metric == "euclidean":
+        return row
+    wide = row.astype(np.float64)
+    # prepare's own test, on the same float64 squares, so the two decide alike.
+    if abs(float(_row_dot(wide, wide)[0]) - 1.0) <= _UNIT_TOLERANCE:
+        return row
+    return prepare(row, metric)
 
 
 def index_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
@@ -289,12 +317,35 @@ def index_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
         >>> [round(d, 6) for d in index_distances(u, u[:1], "cosine").tolist()]
         [0.0, 0.292893]
     """
-    metric = check_metric(metric)
-    diff = np.subtract(a, b, dtype=np.float64)
-    squared = np.einsum("...i,...i->...", diff, diff)
-    if metric == "euclidean":
+    squared = _squared_differences(a, b)
+    if check_metric(metric) == "euclidean":
         return np.sqrt(squared).astype(np.float32)
-    return np.minimum(squared * 0.5, 2.0).astype(np.float32)
+    out = (squared * 0.5).astype(np.float32)
+    # Clamped after rounding: float32 rounding keeps order and 2.0 is exact, so
+    # this equals clamping first (index_distance_list clamps in Python).
+    return np.minimum(out, np.float32(2.0))
+
+
+def index_distance_list(rows: np.ndarray, query: np.ndarray, metric: str) -> list[float]:
+    """:func:`index_distances` of a few ``rows`` to one ``query`` row, as a list.
+
+    The same numbers as ``index_distances(rows, query, metric).tolist()``, with
+    fewer NumPy calls: the single-query path of a face index.
+
+    Examples:
+        >>> rows = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+        >>> index_distance_list(rows, rows[:1], "cosine")
+        [0.0, 1.0]
+    """
+    squared = _squared_differences(rows, query)
+    if metric == "euclidean":
+        return np.sqrt(squared).astype(np.float32).tolist()
+    return [min(d, 2.0) for d in (squared * 0.5).astype(np.float32).tolist()]
+
+
+def _squared_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    diff = np.subtract(a, b, dtype=np.float64)
+    return _row_dot(diff, diff)
 
 
 def paired_distances(a: ArrayT, b: ArrayT, metric: str) -> ArrayT:

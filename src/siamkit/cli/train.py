@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from siamkit._atomic import remove_temporaries, write_json
+from siamkit._manifest import parse_json
 from siamkit.cli.evaluate import EVAL_FOLDER, skipped_lines
 from siamkit.exceptions import ConfigError, TrainingError
 from siamkit.training.config import TrainConfig
@@ -257,7 +257,7 @@ def parse_encoder_args(pairs: list[str], option: str = "--encoder-arg") -> dict[
         if not sep or not key:
             raise ConfigError(f"{option} expects KEY=VALUE, got {pair!r}")
         try:
-            kwargs[key] = json.loads(value)
+            kwargs[key] = parse_json(value)
         except ValueError:
             kwargs[key] = value
     return kwargs
@@ -568,7 +568,7 @@ def _check_resume_split(args: argparse.Namespace, split_info: dict[str, Any]) ->
     if not args.resume or not path.exists():
         return
     try:
-        saved = json.loads(path.read_text())
+        saved = parse_json(path.read_text())
     except (OSError, ValueError) as err:
         raise TrainingError(
             f"cannot resume {args.out}: {path} is unreadable ({err}); restore it, or start "

@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 
 from siamkit.exceptions import EmptyIndexError
-from siamkit.geometry import index_distances
+from siamkit.geometry import index_distance_list, index_distances
 from siamkit.index._store import RowStore
 from siamkit.index.backends import Backend, faiss_metric
 
@@ -105,7 +105,7 @@ def nearest_one(
     if -1 in rows:
         rows = [row for row in rows if row >= 0]
         found = np.array(rows, dtype=np.int64)
-    distances = index_distances(vectors.take(found, axis=0), query, metric).tolist()
+    distances = index_distance_list(vectors.take(found, axis=0), query, metric)
     ranked = sorted(zip(distances, rows, strict=True))  # as finish: ties in row order
     return [row for _, row in ranked], [distance for distance, _ in ranked]
 

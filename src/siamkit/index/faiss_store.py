@@ -30,7 +30,7 @@ from siamkit.exceptions import (
     IndexFileError,
     UnknownIdError,
 )
-from siamkit.geometry import prepare
+from siamkit.geometry import prepare_query
 from siamkit.index import storage
 from siamkit.index._faiss_search import nearest_one, nearest_rows
 from siamkit.index._rwlock import RWLock
@@ -291,7 +291,7 @@ class FaissStore(VectorStore):
             rows, backend = self.rows, self.backend
             if rows.num_dead or backend.index is None or k >= rows.num_rows:
                 return None
-            query = prepare(vector[None], self.metric)
+            query = prepare_query(vector, self.metric)
             _, found = backend.search(query, k)
             return self.match_list(*nearest_one(rows.vectors, query, found[0], self.metric))
 

@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import datetime
 import importlib.util
-import json
 import os
 import shutil
 import time
@@ -43,6 +42,7 @@ import numpy as np
 
 from siamkit import _model_files
 from siamkit._atomic import remove_temporaries, write_json
+from siamkit._manifest import parse_json
 from siamkit.encoders.base import ENCODER_FILE, Encoder
 from siamkit.exceptions import ConfigError, MissingExtraError, NonFiniteError
 from siamkit.training._parallel import resolve_device, training_device
@@ -635,7 +635,7 @@ def read_fine_tuning(model_dir: str | os.PathLike) -> FineTuneSelection | None:
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text()).get("extra", {}).get("fine_tuning")
+        record = parse_json(path.read_text()).get("extra", {}).get("fine_tuning")
     except (OSError, ValueError, AttributeError):
         return None
     return None if record is None else FineTuneSelection.from_dict(record)

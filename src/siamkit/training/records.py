@@ -11,13 +11,13 @@ is what earlier versions wrote, so older model directories still read.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from siamkit._manifest import parse_json
 from siamkit.exceptions import ModelFileError
 
 #: The key of ``encoder.json``'s ``extra`` that holds the :class:`TrainingRecord`.
@@ -251,7 +251,7 @@ def read_training_record(model_dir: str | os.PathLike) -> TrainingRecord | None:
     if not path.is_file():
         return None
     try:
-        manifest = json.loads(path.read_text())
+        manifest = parse_json(path.read_text())
     except (OSError, ValueError) as err:
         raise ModelFileError(f"cannot read {path}: {err}") from None
     extra = manifest.get("extra") if isinstance(manifest, dict) else None
