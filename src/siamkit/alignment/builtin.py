@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -9,7 +10,15 @@ import numpy as np
 from PIL import Image
 
 from siamkit._model_files import LANDMARK_MODEL, face_model_file
-from siamkit.alignment.base import Face, FaceAligner, register_aligner
+from siamkit.alignment.base import (
+    DEFAULT_MAX_DETECT_PIXELS,
+    Face,
+    FaceAligner,
+    fit_within,
+    register_aligner,
+    resize_for_detection,
+    similarity_transform,
+)
 from siamkit.exceptions import ConfigError, MissingExtraError, ModelFileError
 
 #: dlib's canonical positions of its 5 landmarks (two corners of each eye, the
@@ -33,6 +42,11 @@ DLIB_TEMPLATE = np.array(
 #: treating the whole photo as the face.
 SECOND_LOOK = ((0, -0.5), (1, -0.5), (1, -1.0))
 
+#: An image over the pixel bound at the wanted upsampling is scanned resized to the
+#: bound instead, but only if that enlarges it at least this much (in pixels): an
+#: image 10% wider finds hardly a face that the image itself would not.
+_WORTH_ENLARGING = 1.2
+
 
 @register_aligner("none")
 class NoAligner(FaceAligner):
@@ -44,7 +58,7 @@ class NoAligner(FaceAligner):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(max_detect_pixels=None)  # it never detects
 
     def detect(self, image: Image.Image) -> list[Face]:
         width, height = image.size
@@ -74,6 +88,12 @@ class DlibAligner(FaceAligner):
         second_look: When nothing passes the detector's threshold, look again
             with lower thresholds and one more upsampling (:data:`SECOND_LOOK`)
             and keep the best candidate; counted in ``stats.weak``.
+        max_detect_pixels: The most pixels the HOG detector scans, its
+            upsampling included: a larger photo is scanned on a copy resized to
+            fit and an upsampling that would exceed the bound is done by one
+            resize to it; the landmarks are mapped back and the chip is cut from
+            the photo at full resolution. None: no bound (minutes and gigabytes
+            on a large photo).
 
     Examples:
         >>> aligner = DlibAligner(on_missing="fallback")  # doctest: +SKIP
@@ -88,8 +108,9 @@ class DlibAligner(FaceAligner):
         upsample: int = 1,
         on_missing: str = "fallback",
         second_look: bool = True,
+        max_detect_pixels: int | None = DEFAULT_MAX_DETECT_PIXELS,
     ) -> None:
-        super().__init__(size=size, on_missing=on_missing)
+        super().__init__(size=size, on_missing=on_missing, max_detect_pixels=max_detect_pixels)
         if isinstance(padding, bool) or not 0.0 <= float(padding) <= 2.0:
             raise ConfigError(f"padding must be between 0 and 2, got {padding!r}")
         if isinstance(upsample, bool) or not isinstance(upsample, int) or not 0 <= upsample <= 3:
@@ -120,24 +141,38 @@ class DlibAligner(FaceAligner):
 
     def detect(self, image: Image.Image) -> list[Face]:
         _, detector, _ = self._dlib()
-        pixels = _rgb(image)
-        boxes, scores, _ = detector.run(pixels, self.upsample, 0.0)
+        scan = _BoundedScan(detector, image, self.max_detect_pixels)
+        looks = [(self.upsample, 0.0)]
+        if self.second_look:
+            looks += [(self.upsample + extra, threshold) for extra, threshold in SECOND_LOOK]
+        # Non-maximum suppression keeps a detection whatever scores lower, so one
+        # scan at the lowest threshold any look asks of an image answers them all.
+        for upsample, threshold in looks:
+            scan.lower(upsample, threshold)
+        boxes, scores = scan.run(self.upsample)
         faces = [
-            self._face(image, box, pixels, score) for box, score in zip(boxes, scores, strict=True)
+            self._face(image, box, scan.pixels, score)
+            for box, score in zip(boxes, scores, strict=True)
+            if score > 0.0
         ]
-        if faces or not self.second_look:
+        if faces:
             return faces
-        for extra, threshold in SECOND_LOOK:
-            boxes, scores, _ = detector.run(pixels, self.upsample + extra, threshold)
-            if len(boxes):
-                best = int(np.argmax(scores))
-                return [self._face(image, boxes[best], pixels, scores[best], weak=True)]
+        for upsample, threshold in looks[1:]:
+            boxes, scores = scan.run(upsample)
+            best = int(np.argmax(scores)) if scores else -1
+            if best >= 0 and scores[best] > threshold:
+                return [self._face(image, boxes[best], scan.pixels, scores[best], weak=True)]
         return []
 
     def _face(
-        self, image: Image.Image, box: Any, pixels: np.ndarray, score: float, weak: bool = False
+        self,
+        image: Image.Image,
+        box: tuple[float, float, float, float],
+        pixels: np.ndarray,
+        score: float,
+        weak: bool = False,
     ) -> Face:
-        face = self.locate(image, (box.left(), box.top(), box.right(), box.bottom()), pixels)
+        face = self.locate(image, box, pixels)
         return Face(face.box, face.landmarks, float(score), weak=weak)
 
     def locate(
@@ -156,12 +191,102 @@ class DlibAligner(FaceAligner):
 
     def chip(self, image: Image.Image, face: Face) -> Image.Image:
         dlib, _, _ = self._dlib()
-        left, top, right, bottom = (round(v) for v in face.box)
+        if self.max_detect_pixels is not None and _pixels(image) > self.max_detect_pixels:
+            image, face = self._chip_source(image, face)
         assert face.landmarks is not None
-        points = dlib.points([dlib.point(int(x), int(y)) for x, y in face.landmarks])
+        left, top, right, bottom = (round(v) for v in face.box)
+        points = dlib.points([dlib.point(round(x), round(y)) for x, y in face.landmarks])
         shape = dlib.full_object_detection(dlib.rectangle(left, top, right, bottom), points)
         chip = dlib.get_face_chip(_rgb(image), shape, self.size, self.padding)
         return Image.fromarray(chip)
+
+    def _chip_source(self, image: Image.Image, face: Face) -> tuple[Image.Image, Face]:
+        """The part of a large ``image`` that ``face``'s chip samples, with a margin,
+        box-reduced to at most about twice the chip's resolution; ``face`` moved onto it.
+
+        dlib would convert the whole photo and build an antialiasing pyramid of it
+        (seconds and hundreds of megabytes at 24 megapixels) to sample 150x150
+        pixels; this gives it the same pixels, already mostly reduced.
+        """
+        assert face.landmarks is not None
+        chip_to_image = similarity_transform(self.template * self.size, face.landmarks)
+        corners = np.array([[0, 0], [1, 0], [0, 1], [1, 1]]) * self.size
+        mapped = corners @ chip_to_image[:, :2].T + chip_to_image[:, 2]
+        margin = 0.25 * float(np.ptp(mapped, axis=0).max()) + 8
+        low = np.clip(np.floor(mapped.min(0) - margin), 0, image.size).astype(int)
+        high = np.clip(np.ceil(mapped.max(0) + margin), low + 1, image.size).astype(int)
+        region = image.crop((int(low[0]), int(low[1]), int(high[0]), int(high[1])))
+        origin = np.tile(low, 2).astype(np.float64)
+        moved = Face(
+            tuple(float(v) for v in np.asarray(face.box) - origin),  # type: ignore[arg-type]
+            np.asarray(face.landmarks, dtype=np.float64) - origin[:2],
+            face.score,
+            face.weak,
+        )
+        # Photo pixels per chip pixel; dlib's own pyramid handles the last factor of 2.
+        factor = int(math.sqrt(abs(np.linalg.det(chip_to_image[:, :2]))) // 2)
+        if factor < 2:
+            return region, moved
+        return region.reduce(factor), moved.rescaled(1 / factor, 1 / factor)
+
+
+class _BoundedScan:
+    """dlib's HOG detector over one image, never scanning more than ``max_pixels``.
+
+    An upsampling within the bound is dlib's own, as before; one past it scans
+    the image resized to the bound (once) with no upsampling, and maps the boxes
+    back. Each distinct scan runs once, at the lowest threshold asked of it
+    (:meth:`lower`); boxes come back as ``(left, top, right, bottom)`` in the
+    image's pixels, best first.
+    """
+
+    def __init__(self, detector: Any, image: Image.Image, max_pixels: int | None) -> None:
+        self.detector, self.image, self.max_pixels = detector, image, max_pixels
+        self.pixels = _rgb(image)
+        self._thresholds: dict[tuple[str, int], float] = {}
+        self._done: dict[tuple[str, int], tuple[list[tuple], list[float]]] = {}
+
+    def key(self, upsample: int) -> tuple[str, int]:
+        """What is scanned at ``upsample``: ``("own", k)`` or ``("fitted", 0)``."""
+        own = _pixels(self.image)
+        if self.max_pixels is None or own * 4**upsample <= self.max_pixels:
+            return ("own", upsample)
+        if own <= self.max_pixels < _WORTH_ENLARGING * own:
+            return ("own", 0)  # already about at the bound (a shrunk copy, typically)
+        return ("fitted", 0)
+
+    def lower(self, upsample: int, threshold: float) -> None:
+        """Ask the scan at ``upsample`` for detections down to ``threshold``."""
+        key = self.key(upsample)
+        self._thresholds[key] = min(threshold, self._thresholds.get(key, threshold))
+
+    def run(self, upsample: int) -> tuple[list[tuple], list[float]]:
+        key = self.key(upsample)
+        if key not in self._done:
+            threshold = self._thresholds.get(key, 0.0)
+            if key[0] == "own":
+                boxes, scores, _ = self.detector.run(self.pixels, key[1], threshold)
+                found = [_corners(box) for box in boxes]
+            else:
+                pixels, sx, sy = self._fitted()
+                boxes, scores, _ = self.detector.run(pixels, 0, threshold)
+                found = [Face(_corners(box)).rescaled(sx, sy).box for box in boxes]
+            self._done[key] = (found, [float(s) for s in scores])
+        return self._done[key]
+
+    def _fitted(self) -> tuple[np.ndarray, float, float]:
+        assert self.max_pixels is not None
+        size = fit_within(self.image.size, self.max_pixels)
+        fitted = resize_for_detection(self.image, size)
+        return _rgb(fitted), self.image.width / size[0], self.image.height / size[1]
+
+
+def _corners(box: Any) -> tuple[float, float, float, float]:
+    return (float(box.left()), float(box.top()), float(box.right()), float(box.bottom()))
+
+
+def _pixels(image: Image.Image) -> int:
+    return image.width * image.height
 
 
 def _landmark_predictor(dlib: Any) -> Any:
