@@ -2,7 +2,8 @@
 
 Every image siamkit decodes goes through :func:`load_image`, which turns any
 decoding failure (a missing, truncated or corrupt file, one too large to be an
-honest photo) into :class:`~siamkit.exceptions.ImageReadError`, and brings
+honest photo) into :class:`~siamkit.exceptions.ImageReadError`, turns a photo
+stored sideways upright by its EXIF orientation (see :func:`upright`), and brings
 images of more than 8 bits per channel to 8 bits by scaling, not clipping
 (see :func:`to_8bit`).
 """
@@ -13,7 +14,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 from siamkit.exceptions import ImageReadError
 
@@ -28,6 +29,9 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 #: 16-bit greyscale modes (PNG, TIFF): scaled by 255/65535.
 _MODES_16 = ("I;16", "I;16L", "I;16B", "I;16N")
 _MAX_16 = 65535
+
+#: EXIF orientations that need a flip or a turn (1 is upright; other values are invalid).
+_TURNED = range(2, 9)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -57,6 +61,11 @@ def load_image(path: str | os.PathLike, mode: str | None = None) -> Image.Image:
     million) are refused before they are decoded: a small file can claim a huge
     size (a "decompression bomb"). Raise that PIL setting for trusted files.
 
+    A photo whose EXIF (or XMP) orientation says it is stored flipped or turned
+    (a phone held sideways: orientations 2 to 8) comes back upright, as a
+    viewer shows it (:func:`upright`); a missing, invalid or damaged EXIF
+    block leaves the pixels as they are stored.
+
     Raises:
         ImageReadError: the file is missing, not an image, truncated, corrupt,
             too large, or of an unusable bit depth; the message names the file.
@@ -69,10 +78,13 @@ def load_image(path: str | os.PathLike, mode: str | None = None) -> Image.Image:
         (4, 3)
     """
     try:
-        with Image.open(path) as img:
-            _check_size(img, path)
+        # A file, not a path: Pillow memory-maps an uncompressed file given by path, and
+        # maps a TIFF its orientation turns (5 to 8) with the turned size, scrambling it.
+        with open(path, "rb") as file, Image.open(file) as img:
+            _check_size(img, path)  # before decoding, and before any turn
             img.load()
-            return _converted(img, mode, path)
+            turned = upright(img)
+            return _converted(turned, mode, path, copy=turned is img)
     except ImageReadError:
         raise
     except FileNotFoundError:
@@ -106,12 +118,54 @@ def _too_large(path: str | os.PathLike, detail: str) -> ImageReadError:
     )
 
 
-def _converted(img: Image.Image, mode: str | None, path: str | os.PathLike) -> Image.Image:
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` as a viewer shows it: flipped or turned by its EXIF orientation.
+
+    Phones store a photo as the sensor saw it and record in the EXIF (or XMP)
+    orientation tag how to turn it: 6 and 8 are a quarter turn, 3 a half
+    turn, 2 and 4 a mirror image, 5 and 7 one turned a quarter. For those,
+    the image is transposed with Pillow's :func:`PIL.ImageOps.exif_transpose`,
+    which also drops the tag, so turning the result again changes nothing. Any other image
+    (orientation 1, none, an invalid value, an EXIF block Pillow cannot read)
+    is returned as it is, not copied: reading the tag is all it costs.
+
+    Examples:
+        >>> photo = Image.new("L", (4, 3))
+        >>> exif = Image.Exif()
+        >>> exif[0x0112] = 6  # stored a quarter turn counter-clockwise
+        >>> photo.info["exif"] = exif.tobytes()
+        >>> upright(photo).size, upright(upright(photo)).size
+        ((3, 4), (3, 4))
+        >>> plain = Image.new("L", (4, 3))
+        >>> upright(plain) is plain
+        True
+    """
+    if _orientation(image) not in _TURNED:
+        return image
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # damaged metadata besides the tag: keep the pixels as stored
+        return image
+
+
+def _orientation(image: Image.Image) -> int:
+    # A damaged block can make Pillow warn (an exception under -W error) or raise.
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+def _converted(
+    img: Image.Image, mode: str | None, path: str | os.PathLike, copy: bool = True
+) -> Image.Image:
     if img.mode in _MODES_16 or img.mode in ("I", "F"):
         img = to_8bit(img, path)
     if mode and img.mode != mode:
         return img.convert(mode)
-    return img.copy()
+    # The file's own image is closed on return; a turned one is already a copy.
+    return img.copy() if copy else img
 
 
 def to_8bit(image: Image.Image, name: str | os.PathLike = "image") -> Image.Image:

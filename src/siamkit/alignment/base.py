@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from siamkit._images import upright
 from siamkit.exceptions import ConfigError, NoFaceError
 from siamkit.registry import Registry
 
@@ -341,17 +342,25 @@ class FaceAligner(ABC):
 
     # -- what callers use ---------------------------------------------------------
     def find_faces(self, image: Image.Image) -> list[Face]:
-        """All faces in ``image``, detected on its bounded copy, in ``image``'s pixels."""
+        """All faces in ``image``, detected on its bounded copy, in ``image``'s pixels.
+
+        ``image`` is first turned upright by its EXIF orientation (a photo opened with
+        ``Image.open`` keeps it), so boxes are in the upright photo's pixels.
+        """
+        image = upright(image)
         view = detection_copy(image, self.max_detect_pixels)
         return [self._on_photo(face, image, view) for face in self.detect(view)]
 
     def align(self, image: Image.Image, name: str = "image") -> Image.Image:
         """The chip of the largest face in ``image``, following ``on_missing``.
 
+        ``image`` is first turned upright by its EXIF orientation.
+
         Raises:
             NoFaceError: no face was found and the policy is ``"skip"`` or ``"error"``
                 (the message names ``name``).
         """
+        image = upright(image)
         view = detection_copy(image, self.max_detect_pixels)
         faces = self.detect(view)
         if faces:
@@ -370,6 +379,7 @@ class FaceAligner(ABC):
 
     def align_all(self, image: Image.Image) -> list[Image.Image]:
         """The chips of every face in ``image``, largest first (possibly none)."""
+        image = upright(image)  # once, for find_faces and the chips
         faces = sorted(self.find_faces(image), key=lambda face: face.area, reverse=True)
         return [self.chip(image, face) for face in faces]
 

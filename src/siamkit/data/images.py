@@ -5,6 +5,6 @@ that the ONNX Runtime path (:mod:`siamkit.runtime`) reads images exactly as
 training did without PyTorch installed.
 """
 
-from siamkit._images import IMAGE_EXTENSIONS, is_image_file, load_image, to_8bit
+from siamkit._images import IMAGE_EXTENSIONS, is_image_file, load_image, to_8bit, upright
 
-__all__ = ["IMAGE_EXTENSIONS", "is_image_file", "load_image", "to_8bit"]
+__all__ = ["IMAGE_EXTENSIONS", "is_image_file", "load_image", "to_8bit", "upright"]

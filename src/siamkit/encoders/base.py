@@ -31,7 +31,7 @@ from siamkit._manifest import plain_file_name, read_manifest
 from siamkit._model_files import open_model_file
 from siamkit._version import __version__
 from siamkit.alignment.base import FaceAligner, aligner_from_description
-from siamkit.data.images import load_image, to_8bit
+from siamkit.data.images import load_image, to_8bit, upright
 from siamkit.encoders._checks import check_embedding_dim
 from siamkit.encoders._schema import (
     ENCODER_FILE,
@@ -260,8 +260,10 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         """One image, path or tensor as a model input tensor.
 
         Tensors and float arrays are taken as already preprocessed; a uint8 or
-        uint16 array is a picture and is preprocessed like a PIL image. Images
-        of more than 8 bits are scaled to 8 (:func:`~siamkit.data.images.to_8bit`),
+        uint16 array is a picture and is preprocessed like a PIL image. Files
+        and PIL images are first turned upright by their EXIF orientation
+        (:func:`~siamkit.data.images.upright`; arrays and tensors have none).
+        Images of more than 8 bits are scaled to 8 (:func:`~siamkit.data.images.to_8bit`),
         then go through the :attr:`aligner`, if any.
 
         Raises:
@@ -277,6 +279,8 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         name = str(item) if isinstance(item, (str, os.PathLike)) else "image"
         if isinstance(item, (str, os.PathLike)):
             item = load_image(item, mode=self.image_mode)
+        elif isinstance(item, Image.Image):
+            item = upright(item)  # one opened with Image.open keeps its EXIF orientation
         if isinstance(item, Image.Image):
             image = to_8bit(item)
             if self.aligner is not None:
@@ -302,7 +306,8 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         Args:
             images: One item or a sequence of PIL images, file paths, uint8
                 pictures, or preprocessed tensors; a 4-D tensor (images) or a
-                2-D one (vectors) is a preprocessed batch.
+                2-D one (vectors) is a preprocessed batch. Files and PIL images
+                are turned upright by their EXIF orientation.
             batch_size: How many inputs go through the model at once.
 
         Returns:

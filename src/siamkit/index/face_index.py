@@ -92,7 +92,8 @@ class FaceIndex:
     threshold means the same in training, evaluation and search.
 
     Items are images (paths, PIL images, uint8 arrays, torch tensors: encoded
-    with the encoder) or embeddings (numpy float arrays). Ids are strings or
+    with the encoder; files and PIL images are first turned upright by their
+    EXIF orientation) or embeddings (numpy float arrays). Ids are strings or
     integers, unique, their type kept (``1`` and ``"1"`` differ); when not given
     they are consecutive integers. All methods are thread-safe: searches run in
     parallel, a change waits for them and each search sees the gallery before

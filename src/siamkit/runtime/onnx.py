@@ -23,7 +23,7 @@ from PIL import Image
 
 from siamkit._atomic import sha256_file
 from siamkit._batching import PICTURE_DTYPES, as_item_list, embed_in_batches
-from siamkit._images import load_image, to_8bit
+from siamkit._images import load_image, to_8bit, upright
 from siamkit._manifest import read_manifest
 from siamkit.alignment.base import FaceAligner, aligner_from_description
 from siamkit.exceptions import (
@@ -128,7 +128,10 @@ class OnnxEncoder:
         return self.preprocessing.mode if self.preprocessing is not None else None
 
     def preprocess(self, item: Any) -> np.ndarray:
-        """One image, path or array as the graph input ``(C, H, W)`` (as Encoder.preprocess)."""
+        """One image, path or array as the graph input ``(C, H, W)`` (as Encoder.preprocess).
+
+        Files and PIL images are turned upright by their EXIF orientation first.
+        """
         if isinstance(item, np.ndarray) and item.dtype in PICTURE_DTYPES:
             item = Image.fromarray(item)
         elif isinstance(item, np.ndarray):
@@ -141,6 +144,8 @@ class OnnxEncoder:
         name = str(item) if isinstance(item, (str, os.PathLike)) else "image"
         if isinstance(item, (str, os.PathLike)):
             item = load_image(item, mode=self.image_mode)
+        elif isinstance(item, Image.Image):
+            item = upright(item)  # one opened with Image.open keeps its EXIF orientation
         if not isinstance(item, Image.Image):
             raise ConfigError(
                 f"cannot embed an object of type {type(item).__name__}: pass PIL images, "
