@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from siamkit._version import __version__
 from siamkit.exceptions import LockTimeoutError, MissingExtraError, SiamkitError, WriteError
@@ -32,9 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the available encoders, miners, losses and face aligners, plugins included",
         description="List the registered encoders, pair miners, losses and face aligners, "
         "including those of installed plugin packages (entry-point groups siamkit.encoders, "
-        "siamkit.miners, siamkit.losses and siamkit.aligners).",
+        "siamkit.miners, siamkit.losses and siamkit.aligners), and the encoder and aligner of "
+        "the face recipe that siamkit train uses by default.",
     )
     listing.set_defaults(handler=_list_components)
+    info = commands.add_parser(
+        "info",
+        help="describe a saved model: encoder, distance, face aligner, recipe choice",
+        description="Describe a model folder (siamkit train, Encoder.save) or an ONNX export "
+        "(siamkit export): its encoder and settings, embedding size and distance, the face "
+        "aligner saved with it (detector and settings), its fingerprint, and the choice the "
+        "face recipe made. The model is checked as loading it would be; an export is read "
+        "without PyTorch.",
+    )
+    info.add_argument("model", type=Path, metavar="MODEL", help="a model folder or .onnx export")
+    info.set_defaults(handler=_model_info)
     return parser
 
 
@@ -72,6 +85,19 @@ def _list_components(args: argparse.Namespace) -> int:
     print("miners:   " + ", ".join(list_miners()))
     print("losses:   " + ", ".join(list_losses()))
     print("aligners: " + ", ".join(list_aligners()))
+    try:
+        from siamkit.training.presets import FACE_ALIGNER, FACE_ENCODER
+    except ModuleNotFoundError:  # no PyTorch: no training recipes
+        return 0
+    print(f"face recipe (train's default): {FACE_ENCODER} behind the {FACE_ALIGNER} aligner")
+    return 0
+
+
+def _model_info(args: argparse.Namespace) -> int:
+    from siamkit.model_info import model_info
+
+    for line in model_info(args.model).lines():
+        print(line)
     return 0
 
 
