@@ -129,3 +129,41 @@ def _dlib_chip(dlib, path) -> np.ndarray:
     box = detections[0] if detections else dlib.rectangle(0, 0, image.shape[1], image.shape[0])
     shape = dlib.shape_predictor(str(face_model_file(LANDMARK_MODEL)))(image, box)
     return dlib.get_face_chip(image, shape, 150, 0.25)
+
+
+def test_flip_average_is_the_mean_of_the_chip_and_its_mirror(pretrained, tmp_path) -> None:
+    flipping = siamkit.create_encoder("dlib-face", flip_average=True).eval()
+    chips = torch.rand(3, 3, 150, 150, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():
+        plain, mirrored = pretrained(chips), pretrained(torch.flip(chips, dims=[-1]))
+        averaged = flipping(chips)
+    assert torch.allclose(averaged, (plain + mirrored) / 2, atol=1e-6)
+    assert (averaged - plain).norm(dim=1).min() > 1e-3  # the option changes something
+    flipping.train()  # training sees the chip alone
+    with torch.no_grad():
+        assert torch.allclose(flipping(chips), plain, atol=1e-6)
+    flipping.eval()
+    loaded = siamkit.load_encoder(flipping.save(tmp_path / "m"))
+    assert loaded.flip_average and loaded.fingerprint() == flipping.fingerprint()
+    with torch.no_grad():
+        assert torch.equal(loaded(chips), averaged)
+
+
+def test_flip_average_off_keeps_the_config_and_fingerprint_of_older_models(pretrained) -> None:
+    assert "flip_average" not in pretrained.get_config()
+    flipping = siamkit.create_encoder("dlib-face", flip_average=True)
+    assert flipping.get_config()["flip_average"] is True
+    assert flipping.fingerprint() != pretrained.fingerprint()
+    with pytest.raises(ConfigError, match="flip_average"):
+        siamkit.create_encoder("dlib-face", pretrained=False, flip_average="yes")
+
+
+def test_flip_average_is_in_the_onnx_graph(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")  # part of `make test`; the ONNX tests check it is there
+    from PIL import Image
+
+    flipping = siamkit.create_encoder("dlib-face", flip_average=True).eval()
+    exported = siamkit.load_encoder(flipping.export_onnx(tmp_path / "m.onnx"))
+    rng = np.random.default_rng(1)
+    chips = [Image.fromarray(rng.integers(0, 256, (150, 150, 3), dtype=np.uint8)) for _ in range(2)]
+    assert np.abs(exported.embed(chips) - flipping.embed(chips)).max() < 1e-5

@@ -105,6 +105,11 @@ class DlibFaceResNet(Encoder):
         trainable_from: The first part that training may change, one of
             ``PARTS`` (``"stem"``: everything; ``"stage5"``: the last stage and
             the head; ``"none"``: nothing, a frozen feature extractor).
+        flip_average: At inference (eval mode), embed the chip and its mirror
+            image and take the mean: twice the compute, for a face seen from
+            both sides. Training always sees the chip alone. Saved with the model
+            and part of its fingerprint only when on, so models saved before the
+            option existed keep theirs.
 
     Examples:
         >>> import torch
@@ -130,9 +135,11 @@ class DlibFaceResNet(Encoder):
         pretrained: bool = True,
         weights_file: str | None = None,
         trainable_from: str = "stem",
+        flip_average: bool = False,
     ) -> None:
         super().__init__()
         check_flag("pretrained", pretrained)
+        self.flip_average = check_flag("flip_average", flip_average)
         check_optional_path("weights_file", weights_file)
         if not isinstance(trainable_from, str) or trainable_from not in (*PARTS, "none"):
             raise ConfigError(
@@ -160,6 +167,8 @@ class DlibFaceResNet(Encoder):
         # so their fingerprints stay what they were.
         config = super().get_config()
         config.update(pretrained=False, weights_file=None)
+        if not config.get("flip_average"):
+            config.pop("flip_average", None)
         return config
 
     def parts(self) -> dict[str, list[nn.Module]]:
@@ -184,6 +193,11 @@ class DlibFaceResNet(Encoder):
         return Preprocessing("RGB", (CHIP_SIZE, CHIP_SIZE), 1.0, 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.flip_average and not self.training:
+            return (self._embed(x) + self._embed(torch.flip(x, dims=[-1]))) / 2
+        return self._embed(x)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / 256.0
         x = F.relu(self.stem_affine(self.stem_conv(x)))
         x = F.max_pool2d(x, 3, 2)
