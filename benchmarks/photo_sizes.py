@@ -6,7 +6,8 @@ One photo, a face composited into a larger scene (an AT&T/ORL face from
 the same scene without the face (the worst case: the detector's second look
 runs in full before the whole photo is aligned). For each, ``DlibAligner.align``
 runs as it did before the bound (:func:`old_aligner`: HOG at full resolution,
-upsampled, a scan per look) and as it does now (the default bound), each in a fresh
+upsampled, a scan per look) and as it does now (the default bound), and the
+``yunet`` aligner (``create_aligner("yunet")``, its defaults) on the same photos, each in a fresh
 subprocess pinned to ``--threads`` CPUs: the median of ``--repeats`` runs after
 one warm-up, and the process's peak resident memory
 (``getrusage(RUSAGE_SELF).ru_maxrss``, which counts dlib's C++ allocations that
@@ -38,6 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 DEFAULT_IMAGE = ROOT.parent.parent / "shared" / "data" / "att_faces" / "s1" / "1.pgm"
 SIZES_MP = (0.3, 3.0, 12.0, 24.0)
+#: old: the dlib aligner before the bound; new: with it; yunet: the yunet aligner.
+MODES = ("old", "new", "yunet")
 
 
 def scene(image_path: Path, megapixels: float, with_face: bool):
@@ -94,11 +97,21 @@ def child(args: argparse.Namespace) -> None:
     """One measurement in this fresh process; prints one JSON line."""
     import resource
 
-    from siamkit.alignment import DlibAligner
+    import cv2
+
+    cv2.setNumThreads(args.threads)  # YuNet runs on OpenCV's threads
+
+    from PIL import Image
+
+    from siamkit.alignment import DlibAligner, create_aligner
 
     photo = scene(args.image, args.megapixels, args.scene == "face")
-    aligner = old_aligner() if args.mode == "old" else DlibAligner()
-    aligner._dlib()  # load the models before the baseline
+    if args.mode == "yunet":
+        aligner = create_aligner("yunet")
+        aligner.detect(Image.new("RGB", (64, 64)))  # load the model before the baseline
+    else:
+        aligner = old_aligner() if args.mode == "old" else DlibAligner()
+        aligner._dlib()  # load the models before the baseline
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     seconds = []
     for _ in range(args.repeats + 1):  # the first is a warm-up
@@ -137,6 +150,7 @@ def measure(args: argparse.Namespace, megapixels: float, scene_name: str, mode: 
         "--repeats",
         str(1 if mode == "old" and megapixels > 3 else args.repeats),
     ]
+    command += ["--threads", str(args.threads)]
     threads = str(args.threads)
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     cpus = sorted(os.sched_getaffinity(0))[: args.threads]
@@ -154,24 +168,31 @@ def measure(args: argparse.Namespace, megapixels: float, scene_name: str, mode: 
 
 def markdown_table(rows: list[dict], skipped: list[str]) -> str:
     lines = [
-        "| photo | scene | old: s | old: peak MB | new: s | new: peak MB | speed-up | found |",
-        "|---|---|---|---|---|---|---|---|",
+        "| photo | scene | old: s | old: peak MB | new: s | new: peak MB | speed-up "
+        "| yunet: s | yunet: peak MB | found |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     by_key = {(r["megapixels"], r["scene"], r["mode"]): r for r in rows}
     for megapixels in sorted({r["megapixels"] for r in rows}):
         for scene_name in ("face", "no face"):
             new = by_key.get((megapixels, scene_name, "new"))
             old = by_key.get((megapixels, scene_name, "old"))
-            if new is None:
+            yunet = by_key.get((megapixels, scene_name, "yunet"))
+            present = [r for r in (new, old, yunet) if r]
+            if not present:
                 continue
-            width, height = new["size"]
+            width, height = present[0]["size"]
+            new_cells = f"{new['seconds']:.2f} | {new['peak_mb']:.0f}" if new else "- | -"
             old_s = f"{old['seconds']:.2f}" if old else "not run"
             old_mb = f"{old['peak_mb']:.0f}" if old else "-"
-            speed = f"{old['seconds'] / new['seconds']:.0f}x" if old else "-"
-            found = "/".join(("yes" if r["found"] else "no") if r else "-" for r in (old, new))
+            speed = f"{old['seconds'] / new['seconds']:.0f}x" if old and new else "-"
+            found = "/".join(
+                ("yes" if r["found"] else "no") if r else "-" for r in (old, new, yunet)
+            )
+            yunet_cells = f"{yunet['seconds']:.2f} | {yunet['peak_mb']:.0f}" if yunet else "- | -"
             lines.append(
                 f"| {megapixels:g} MP ({width}x{height}) | {scene_name} | {old_s} | {old_mb} | "
-                f"{new['seconds']:.2f} | {new['peak_mb']:.0f} | {speed} | {found} |"
+                f"{new_cells} | {speed} | {yunet_cells} | {found} |"
             )
     if skipped:
         lines.append("")
@@ -187,22 +208,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old-max-mp", type=float, default=12.0)
     parser.add_argument("--sizes", type=float, nargs="+", default=list(SIZES_MP))
     parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        default=list(MODES),
+        help="measure only these; the other modes' rows are kept from the last results file",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--megapixels", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--scene", choices=("face", "no face"), help=argparse.SUPPRESS)
-    parser.add_argument("--mode", choices=("old", "new"), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args)
         return 0
     if not args.image.is_file():
         parser.error(f"no face image at {args.image}; pass --image PATH")
-    rows, skipped = [], []
+    rows: list[dict] = []
+    json_path = args.out / "photo_sizes.json"
+    kept: list[str] = []
+    if set(args.modes) != set(MODES) and json_path.is_file():
+        earlier = json.loads(json_path.read_text())
+        rows = [r for r in earlier["rows"] if r["mode"] not in args.modes]
+        kept = sorted({r["mode"] for r in rows})
+    skipped = [
+        f"old behaviour at {megapixels:g} MP, {scene_name}"
+        for megapixels in args.sizes
+        if megapixels > args.old_max_mp
+        for scene_name in ("face", "no face")
+    ]
     for megapixels in args.sizes:
         for scene_name in ("face", "no face"):
-            for mode in ("old", "new"):
+            for mode in args.modes:
                 if mode == "old" and megapixels > args.old_max_mp:
-                    skipped.append(f"old behaviour at {megapixels:g} MP, {scene_name}")
                     continue
                 row = measure(args, megapixels, scene_name, mode)
                 rows.append(row)
@@ -221,16 +260,26 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
+        "skipped": skipped,
+        "load_average": os.getloadavg(),
+        "kept_from_earlier_run": kept,
     }
-    (args.out / "photo_sizes.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    json_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    earlier_note = (
+        f" The {'/'.join(kept)} columns are kept from an earlier run (`--modes` measured "
+        f"only {'/'.join(args.modes)} this time)."
+        if kept
+        else ""
+    )
     (args.out / "photo_sizes.md").write_text(
         "# Face alignment on large photos\n\n"
         f"`DlibAligner.align` on one scene with and without an ORL face, {args.threads} CPU "
         f"threads, median of {args.repeats} runs after a warm-up (1 run for the old behaviour "
         "above 3 MP); peak memory is the process's peak RSS above its level before the first "
-        "align; found: whether a face was found (old/new). old: the aligner before the "
+        "align; found: whether a face was found (old/new/yunet). old: the aligner before the "
         "bound (`old_aligner`); new: the default bound "
-        "(`max_detect_pixels=4000000`).\n\n" + table + "\n"
+        '(`max_detect_pixels=4000000`); yunet: `create_aligner("yunet")` with its defaults '
+        f"(the same bound), on the same photos.{earlier_note}\n\n" + table + "\n"
     )
     return 0
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 import siamkit
 from siamkit.alignment import (
@@ -21,6 +21,7 @@ from siamkit.alignment import (
     similarity_transform,
     warp_to_chip,
 )
+from siamkit.alignment import builtin as builtin_aligners
 from siamkit.exceptions import ConfigError, ModelFileError, NoFaceError, UnknownComponentError
 
 dlib = pytest.importorskip("dlib", reason="the face extra (siamkit[faces]) is not installed")
@@ -239,6 +240,25 @@ def test_tensors_skip_alignment() -> None:
     encoder.aligner = _Boxes([], on_missing="error")
     batch = torch.zeros(2, 1, *encoder.input_size)
     assert encoder.embed(batch).shape == (2, encoder.embedding_dim)
+
+
+def test_the_second_look_takes_no_noise(monkeypatch) -> None:
+    # Measured on these 48 seeded images: the second look's thresholds before
+    # calibration, -0.5 and -1.0 (benchmarks/face_detector_threshold.py), took 17.
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(12):
+        for width, height in ((160, 120), (320, 240)):
+            noise = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+            images += [noise, noise.filter(ImageFilter.GaussianBlur(3))]
+    skipping = DlibAligner(on_missing="skip")
+    for number, image in enumerate(images):
+        assert skipping.detect(image) == [], number
+        with pytest.raises(NoFaceError):
+            skipping.align(image)
+    assert skipping.stats.missing == len(images)
+    monkeypatch.setattr(builtin_aligners, "SECOND_LOOK", ((0, -0.5), (1, -0.5), (1, -1.0)))
+    assert sum(bool(DlibAligner().detect(image)) for image in images) == 17
 
 
 def test_a_second_look_finds_faces_just_under_the_threshold(orl_root) -> None:

@@ -27,7 +27,13 @@ import pytest
 import siamkit
 from siamkit.cli.main import main
 from siamkit.training import CandidateResult, FineTuneSelection, Trainer, read_fine_tuning
-from siamkit.training.presets import FROZEN, FineTuneOutcome, face_extra_missing, save_face_run
+from siamkit.training.presets import (
+    FACE_ENCODER,
+    FROZEN,
+    FineTuneOutcome,
+    face_extra_missing,
+    save_face_run,
+)
 
 needs_faces = pytest.mark.skipif(
     face_extra_missing() is not None, reason="the faces extra (dlib, face models) is missing"
@@ -79,7 +85,7 @@ def _assert_same_face_run(got: Path, want: Path, data: Path) -> None:
     np.testing.assert_allclose(embedded[0], embedded[1], rtol=0, atol=EMBEDDING_ATOL)
     # ...and both are the fine-tuned model, not dlib's.
     pretrained = siamkit.load_encoder(want)
-    pretrained.load_state_dict(siamkit.create_encoder("dlib-face").state_dict())
+    pretrained.load_state_dict(siamkit.create_encoder(FACE_ENCODER).state_dict())
     assert np.abs(embedded[0] - pretrained.embed(paths)).max() > 100 * EMBEDDING_ATOL
 
 
@@ -98,7 +104,7 @@ def test_the_face_preset_on_two_processes_keeps_what_one_keeps(
     launched = _two_processes(_train_args(synthetic_faces, out))
     assert launched.returncode == 0, launched.stderr[-3000:]
     printed = launched.stdout
-    assert "recipe: face (pretrained dlib-face" in printed  # --preset auto, as by default
+    assert f"recipe: face (pretrained {FACE_ENCODER} " in printed  # --preset auto, as by default
     assert printed.count("model written") == 1 and "x 2 processes" in printed
     assert printed.count("kept stage5: ") == 1  # rank 0 alone speaks
     _assert_same_face_run(out, one_process, synthetic_faces)

@@ -121,4 +121,4 @@ def test_demo_on_orl_with_the_default_recipe(orl_root: Path, tmp_path: Path) -> 
     assert result.evaluation.verification.auc > 0.995
     assert result.unknown_rejected >= 0.95 and result.known_identified >= 0.95
     loaded = siamkit.load_encoder(tmp_path / "demo" / "model")
-    assert type(loaded.aligner).__name__ == "DlibAligner"
+    assert type(loaded.aligner).__name__ == "YuNetAligner" and loaded.flip_average

@@ -8,6 +8,7 @@ present, a small stand-in with the same layout otherwise). A block preceded by
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -108,3 +109,35 @@ def test_every_security_promise_names_tests_that_exist() -> None:
         bullets = re.split(r"\n- ", body)[1:]
         for bullet in bullets:
             assert "*Checked by*" in bullet, f"a promise without its checks: {bullet[:60]!r}"
+
+
+#: The pages that quote the headline figures; each must quote the latest results.
+HEADLINE_PAGES = ("README.md", "docs/index.md", "docs/benchmarks.md")
+
+
+def headline_figures() -> dict[str, list[str]]:
+    """What the pages must show: the default command's figures, as saved by the benchmarks."""
+    results = REPO / "benchmarks" / "results"
+    orl = json.loads((results / "orl_verification.json").read_text())["summary"]["siamkit"]
+    wild_report = json.loads((results / "faces_in_the_wild.json").read_text())
+    recipe = wild_report["checks"]["recipe_row"]  # the row that is `siamkit train`'s model
+    wild = next(row for row in wild_report["rows"] if row["row"] == recipe)["mean"]
+    return {
+        "ORL (benchmarks/orl_verification.py, the siamkit row)": [
+            f"**{100 * orl['eer']['mean']:.2f}% ± {100 * orl['eer']['std']:.2f}%**",
+            f"**{100 * orl['tar_at_far_1e-3']['mean']:.1f}%",
+        ],
+        "in the wild (benchmarks/faces_in_the_wild.py, the face recipe's row)": [
+            f"**{wild['auc']:.4f}**",
+            f"**{100 * wild['eer']:.1f}%**",
+            f"**{100 * wild['tar']:.1f}%**",
+        ],
+    }
+
+
+@pytest.mark.parametrize("page", HEADLINE_PAGES)
+def test_headline_figures_are_the_latest_results(page: str) -> None:
+    text = (REPO / page).read_text()
+    for benchmark, figures in headline_figures().items():
+        for figure in figures:
+            assert figure in text, f"{page} does not quote {benchmark}'s current {figure}"

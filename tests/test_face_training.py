@@ -1,4 +1,4 @@
-"""The face recipe: pretrained dlib-face behind the dlib aligner, fine-tuned only where it helps.
+"""The face recipe: pretrained dlib-sface behind the yunet aligner, fine-tuned where it helps.
 
 Also what it needs from training: augmentation on the encoder's pixel scale,
 images without a face skipped or refused by the aligner's policy, and resume
@@ -18,7 +18,7 @@ from PIL import Image
 
 import siamkit
 from _aligners import DarkIsNoFace
-from siamkit.alignment import DlibAligner, FaceAligner
+from siamkit.alignment import FaceAligner, YuNetAligner
 from siamkit.cli.main import main
 from siamkit.evaluation.verification import all_pairs_distances, verification_metrics
 from siamkit.exceptions import ConfigError, MissingExtraError, NoFaceError, TrainingError
@@ -35,7 +35,13 @@ from siamkit.training import (
     read_fine_tuning,
     select_fine_tuning,
 )
-from siamkit.training.presets import FROZEN, face_extra_missing, resolve_preset
+from siamkit.training.presets import (
+    FACE_ENCODER,
+    FROZEN,
+    face_aligner,
+    face_extra_missing,
+    resolve_preset,
+)
 
 needs_faces = pytest.mark.skipif(
     face_extra_missing() is not None, reason="the faces extra (dlib, face models) is missing"
@@ -93,7 +99,7 @@ def test_candidates_and_selection_records() -> None:
 def test_auto_preset_follows_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_preset("auto", encoder="compact").name == "scratch"
     assert resolve_preset("auto", encoder_args=True).name == "scratch"
-    with pytest.raises(ConfigError, match="--preset face fine-tunes dlib-face"):
+    with pytest.raises(ConfigError, match=f"--preset face fine-tunes {FACE_ENCODER},"):
         resolve_preset("face", encoder="compact")
 
     def missing() -> Path:
@@ -194,7 +200,7 @@ FACE_RUN = {"batch_size": 16, "m_per_class": 4, "num_threads": 2}
 def test_fine_tuning_smoke_on_orl(orl_root: Path, tmp_path: Path) -> None:
     root = orl_subset(orl_root, tmp_path, range(1, 8))
     parts = siamkit.split_by_class(siamkit.FaceFolder(root), val_classes=["s5", "s6", "s7"])
-    aligner = DlibAligner()
+    aligner = face_aligner("dlib")
     built: dict[str, siamkit.Encoder] = {}
 
     def make(part: str) -> siamkit.Encoder:
@@ -212,7 +218,7 @@ def test_fine_tuning_smoke_on_orl(orl_root: Path, tmp_path: Path) -> None:
     samples = parts.val.dataset.samples
     paths = [samples[i][0] for i in parts.val.indices]
     labels = np.array([samples[i][1] for i in parts.val.indices])
-    fresh = face_encoder("none", aligner=DlibAligner())
+    fresh = face_encoder("none", aligner=face_aligner("dlib"))
     distances, same = all_pairs_distances(fresh.embed(paths), labels, "euclidean")
     expected = verification_metrics(distances, same)
     assert frozen.eer == pytest.approx(expected.eer, abs=1e-9)
@@ -223,7 +229,9 @@ def test_fine_tuning_smoke_on_orl(orl_root: Path, tmp_path: Path) -> None:
     # Fine-tuning the head changed the head and left the rest as dlib's.
     pretrained = fresh.state_dict()
     tuned = built["head"].state_dict()
-    assert {k for k, v in tuned.items() if not torch.equal(v, pretrained[k])} == {"head.weight"}
+    assert {k for k, v in tuned.items() if not torch.equal(v, pretrained[k])} == {
+        "dlib.head.weight"
+    }
 
 
 @needs_faces
@@ -231,7 +239,7 @@ def test_a_harmful_candidate_is_not_kept(orl_root: Path, tmp_path: Path) -> None
     root = orl_subset(orl_root, tmp_path, range(1, 8))
     parts = siamkit.split_by_class(siamkit.FaceFolder(root), val_classes=["s5", "s6", "s7"])
     harmful = FineTuneCandidate("harmful", "head", lr=0.1, epochs=1)
-    aligner = DlibAligner()
+    aligner = face_aligner("dlib")
     outcome = select_fine_tuning(
         lambda part: face_encoder(part, aligner=aligner),
         parts.train,
@@ -245,7 +253,7 @@ def test_a_harmful_candidate_is_not_kept(orl_root: Path, tmp_path: Path) -> None
     # ...so the frozen, pretrained model is what comes back.
     assert outcome.selection.kept == "frozen" and outcome.best_epoch == 0
     paths = [root / "s5" / "1.pgm", root / "s6" / "1.pgm"]
-    fresh = face_encoder("none", aligner=DlibAligner())
+    fresh = face_encoder("none", aligner=face_aligner("dlib"))
     np.testing.assert_array_equal(outcome.encoder.embed(paths), fresh.embed(paths))
 
 
@@ -279,7 +287,7 @@ def test_cli_face_preset_end_to_end(orl_root: Path, tmp_path: Path, capsys) -> N
             "--epochs", "1", "--batch-size", "16", "--val-classes", "s5", "s6"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "recipe: face (pretrained dlib-face behind the dlib aligner" in printed
+    assert f"recipe: face (pretrained {FACE_ENCODER} behind the yunet aligner" in printed
     selection = read_fine_tuning(out)
     assert selection is not None and f"kept {selection.kept}: " in printed
     assert [r.candidate.name for r in selection.results] == ["frozen", "head", "stage5"]
@@ -288,10 +296,14 @@ def test_cli_face_preset_end_to_end(orl_root: Path, tmp_path: Path, capsys) -> N
     assert history["fine_tuning"] == selection.to_dict()
     assert not (out / "candidates").exists()
     loaded = siamkit.load_encoder(out)
-    assert isinstance(loaded.aligner, DlibAligner)
-    assert loaded.aligner.get_config() == DlibAligner().get_config()
+    # The recipe's choice, saved: YuNet (its most confident face, the fused encoder's
+    # wide chips), SFace fused with dlib-face, flip averaging.
+    assert isinstance(loaded.aligner, YuNetAligner) and loaded.registry_name == "dlib-sface"
+    assert loaded.aligner.get_config() == face_aligner().get_config()
+    assert (loaded.aligner.size, loaded.aligner.padding) == (220, 0.6)
+    assert loaded.aligner.choose == "score" and loaded.flip_average
     paths = sorted((root / "s5").iterdir())[:4]
-    pretrained = face_encoder("none", aligner=DlibAligner()).embed(paths)
+    pretrained = face_encoder("none", aligner=face_aligner()).embed(paths)
     reloaded = loaded.embed(paths)
     # Frozen kept: exactly dlib's model behind the aligner; fine-tuned: close to it.
     assert (selection.kept == "frozen") == np.array_equal(reloaded, pretrained)
@@ -326,7 +338,7 @@ def test_cli_auto_without_the_extra_trains_from_scratch(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--preset", "face", "--encoder", "compact"], "--preset face fine-tunes dlib-face"),
+        (["--preset", "face", "--encoder", "compact"], f"--preset face fine-tunes {FACE_ENCODER},"),
         (["--aligner", "nope"], "no aligner named 'nope'"),
         (["--aligner-arg", "on_missing=skip"], "--aligner-arg needs --aligner"),
         (["--aligner", "none", "--aligner-arg", "oops"], "--aligner-arg expects KEY=VALUE"),

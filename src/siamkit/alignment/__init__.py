@@ -6,6 +6,7 @@ from siamkit.alignment.base import (
     FaceAligner,
     aligner_from_description,
     aligner_registry,
+    choose_face,
     create_aligner,
     list_aligners,
     register_aligner,
@@ -13,6 +14,7 @@ from siamkit.alignment.base import (
     warp_to_chip,
 )
 from siamkit.alignment.builtin import DlibAligner, NoAligner
+from siamkit.alignment.yunet import YuNetAligner
 
 __all__ = [
     "AlignmentStats",
@@ -20,8 +22,10 @@ __all__ = [
     "Face",
     "FaceAligner",
     "NoAligner",
+    "YuNetAligner",
     "aligner_from_description",
     "aligner_registry",
+    "choose_face",
     "create_aligner",
     "list_aligners",
     "register_aligner",

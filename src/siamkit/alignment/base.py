@@ -259,6 +259,34 @@ def warp_to_chip(image: Image.Image, landmarks: np.ndarray, template: np.ndarray
     )
 
 
+#: The rules :meth:`FaceAligner.align` may pick one face by: the largest box, or the
+#: detector's highest score (which, for YuNet on in-the-wild photos, is more often the
+#: person the photo is of: ``benchmarks/faces_in_the_wild.py``).
+CHOICES = ("largest", "score")
+
+
+def check_choice(value: Any) -> str:
+    """``value`` if it is one of :data:`CHOICES`, else a :class:`ConfigError`."""
+    if value not in CHOICES:
+        raise ConfigError(f"choose must be one of {', '.join(CHOICES)}, got {value!r}")
+    return value
+
+
+def choose_face(faces: list[Face], rule: str) -> Face:
+    """The face ``rule`` picks: the largest, or the highest score (ties: the larger).
+
+    Examples:
+        >>> small, large = Face((0, 0, 10, 10), score=0.9), Face((0, 0, 50, 50), score=0.7)
+        >>> choose_face([small, large], "largest") is large
+        True
+        >>> choose_face([small, large], "score") is small
+        True
+    """
+    if rule == "score":
+        return max(faces, key=lambda face: (face.score, face.area))
+    return max(faces, key=lambda face: face.area)
+
+
 class FaceAligner(ABC):
     """Base class of every face aligner (see the module's docstring).
 
@@ -286,6 +314,9 @@ class FaceAligner(ABC):
 
     #: Canonical landmark positions as fractions of the chip's side, ``(K, 2)``.
     template: ClassVar[np.ndarray | None] = None
+    #: Which face :meth:`align` takes among several (one of ``CHOICES``): an aligner
+    #: may take it as a constructor argument, and so save it.
+    choose: str = "largest"
     registry_name: ClassVar[str]
 
     def __init__(
@@ -352,7 +383,7 @@ class FaceAligner(ABC):
         return [self._on_photo(face, image, view) for face in self.detect(view)]
 
     def align(self, image: Image.Image, name: str = "image") -> Image.Image:
-        """The chip of the largest face in ``image``, following ``on_missing``.
+        """The chip of one face in ``image`` (:attr:`choose`), following ``on_missing``.
 
         ``image`` is first turned upright by its EXIF orientation.
 
@@ -364,7 +395,7 @@ class FaceAligner(ABC):
         view = detection_copy(image, self.max_detect_pixels)
         faces = self.detect(view)
         if faces:
-            face = max(faces, key=lambda face: face.area)
+            face = choose_face(faces, self.choose)
             self._count(aligned=1, several=int(len(faces) > 1), weak=int(face.weak))
             return self.chip(image, self._on_photo(face, image, view))
         if self.on_missing == "fallback":

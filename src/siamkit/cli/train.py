@@ -13,7 +13,7 @@ from siamkit._manifest import parse_json
 from siamkit.cli.evaluate import EVAL_FOLDER, skipped_lines
 from siamkit.exceptions import ConfigError, TrainingError
 from siamkit.training.config import TrainConfig
-from siamkit.training.presets import PRESETS
+from siamkit.training.presets import FACE_ALIGNER, FACE_ENCODER, PRESETS
 
 SPLIT_FILE = "split.json"
 #: The encoder of the from-scratch recipe when --encoder is not given.
@@ -27,7 +27,7 @@ def add_parser(commands: Any) -> None:
         help="train an encoder on an image folder (one sub-folder per person)",
         description="Train an encoder with the contrastive loss on a folder of people, "
         "validating on people held out of training. Two recipes: 'face' aligns each face "
-        "(dlib) and starts from dlib's pretrained face ResNet, tries a few gentle "
+        f"({FACE_ALIGNER}) and starts from dlib's pretrained face ResNet, tries a few gentle "
         "fine-tuning strengths and keeps the frozen model unless one beats it on the "
         "held-out people; 'scratch' trains an encoder from random weights. Writes a model "
         "directory that siamkit.load_encoder() loads, with history.json, loss_plot.png and "
@@ -51,7 +51,8 @@ def add_parser(commands: Any) -> None:
         "--preset",
         choices=PRESETS,
         default="auto",
-        help="training recipe: face (pretrained dlib-face behind the dlib aligner, fine-tuned "
+        help=f"training recipe: face (pretrained {FACE_ENCODER} behind the {FACE_ALIGNER} "
+        "aligner, fine-tuned "
         "only where it helps the held-out people), scratch (--encoder from random weights), "
         "or auto: face when the faces extra is installed and no --encoder is given, else "
         "scratch (default: %(default)s)",
@@ -62,7 +63,7 @@ def add_parser(commands: Any) -> None:
         metavar="NAME",
         help="registered encoder name, plugins included (see `siamkit list`); naming one, "
         "or giving --encoder-arg, implies --preset scratch unless --preset face is given "
-        f"(default: {SCRATCH_ENCODER} from scratch, dlib-face for the face preset)",
+        f"(default: {SCRATCH_ENCODER} from scratch, {FACE_ENCODER} for the face preset)",
     )
     parser.add_argument(
         "--encoder-arg",
@@ -76,8 +77,8 @@ def add_parser(commands: Any) -> None:
         "--aligner",
         default=None,
         metavar="NAME",
-        help="face aligner applied to every image and saved with the model: none, dlib or a "
-        "plugin (default: dlib for the face preset, none from scratch)",
+        help="face aligner applied to every image and saved with the model: none, dlib, "
+        f"yunet or a plugin (default: {FACE_ALIGNER} for the face preset, none from scratch)",
     )
     parser.add_argument(
         "--aligner-arg",
@@ -361,7 +362,6 @@ def _run(args: argparse.Namespace) -> int:
 def _check_encoder_settings(args: argparse.Namespace, recipe: str) -> None:
     """Refuse --encoder-arg values no encoder can be built with, before any work."""
     from siamkit.encoders.base import check_encoder_arguments
-    from siamkit.training.presets import FACE_ENCODER
 
     name = FACE_ENCODER if recipe == "face" else args.encoder or SCRATCH_ENCODER
     check_encoder_arguments(name, **parse_encoder_args(args.encoder_arg))
@@ -388,14 +388,16 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 def _aligner(args: argparse.Namespace, recipe: str) -> Any:
     from siamkit.alignment.base import create_aligner
-    from siamkit.training.presets import FACE_ALIGNER
+    from siamkit.training.presets import face_aligner
 
-    name = args.aligner or (FACE_ALIGNER if recipe == "face" else None)
-    if name is None:
+    settings = parse_encoder_args(args.aligner_arg, "--aligner-arg")
+    if recipe == "face":  # any aligner cuts the chips the face recipe's encoder takes
+        return face_aligner(args.aligner, **settings)
+    if args.aligner is None:
         if args.aligner_arg:
             raise ConfigError("--aligner-arg needs --aligner NAME")
         return None
-    return create_aligner(name, **parse_encoder_args(args.aligner_arg, "--aligner-arg"))
+    return create_aligner(args.aligner, **settings)
 
 
 def _train_scratch(
@@ -440,7 +442,6 @@ def _train_face(
     import time
 
     from siamkit.training.presets import (
-        FACE_ENCODER,
         face_encoder,
         save_face_run,
         select_fine_tuning,

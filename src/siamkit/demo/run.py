@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from siamkit._atomic import write_json
-from siamkit.alignment.base import AlignmentStats, create_aligner
+from siamkit.alignment.base import AlignmentStats
 from siamkit.data.att import ATTFaces, find_att_folder
 from siamkit.data.folder import FaceFolder
 from siamkit.data.images import load_image
@@ -35,6 +35,7 @@ from siamkit.training.presets import (
     FACE_ENCODER,
     FineTuneSelection,
     Recipe,
+    face_aligner,
     face_encoder,
     read_fine_tuning,
     resolve_preset,
@@ -308,7 +309,7 @@ def _train(
     finished = read_fine_tuning(model_dir)
     if finished is not None and not (model_dir / CANDIDATES_FOLDER).exists():
         return _Trained(load_encoder(model_dir), finished)  # type: ignore[arg-type]
-    aligner = create_aligner(FACE_ALIGNER)
+    aligner = face_aligner()
     candidates = tuple(
         c if c.frozen or epochs is None else dataclasses.replace(c, epochs=epochs)
         for c in FACE_CANDIDATES

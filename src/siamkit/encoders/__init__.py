@@ -10,6 +10,7 @@ from siamkit.encoders.base import (
     register_encoder,
 )
 from siamkit.encoders.compact import CompactCNN
+from siamkit.encoders.face_fusion import DlibSFaceFusion
 from siamkit.encoders.face_resnet import DlibFaceResNet
 from siamkit.encoders.mlp import MLPEncoder
 from siamkit.encoders.resnet import ResNetEncoder
@@ -19,6 +20,7 @@ from siamkit.encoders.whitening import Whitening, whitening_layers
 __all__ = [
     "CompactCNN",
     "DlibFaceResNet",
+    "DlibSFaceFusion",
     "Encoder",
     "MLPEncoder",
     "ResNetEncoder",

