@@ -136,7 +136,7 @@ def test_small_photos_are_scanned_with_dlibs_own_upsampling(orl) -> None:
     spy = _spied(aligner)
     aligner.align(orl("s2/1").rotate(60))  # no face: the first look and the whole second look
     # One scan per upsampling, each at the lowest threshold asked of it.
-    assert spy.scans == [((112, 92, 3), 1, -0.5), ((112, 92, 3), 2, -1.0)]
+    assert spy.scans == [((112, 92, 3), 1, -0.05), ((112, 92, 3), 2, 0.3)]
 
 
 def test_a_face_ten_times_larger_gives_the_same_landmarks_and_chip(orl) -> None:
@@ -205,7 +205,7 @@ def test_a_blank_24_megapixel_photo_costs_one_bounded_scan(monkeypatch) -> None:
     assert chip.size == (150, 150) and aligner.stats.fallback == 1
     # The first look and the whole second look collapse onto the one bounded copy:
     # no upsampling of a large photo, one scan at the lowest threshold.
-    assert spy.scans == [((1632, 2449, 3), 0, -1.0)]
+    assert spy.scans == [((1632, 2449, 3), 0, -0.05)]
     assert max(converted) <= BOUND
 
 
