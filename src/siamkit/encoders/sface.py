@@ -11,7 +11,6 @@ dequantizes into this port. OpenCV itself is not needed to load or run it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -126,13 +125,9 @@ def load_sface_weights(model: SFaceNet, path: str | Path | None = None) -> None:
             graph does not fit the network; the message names it and the fix.
     """
     path = sface_model_path() if path is None else Path(path)
-    data = read_model_file(path, limit=MAX_SFACE_FILE_BYTES, what="SFace model file", fix=_FIX)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != SFACE_SHA256:
-        raise ModelFileError(
-            f"SFace model file {path} has sha256 {digest}, not the {SFACE_SHA256} siamkit "
-            f"was measured with (damaged or replaced); {_FIX}"
-        )
+    data = read_model_file(
+        path, limit=MAX_SFACE_FILE_BYTES, what="SFace model file", fix=_FIX, sha256=SFACE_SHA256
+    )
     try:
         import onnx
         from onnx import numpy_helper
