@@ -82,7 +82,7 @@ import torch
 
 import siamkit
 from siamkit.index import FaceIndex
-from siamkit.index.backends import HNSW_EF_CONSTRUCTION, HNSW_M, ivf_lists
+from siamkit.index.stores.faiss.engine import HNSW_EF_CONSTRUCTION, HNSW_M, ivf_lists
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_ORL = ROOT.parent.parent / "shared" / "data" / "att_faces"
@@ -465,7 +465,7 @@ def bench_milvus(
 
 
 def _milvus_index_name(kind: str) -> str:
-    from siamkit.index.milvus import INDEX_KINDS
+    from siamkit.index.stores.milvus import INDEX_KINDS
 
     name, params = INDEX_KINDS[kind]
     return name + (f" ({', '.join(f'{k} {v}' for k, v in params.items())})" if params else "")

@@ -18,9 +18,10 @@ import pytest
 from siamkit.cli.main import main
 from siamkit.exceptions import ConfigError, IndexFileError
 from siamkit.geometry import index_distances, prepare
-from siamkit.index import FaceIndex, storage
-from siamkit.index._schema import with_checksum
+from siamkit.index import FaceIndex
 from siamkit.index.calibration import gallery_pairs
+from siamkit.index.stores.faiss import files as storage
+from siamkit.index.stores.faiss.manifest import with_checksum
 from siamkit.thresholds import (
     OpenSetScores,
     fit_far_threshold,
@@ -36,7 +37,7 @@ _names = itertools.count()
 @pytest.fixture(scope="module")
 def milvus_client(tmp_path_factory):
     pytest.importorskip("milvus_lite", reason="the milvus extra (siamkit[milvus]) is not installed")
-    from siamkit.index.milvus import connect_client
+    from siamkit.index.stores.milvus import connect_client
 
     client = connect_client(str(tmp_path_factory.mktemp("milvus") / "hostile.db"))
     yield client
@@ -231,7 +232,7 @@ def test_the_cli_refuses_a_bad_collection_name_in_one_line(command, tmp_path, ca
 
 def test_milvus_lite_tracebacks_stay_off_stderr(tmp_path: Path, caplog) -> None:
     pytest.importorskip("milvus_lite", reason="the milvus extra (siamkit[milvus]) is not installed")
-    from siamkit.index.milvus import connect_client
+    from siamkit.index.stores.milvus import connect_client
 
     junk = tmp_path / "old.db"  # a file where Milvus Lite wants its folder
     junk.write_text("not a Milvus Lite database")

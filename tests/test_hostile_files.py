@@ -22,8 +22,9 @@ import pytest
 
 import siamkit
 from siamkit.cli.main import main
-from siamkit.index import FaceIndex, storage
-from siamkit.index._schema import data_file_name, with_checksum
+from siamkit.index import FaceIndex
+from siamkit.index.stores.faiss import files as storage
+from siamkit.index.stores.faiss.manifest import data_file_name, with_checksum
 
 MANIFEST = storage.MANIFEST
 
@@ -301,7 +302,7 @@ def test_the_faiss_header_is_checked_before_the_body(
 
 
 def test_a_slow_faiss_read_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from siamkit.index import _faiss_file
+    from siamkit.index.stores.faiss import reading as _faiss_file
 
     folder = _saved_index(tmp_path / "index", kind="hnsw")
     monkeypatch.setattr(_faiss_file, "_PROBE", "import time; time.sleep(60)")

@@ -28,10 +28,11 @@ import pytest
 
 import siamkit
 from siamkit.cli.main import main
-from siamkit.index import FaceIndex, storage
-from siamkit.index._schema import data_file_name, with_checksum
-from siamkit.index.backends import structure_problems
-from siamkit.index.faiss_store import FaissStore
+from siamkit.index import FaceIndex
+from siamkit.index.stores.faiss import files as storage
+from siamkit.index.stores.faiss.engine import structure_problems
+from siamkit.index.stores.faiss.manifest import data_file_name, with_checksum
+from siamkit.index.stores.faiss.store import FaissStore
 
 MANIFEST = storage.MANIFEST
 DIM = 8
@@ -290,7 +291,7 @@ def test_deep_metadata_and_notes_are_refused_before_anything_is_stored(tmp_path:
 
 
 def test_a_deep_milvus_record_is_a_file_error() -> None:
-    from siamkit.index.milvus import META_PROPERTY, MilvusStore
+    from siamkit.index.stores.milvus import META_PROPERTY, MilvusStore
 
     class Client:
         def describe_collection(self, collection: str) -> dict[str, Any]:

@@ -15,8 +15,8 @@ import pytest
 
 import siamkit
 from siamkit.index import FaceIndex
-from siamkit.index._schema import data_file_name, with_checksum
-from siamkit.index.storage import MANIFEST
+from siamkit.index.stores.faiss.files import MANIFEST
+from siamkit.index.stores.faiss.manifest import data_file_name, with_checksum
 
 faiss.omp_set_num_threads(2)
 
@@ -253,7 +253,8 @@ DRIVER = textwrap.dedent(
     """
     import json, os, shutil, signal, sys, time
     import numpy as np
-    from siamkit.index import FaceIndex, storage
+    from siamkit.index import FaceIndex
+    from siamkit.index.stores.faiss import files as storage
 
     root = sys.argv[1]
     rng = np.random.default_rng(0)

@@ -12,8 +12,8 @@ import pytest
 import siamkit
 from siamkit.geometry import pairwise_distances
 from siamkit.index import FaceIndex, Match, SearchResults
-from siamkit.index._rwlock import RWLock
-from siamkit.index.backends import unscaled_query_distances
+from siamkit.index.stores.faiss.engine import unscaled_query_distances
+from siamkit.index.stores.faiss.rwlock import RWLock
 
 faiss.omp_set_num_threads(2)
 

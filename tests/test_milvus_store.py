@@ -17,10 +17,10 @@ from siamkit.exceptions import (
     ShapeError,
     UnknownIdError,
 )
-from siamkit.index.store import store_registry
+from siamkit.index.stores.base import store_registry
 
 pytest.importorskip("milvus_lite", reason="the milvus extra (siamkit[milvus]) is not installed")
-from siamkit.index.milvus import MilvusStore, connect_client
+from siamkit.index.stores.milvus import MilvusStore, connect_client
 
 DIM = 16
 

@@ -8,6 +8,7 @@ import inspect
 import pytest
 
 import siamkit
+from siamkit._moved import MOVED
 
 PACKAGES = [
     "siamkit",
@@ -17,6 +18,7 @@ PACKAGES = [
     "siamkit.evaluation",
     "siamkit.export",
     "siamkit.index",
+    "siamkit.index.stores",
     "siamkit.losses",
     "siamkit.miners",
     "siamkit.runtime",
@@ -54,3 +56,28 @@ def test_all_is_sorted_and_complete() -> None:
     assert siamkit.__all__ == sorted(siamkit.__all__)
     for name in siamkit.__all__:
         assert hasattr(siamkit, name), name
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_a_moved_module_still_imports_with_a_deprecation_warning(old: str) -> None:
+    """Every old path in the table is the new module itself, and says where it went."""
+    import subprocess
+    import sys
+
+    # A fresh interpreter: here the old path may already be cached in sys.modules.
+    script = (
+        "import importlib, warnings\n"
+        "warnings.simplefilter('error')\n"
+        f"new = importlib.import_module({MOVED[old]!r})\n"
+        "try:\n"
+        f"    importlib.import_module({old!r})\n"
+        "except DeprecationWarning as w:\n"
+        "    print(w)\n"
+        "warnings.simplefilter('ignore')\n"
+        f"print(importlib.import_module({old!r}) is new)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    message, same = done.stdout.strip().splitlines()
+    assert message.startswith(f"{old} moved to {MOVED[old]}")
+    assert same == "True"

@@ -37,7 +37,7 @@ _names = itertools.count()
 @pytest.fixture(scope="module")
 def milvus_client(tmp_path_factory):
     pytest.importorskip("milvus_lite", reason="the milvus extra (siamkit[milvus]) is not installed")
-    from siamkit.index.milvus import connect_client
+    from siamkit.index.stores.milvus import connect_client
 
     client = connect_client(str(tmp_path_factory.mktemp("milvus") / "contract.db"))
     yield client
@@ -395,7 +395,7 @@ GOOD_FIT = {"fnir": 0.5, "fpir": 0.1, "gallery_people": 3, "gallery_size": 12,
 def test_a_hand_edited_collection_record_is_a_file_error(milvus_client, edit) -> None:
     import json
 
-    from siamkit.index.milvus import META_PROPERTY
+    from siamkit.index.stores.milvus import META_PROPERTY
 
     options = {"uri": "lite", "collection": f"edited{next(_names)}", "client": milvus_client}
     index = FaceIndex(metric="euclidean", dim=DIM, store="milvus", **options)
@@ -417,8 +417,8 @@ def test_faiss_indexes_saved_in_older_formats_still_load(tmp_path, version) -> N
     """Formats 1 (no manifest checksum) and 2 (no 1:N threshold), as those siamkits wrote them."""
     import json
 
-    from siamkit.index import storage
-    from siamkit.index._schema import CHECKSUM_KEY, with_checksum
+    from siamkit.index.stores.faiss import files as storage
+    from siamkit.index.stores.faiss.manifest import CHECKSUM_KEY, with_checksum
 
     vectors, labels = _gallery(40, people=5)
     index = FaceIndex(metric="cosine", dim=DIM, index="hnsw")

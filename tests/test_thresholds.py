@@ -10,8 +10,9 @@ import pytest
 
 import siamkit
 from siamkit.geometry import pairwise_distances
-from siamkit.index import FaceIndex, storage
-from siamkit.index._schema import with_checksum
+from siamkit.index import FaceIndex
+from siamkit.index.stores.faiss import files as storage
+from siamkit.index.stores.faiss.manifest import with_checksum
 from siamkit.thresholds import (
     OpenSetScores,
     allowed_count,

@@ -6,6 +6,7 @@ Examples:
     >>> loss = siamkit.ContrastiveLoss(margin=encoder.default_margin, distance=encoder.metric)
 """
 
+from siamkit import _moved
 from siamkit._version import __version__
 from siamkit.alignment import (
     DlibAligner,
@@ -52,6 +53,8 @@ from siamkit.index import (
     Verification,
 )
 from siamkit.runtime import OnnxEncoder, load_onnx_encoder
+
+_moved.install()
 
 try:
     import torch as _torch  # noqa: F401

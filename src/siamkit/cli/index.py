@@ -311,7 +311,7 @@ def run_build(args: argparse.Namespace) -> int:
 def _build_target(args: argparse.Namespace, encoder: Any, ctx: Any) -> Any:
     """The index a build fills: new, or the interrupted one with --resume."""
     from siamkit.index import FaceIndex
-    from siamkit.index.storage import MANIFEST
+    from siamkit.index.stores.faiss.files import MANIFEST
 
     model = str(args.model.resolve())
     if args.store == "faiss":
@@ -352,7 +352,7 @@ def _build_faiss(
         saver = _PeriodicSave(index, args.out, args.save_every)
         return index.add_folder(args.gallery, existing=existing, batch_size=args.batch_size,
                                 progress=progress, on_chunk=saver)  # fmt: skip
-    from siamkit.index._sharded import embed_sharded
+    from siamkit.index.enrolment import embed_sharded
     from siamkit.index.face_index import gallery_files, not_enrolled
 
     unlisted: list[Any] = []
@@ -576,7 +576,7 @@ def run_info(args: argparse.Namespace) -> int:
     index = _open(args, None, with_model=False)
     info = {**index.info(), "folder": where}
     if args.store == "faiss":
-        from siamkit.index.storage import read_manifest
+        from siamkit.index.stores.faiss.files import read_manifest
 
         manifest = read_manifest(args.index)
         info["siamkit_version"] = manifest.get("siamkit_version")
@@ -671,7 +671,7 @@ def _check_location(args: argparse.Namespace, out: bool = False) -> str:
         raise ConfigError("--store milvus needs --uri: a Milvus Lite file or http://host:19530")
     if folder is not None:
         raise ConfigError(f"{flag} is the faiss store's folder; with --store milvus give --uri")
-    from siamkit.index.milvus import INDEX_KINDS, check_collection_name
+    from siamkit.index.stores.milvus import INDEX_KINDS, check_collection_name
 
     check_collection_name(_milvus_options(args)["collection"])  # before a Lite file is made
     if out and args.index not in INDEX_KINDS:
@@ -710,7 +710,7 @@ def _open(
 
 def _faiss_encoder(args: argparse.Namespace, model: Path | None) -> Any:
     """The model of the index folder ``--index``: ``--model``, else the one it records."""
-    from siamkit.index.storage import read_manifest
+    from siamkit.index.stores.faiss.files import read_manifest
 
     recorded = (read_manifest(args.index).get("extra") or {}).get("model")
     return _load_model(_model(model, recorded, args.index))
@@ -725,7 +725,7 @@ def _writing(args: argparse.Namespace, folder: Path, create: bool = False) -> It
     timeout = args.lock_timeout
     if not (math.isfinite(timeout) and timeout >= 0):
         raise ConfigError(f"--lock-timeout must be 0 or more seconds, got {timeout}")
-    from siamkit.index.storage import folder_lock
+    from siamkit.index.stores.faiss.files import folder_lock
 
     with folder_lock(folder, timeout, create=create):
         yield
@@ -734,7 +734,7 @@ def _writing(args: argparse.Namespace, folder: Path, create: bool = False) -> It
 def _check_out(args: argparse.Namespace) -> None:
     """Refuse an --out that a FAISS index cannot be saved into, before any work."""
     if args.store == "faiss":
-        from siamkit.index.storage import check_index_folder
+        from siamkit.index.stores.faiss.files import check_index_folder
 
         check_index_folder(args.out)
 

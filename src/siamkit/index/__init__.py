@@ -13,10 +13,8 @@ Examples:
     'ann'
 """
 
-from siamkit.index._sharded import embed_sharded
+from siamkit.index.enrolment import embed_sharded
 from siamkit.index.face_index import FaceIndex
-from siamkit.index.faiss_store import FaissStore
-from siamkit.index.milvus import MilvusStore
 from siamkit.index.results import (
     Calibration,
     Enrolled,
@@ -28,7 +26,9 @@ from siamkit.index.results import (
     SkippedImage,
     Verification,
 )
-from siamkit.index.store import (
+from siamkit.index.stores import (
+    FaissStore,
+    MilvusStore,
     StoredItem,
     StoreHits,
     VectorStore,

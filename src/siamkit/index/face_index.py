@@ -3,7 +3,7 @@
 FaceIndex is a façade. It turns images into embeddings with the encoder,
 checks what it is given, assigns ids, and decides (:mod:`siamkit.index.decisions`)
 and calibrates (:mod:`siamkit.index.calibration`); the items live in a
-:class:`~siamkit.index.store.VectorStore`: the FAISS store in this process
+:class:`~siamkit.index.stores.base.VectorStore`: the FAISS store in this process
 (default, saved as files) or a Milvus collection (``store="milvus"``).
 """
 
@@ -30,7 +30,7 @@ from siamkit.exceptions import (
     UnknownIdError,
 )
 from siamkit.geometry import _MAX_SQUARED_NORM, check_directions, index_distances, prepare
-from siamkit.index import _record
+from siamkit.index import gallery_record as _record
 from siamkit.index._inputs import (
     check_extra,
     check_id,
@@ -40,7 +40,6 @@ from siamkit.index._inputs import (
     per_item,
     to_embeddings,
 )
-from siamkit.index.backends import IndexSpec
 from siamkit.index.calibration import (
     MAX_PAIRS,
     Gallery,
@@ -52,7 +51,6 @@ from siamkit.index.calibration import (
     fit_far_threshold,
 )
 from siamkit.index.decisions import decision_threshold, verification, vote
-from siamkit.index.faiss_store import FaissStore
 from siamkit.index.results import (
     Calibration,
     Enrolled,
@@ -65,8 +63,10 @@ from siamkit.index.results import (
     SkippedImage,
     Verification,
 )
-from siamkit.index.storage import LOCK_TIMEOUT, folder_lock
-from siamkit.index.store import EXISTING, VectorStore, store_registry
+from siamkit.index.stores.base import EXISTING, VectorStore, store_registry
+from siamkit.index.stores.faiss.engine import IndexSpec
+from siamkit.index.stores.faiss.files import LOCK_TIMEOUT, folder_lock
+from siamkit.index.stores.faiss.store import FaissStore
 from siamkit.thresholds import FpirCalibration, growth_warning
 
 if TYPE_CHECKING:  # the index runs without torch behind an ONNX encoder
@@ -109,7 +109,7 @@ class FaceIndex:
         store: Where the items live: ``"faiss"`` (this process, saved with
             :meth:`save`), ``"milvus"`` (a Milvus collection: give ``uri=`` and
             ``collection=``), another registered store's name, or a
-            :class:`~siamkit.index.store.VectorStore` object.
+            :class:`~siamkit.index.stores.base.VectorStore` object.
         ef_search: HNSW search breadth of the FAISS store (default 128).
         nprobe: IVF lists the FAISS store visits per query (default: 1/64 of them, at least 8).
         **store_options: Passed to the store, e.g. ``uri`` and ``collection``.
@@ -1030,7 +1030,7 @@ class FaceIndex:
         and threshold; ``save()`` (no path) writes :attr:`extra` to it too.
 
         A save holds the folder's write lock (``.face_index.lock``), waiting
-        for another writer up to :data:`~siamkit.index.storage.LOCK_TIMEOUT`
+        for another writer up to :data:`~siamkit.index.stores.faiss.files.LOCK_TIMEOUT`
         seconds. An index loaded from ``path`` refuses to save over it once
         another process (or another FaceIndex) saved there since: that save's
         changes would be lost. To change a saved index while others may too,

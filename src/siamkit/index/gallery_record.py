@@ -8,12 +8,15 @@ it, used by ``FaceIndex.load`` and ``FaceIndex.connect`` alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from siamkit._manifest import check_json_depth
 from siamkit.exceptions import ConfigError, EncoderMismatchError, GeometryError, ShapeError
 from siamkit.geometry import check_metric
-from siamkit.index._schema import record_problems
+from siamkit.index._inputs import MAX_METADATA_DEPTH
+from siamkit.index.calibration import check_far, check_fpir
 from siamkit.index.results import Calibration
 from siamkit.thresholds import FpirCalibration, check_threshold
 
@@ -194,3 +197,170 @@ def check_encoder(
             f"{own[:12]}...): its embeddings would not be comparable. Load it with the model "
             f"it was built with, or {rebuild}"
         )
+
+
+# -- checks of a record read back (a manifest, or a collection property edited by hand) --
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_ENCODER_KEYS = frozenset({"fingerprint", "class", "embedding_dim"})
+_FPIR_SOURCES = ("leave-one-person-out", "probes")
+
+
+def is_int(value: Any) -> bool:
+    """True for an int that is not a bool (JSON reads both)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_rate(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def is_hex64(value: Any) -> bool:
+    """True for a sha256 written as 64 lowercase hex digits."""
+    return isinstance(value, str) and _HEX64.fullmatch(value) is not None
+
+
+def is_notes(value: Any) -> bool:
+    """True for ``extra`` notes ``FaceIndex.save`` would write: a dict, nested within bounds."""
+    if not isinstance(value, dict):
+        return False
+    try:
+        check_json_depth(value, MAX_METADATA_DEPTH)
+    except ValueError:
+        return False
+    return True
+
+
+def threshold_problems(manifest: dict[str, Any]) -> list[str]:
+    """What is wrong with the thresholds and calibrations of a record or manifest."""
+    threshold, calibration = manifest["threshold"], manifest["calibration"]
+    problems = []
+    if threshold is not None:
+        try:
+            check_threshold(threshold)
+        except ConfigError:
+            problems.append(f"invalid threshold {threshold!r}")
+    if calibration is not None:
+        problems += _calibration_problems(calibration, threshold)
+    if "identify_threshold" in manifest:
+        problems += _identify_problems(manifest["identify_threshold"], manifest["fpir_calibration"])
+    return problems
+
+
+def _identify_problems(threshold: Any, fit: dict[str, Any] | None) -> list[str]:
+    problems = []
+    if threshold is not None:
+        try:
+            check_threshold(threshold)
+        except ConfigError:
+            problems.append(f"invalid identify_threshold {threshold!r}")
+    if fit is not None and not _valid_fpir_calibration(fit, threshold):
+        problems.append(f"invalid fpir_calibration {fit!r}")
+    return problems
+
+
+def _valid_fpir_calibration(fit: dict[str, Any], threshold: Any) -> bool:
+    names = {f.name for f in fields(FpirCalibration)}
+    # "warnings" came with issue 18: files saved before lack it.
+    if not names - {"warnings"} <= set(fit) <= names or not _valid_warnings(fit):
+        return False
+    counts = ("num_mated", "num_non_mated", "gallery_size", "gallery_people")
+    ok = (
+        all(is_int(fit[k]) and fit[k] >= 0 for k in counts)
+        and fit["num_non_mated"] > 0
+        and fit["gallery_size"] >= fit["gallery_people"] >= 1
+        and _is_rate(fit["fpir"])
+        and all(fit[k] is None or _is_rate(fit[k]) for k in ("fnir", "misidentified"))
+        and (fit["fnir"] is None) == (fit["num_mated"] == 0)
+        and (fit["misidentified"] is None) == (fit["fnir"] is None)
+        and isinstance(fit["reliable"], bool)
+        and fit["source"] in _FPIR_SOURCES
+        and fit["threshold"] == threshold
+    )
+    try:
+        check_fpir(fit["target_fpir"])
+    except (ConfigError, TypeError, ValueError):
+        return False
+    return ok
+
+
+def _valid_warnings(fit: dict[str, Any]) -> bool:
+    """A calibration's warnings, when present: a short list of strings (a tuple in memory)."""
+    found = fit.get("warnings", [])
+    return (
+        isinstance(found, (list, tuple))
+        and len(found) <= 16
+        and all(isinstance(w, str) for w in found)
+    )
+
+
+def record_problems(meta: dict[str, Any], dim: int | None) -> list[str]:
+    """What is wrong with a gallery record kept outside a manifest (a collection property).
+
+    The checks a manifest's thresholds, calibrations and encoder block pass
+    (:func:`check_manifest`), for a record a person may have edited by hand.
+
+    Examples:
+        >>> record_problems({"threshold": 0.5, "extra": "notes"}, 8)
+        ["invalid extra 'notes'"]
+    """
+    threshold, calibration = meta.get("threshold"), meta.get("calibration")
+    fit, encoder = meta.get("fpir_calibration"), meta.get("encoder")
+    problems = []
+    if calibration is not None and not isinstance(calibration, dict):
+        problems.append(f"invalid calibration {calibration!r}")
+    if fit is not None and not isinstance(fit, dict):
+        problems.append(f"invalid fpir_calibration {fit!r}")
+    if encoder is not None and not isinstance(encoder, dict):
+        problems.append(f"invalid encoder block {encoder!r}")
+    if problems:
+        return problems
+    record = {"identify_threshold": None, "fpir_calibration": None, **meta}
+    problems += threshold_problems({**record, "threshold": threshold, "calibration": calibration})
+    if encoder is not None:
+        own_dim = dim if dim is not None else encoder.get("embedding_dim")
+        problems += encoder_problems({"encoder": encoder, "dim": own_dim})
+    extra, next_id = meta.get("extra", {}), meta.get("next_id", 0)
+    if isinstance(extra, dict) and not is_notes(extra):
+        problems.append(f"extra nested deeper than {MAX_METADATA_DEPTH} levels")
+    elif not isinstance(extra, dict):
+        problems.append(f"invalid extra {extra!r}")
+    if not (is_int(next_id) and next_id >= 0):
+        problems.append(f"invalid next_id {next_id!r}")
+    return problems
+
+
+def _calibration_problems(calibration: dict[str, Any], threshold: Any) -> list[str]:
+    names = {f.name for f in fields(Calibration)}
+    # "warnings" came with issue 18: files saved before lack it.
+    if not names - {"warnings"} <= set(calibration) <= names:
+        return [f"calibration must have exactly the keys {sorted(names)}"]
+    if not _valid_warnings(calibration):
+        return [f"invalid calibration warnings {calibration['warnings']!r}"]
+    counts, rates = ("num_genuine", "num_impostor"), ("far", "tar")
+    ok = (
+        all(is_int(calibration[k]) and calibration[k] >= 0 for k in counts)
+        and all(_is_rate(calibration[k]) for k in rates)
+        and isinstance(calibration["reliable"], bool)
+        and calibration["source"] in ("gallery", "pairs")
+        and calibration["threshold"] == threshold
+    )
+    try:
+        check_far(calibration["target_far"])
+    except (ConfigError, TypeError, ValueError):
+        ok = False
+    return [] if ok else [f"invalid calibration {calibration!r}"]
+
+
+def encoder_problems(manifest: dict[str, Any]) -> list[str]:
+    """What is wrong with the encoder block (against the ``dim`` beside it)."""
+    encoder = manifest["encoder"]
+    if encoder is None:
+        return []
+    ok = (
+        set(encoder) == _ENCODER_KEYS
+        and is_hex64(encoder["fingerprint"])
+        and isinstance(encoder["class"], str)
+        and encoder["embedding_dim"] == manifest["dim"]
+        and is_int(encoder["embedding_dim"])
+    )
+    return [] if ok else [f"invalid encoder block {encoder!r}"]

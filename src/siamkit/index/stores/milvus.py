@@ -35,9 +35,8 @@ from siamkit.exceptions import (
     UnknownIdError,
 )
 from siamkit.geometry import index_distances
-from siamkit.index.backends import HNSW_EF_SEARCH, ivf_probes
 from siamkit.index.results import SearchResults
-from siamkit.index.store import (
+from siamkit.index.stores.base import (
     StoredItem,
     StoreHits,
     VectorStore,
@@ -46,6 +45,7 @@ from siamkit.index.store import (
     hits_to_results,
     register_store,
 )
+from siamkit.index.stores.faiss.engine import HNSW_EF_SEARCH, ivf_probes
 
 #: siamkit's index kinds and the Milvus index types (with build parameters) they map to.
 INDEX_KINDS: dict[str, tuple[str, dict[str, int]]] = {

@@ -15,8 +15,8 @@ import numpy as np
 
 from siamkit.exceptions import EmptyIndexError
 from siamkit.geometry import index_distance_list, index_distances
-from siamkit.index._store import RowStore
-from siamkit.index.backends import Backend, faiss_metric
+from siamkit.index.stores.faiss.engine import Backend, faiss_metric
+from siamkit.index.stores.faiss.rows import RowStore
 
 _RECOMPUTE_VALUES = 1 << 22  # float64 differences per block of exact distances
 
@@ -27,7 +27,7 @@ def nearest_rows(
     """``(rows, distances)``, ``(num_queries, min(k, live))``; rows -1 where none found.
 
     Examples:
-        >>> from siamkit.index.backends import IndexSpec
+        >>> from siamkit.index.stores.faiss.engine import IndexSpec
         >>> store, backend = RowStore(1), Backend(IndexSpec.parse("flat"), 1, "euclidean")
         >>> store.append(np.array([[0.0], [3.0]], "float32"), [0, 1], ["a", "b"], [{}, {}])
         >>> backend.sync(store.vectors)

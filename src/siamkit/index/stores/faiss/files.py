@@ -14,9 +14,9 @@ leaves the old manifest with its old files, or the new one with its new
 files: always a loadable index, never a mix.
 
 Loading trusts nothing: the manifest's schema and checksum
-(:mod:`siamkit.index._schema`), each file's size and checksum, the vectors'
+(:mod:`siamkit.index.stores.faiss.manifest`), each file's size and checksum, the vectors'
 header, the records, and the FAISS file's header and body
-(:mod:`siamkit.index._faiss_file`). Each file is opened once and checked and
+(:mod:`siamkit.index.stores.faiss.reading`). Each file is opened once and checked and
 read through that one handle, so a save in another process that deletes it
 meanwhile cannot pull it away; a load that finds a file already gone starts
 over with the new manifest.
@@ -49,10 +49,10 @@ from siamkit._atomic import fsync_dir, honour_umask, write_json
 from siamkit._manifest import parse_json
 from siamkit._manifest import read_manifest as read_json_manifest
 from siamkit.exceptions import IndexFileError, LockTimeoutError, NonFiniteError, WriteError
-from siamkit.index import _schema
-from siamkit.index._faiss_file import read_faiss_index
 from siamkit.index._inputs import MAX_METADATA_DEPTH, check_vectors
-from siamkit.index.backends import IndexSpec
+from siamkit.index.stores.faiss import manifest as _schema
+from siamkit.index.stores.faiss.engine import IndexSpec
+from siamkit.index.stores.faiss.reading import read_faiss_index
 
 MANIFEST = "face_index.json"
 FORMAT_NAME = _schema.FORMAT_NAME

@@ -23,7 +23,7 @@ from typing import IO, Any
 import faiss
 
 from siamkit.exceptions import IndexFileError
-from siamkit.index.backends import faiss_metric
+from siamkit.index.stores.faiss.engine import faiss_metric
 
 #: FAISS's own name (fourcc) of the index each built-in kind writes.
 BUILTIN_FOURCC = {"hnsw": b"IHNf", "ivf": b"IwFl"}

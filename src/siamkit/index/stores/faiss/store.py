@@ -1,15 +1,15 @@
 """The FAISS store: a face gallery in this process's memory, saved as checked files.
 
 The default store of :class:`~siamkit.index.FaceIndex`. It keeps every vector,
-id, label and metadata dict in a :class:`~siamkit.index._store.RowStore` and
-a FAISS index over those rows (:mod:`siamkit.index.backends`): exact for
+id, label and metadata dict in a :class:`~siamkit.index.stores.faiss.rows.RowStore` and
+a FAISS index over those rows (:mod:`siamkit.index.stores.faiss.engine`): exact for
 ``"flat"``, approximate for ``"hnsw"``, ``"ivf"`` or a factory string.
 Removed rows are flagged, filtered out of searches, and rebuilt away once
 they pass 20% of the index. It is thread-safe: searches run in parallel, a
 change waits for them.
 
 Its files (:meth:`FaissStore.save`, :meth:`FaissStore.load`) are those of
-:mod:`siamkit.index.storage`; the record set with :meth:`set_meta` is saved in
+:mod:`siamkit.index.stores.faiss.files`; the record set with :meth:`set_meta` is saved in
 the manifest (a FaceIndex's thresholds and encoder fingerprint).
 """
 
@@ -31,20 +31,20 @@ from siamkit.exceptions import (
     UnknownIdError,
 )
 from siamkit.geometry import prepare_query
-from siamkit.index import storage
-from siamkit.index._faiss_search import nearest_one, nearest_rows
-from siamkit.index._rwlock import RWLock
-from siamkit.index._store import RowStore
-from siamkit.index.backends import Backend, IndexSpec
 from siamkit.index.calibration import Gallery
 from siamkit.index.results import Match, SearchResults
-from siamkit.index.store import (
+from siamkit.index.stores.base import (
     StoredItem,
     StoreHits,
     VectorStore,
     register_store,
     results_to_hits,
 )
+from siamkit.index.stores.faiss import files as storage
+from siamkit.index.stores.faiss.engine import Backend, IndexSpec
+from siamkit.index.stores.faiss.rows import RowStore
+from siamkit.index.stores.faiss.rwlock import RWLock
+from siamkit.index.stores.faiss.search import nearest_one, nearest_rows
 
 #: Removed rows are rebuilt away once they pass this share of the FAISS index.
 REBUILD_FRACTION = 0.2
@@ -340,7 +340,7 @@ class FaissStore(VectorStore):
 
         Writes the vectors (npy), ids, labels and metadata (JSON), the FAISS
         index and a manifest with versions, geometry, the record and each
-        file's checksum (:mod:`siamkit.index.storage`). Never pickle. Holds the
+        file's checksum (:mod:`siamkit.index.stores.faiss.files`). Never pickle. Holds the
         folder's write lock meanwhile, waiting up to ``timeout`` s for another
         writer.
 
@@ -424,7 +424,7 @@ class FaissStore(VectorStore):
     def _restore(
         self, manifest: dict[str, Any], vectors: np.ndarray, records: dict[str, Any], index: Any
     ) -> None:
-        """Fill a new store from checked files (see :mod:`siamkit.index._schema`)."""
+        """Fill a new store from checked files (see :mod:`siamkit.index.stores.faiss.manifest`)."""
         rows, backend = self.rows, self.backend
         rows.append(vectors, records["ids"], records["labels"], records["metadata"])
         rows.restore_removed(records["removed"])
