@@ -441,3 +441,32 @@ def test_faiss_indexes_saved_in_older_formats_still_load(tmp_path, version) -> N
     again = FaceIndex.load(old.save(tmp_path / "resaved"))
     assert json.loads((tmp_path / "resaved" / storage.MANIFEST).read_text())["format_version"] == 3
     assert len(again) == 39 and again.get(40).label == "new"
+
+
+def test_a_store_answering_the_old_store_hits_still_works_with_a_warning() -> None:
+    """A pre-0.2 third-party store whose search returns StoreHits: converted, and warned."""
+    from siamkit.index import StoreHits
+    from siamkit.index.stores import FaissStore
+
+    class OldStore(FaissStore):
+        persistence = "files"
+
+        def search(self, queries, k):  # what a 0.1 store returned
+            found = super().search(queries, k)
+            with pytest.warns(DeprecationWarning, match="StoreHits is deprecated"):
+                return StoreHits(
+                    [[m.id for m in row] for row in found],
+                    [[m.label for m in row] for row in found],
+                    np.nan_to_num(found.distances, nan=np.inf),
+                    [[m.metadata for m in row] for row in found],
+                )
+
+    vectors = np.random.default_rng(0).normal(size=(6, DIM)).astype(np.float32)
+    ours = FaceIndex(metric="euclidean", store=OldStore(DIM, "euclidean"))
+    reference = FaceIndex(metric="euclidean", dim=DIM)
+    for each in (ours, reference):
+        each.add(vectors, labels=["a", "b", "c", "a", "b", "c"])
+    queries = vectors[:3] + 0.01
+    mine, theirs = ours.search(queries, k=4), reference.search(queries, k=4)
+    assert mine.ids.tolist() == theirs.ids.tolist()
+    np.testing.assert_array_equal(mine.distances, theirs.distances)

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from siamkit.exceptions import ConfigError, NoFaceError, NonFiniteError, ShapeError
-from siamkit.geometry import _MAX_SQUARED_NORM, MAX_EMBEDDING_NORM, _is_tensor
+from siamkit.geometry import MAX_EMBEDDING_NORM, MAX_SQUARED_NORM, is_tensor
 
 if TYPE_CHECKING:
     from siamkit.encoders.base import Encoder
@@ -89,14 +89,14 @@ def embed_items(
         >>> result.embeddings.shape, result.kept, result.skipped
         ((2, 3), [0, 1], [])
     """
-    if encoder is None and _is_tensor(items):
+    if encoder is None and is_tensor(items):
         items = items.detach().cpu().numpy()
     if isinstance(items, np.ndarray) and items.dtype != np.uint8:
         embeddings = _checked(items, dim)
         return _all_kept(embeddings, items.ndim == 1)
     if _is_single_input(items):
         inputs, single = [items], True
-    elif _is_tensor(items):
+    elif is_tensor(items):
         inputs, single = items, False
     elif isinstance(items, Iterable) and not isinstance(items, (str, bytes, dict)):
         inputs, single = list(items), False
@@ -146,7 +146,7 @@ def _is_single_input(item: Any) -> bool:
         return True
     if isinstance(item, np.ndarray):  # uint8 here: one (H, W) or (H, W, C) picture
         return item.ndim in (2, 3)
-    return _is_tensor(item) and item.ndim in (1, 3)
+    return is_tensor(item) and item.ndim in (1, 3)
 
 
 def _stack(arrays: list[np.ndarray]) -> np.ndarray:
@@ -189,7 +189,7 @@ def check_vectors(vectors: np.ndarray, what: str = "embeddings") -> None:
         siamkit.exceptions.NonFiniteError: embeddings of L2 norm above 1e+18 (rows [0]) ...
     """
     squared = np.einsum("ij,ij->i", vectors, vectors)  # einsum: no overflow warning
-    usable = squared <= _MAX_SQUARED_NORM  # False for NaN too
+    usable = squared <= MAX_SQUARED_NORM  # False for NaN too
     if usable.all():
         return
     finite = np.isfinite(vectors).all(axis=1)

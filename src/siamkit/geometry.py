@@ -52,9 +52,10 @@ METRICS: tuple[str, ...] = ("euclidean", "cosine")
 
 ArrayT = TypeVar("ArrayT", "torch.Tensor", np.ndarray)
 
-# sqrt has an infinite gradient at 0; identical embeddings (a positive pair of
-# one image seen twice) would otherwise poison training with NaN.
-_EPS = 1e-12
+#: The smallest norm a distance or a normalisation divides by: sqrt has an
+#: infinite gradient at 0, and identical embeddings (a positive pair of one image
+#: seen twice) would otherwise poison training with NaN.
+NORM_EPS = 1e-12
 # How far from 1 the squared norm of a row NumPy's prepare leaves alone may be.
 _UNIT_TOLERANCE = 2.0**-22
 # Row-wise dot products: NumPy 2's gufunc is a third of einsum's call cost (the
@@ -66,7 +67,8 @@ _row_dot = getattr(np, "vecdot", lambda a, b: np.einsum("...i,...i->...", a, b))
 #: vectors of this norm are at most ``(2e18)**2 = 4e36`` apart, a margin of 85x.
 #: Real encoders produce norms near 1 (cosine) or at most thousands.
 MAX_EMBEDDING_NORM = 1e18
-_MAX_SQUARED_NORM = MAX_EMBEDDING_NORM**2
+#: Its square: a squared norm above this (or NaN) is refused.
+MAX_SQUARED_NORM = MAX_EMBEDDING_NORM**2
 
 # Entries above this are scaled down before squaring (float32 squares overflow
 # past 1.8e19); below it nothing changes, bit for bit.
@@ -86,11 +88,15 @@ def check_metric(metric: str) -> Metric:
     return name  # type: ignore[return-value]
 
 
-def _is_tensor(*values: Any) -> bool:
+def is_tensor(*values: Any) -> bool:
     """True if any value is a torch tensor; never imports torch.
 
     A tensor can only exist once torch is imported, so looking in
     ``sys.modules`` is enough and keeps this module usable without PyTorch.
+
+    Examples:
+        >>> is_tensor(np.zeros(2))
+        False
     """
     torch = sys.modules.get("torch")
     return torch is not None and any(isinstance(v, torch.Tensor) for v in values)
@@ -103,7 +109,7 @@ def _as_tensor(x: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 
 def _like(result: torch.Tensor, template: ArrayT) -> ArrayT:
-    if _is_tensor(template):
+    if is_tensor(template):
         return result
     return result.detach().cpu().numpy().astype(np.float32, copy=False)
 
@@ -114,7 +120,7 @@ def check_embeddings(x: torch.Tensor | np.ndarray, name: str = "embeddings") -> 
     Examples:
         >>> check_embeddings(np.zeros((2, 3)))
     """
-    if _is_tensor(x):
+    if is_tensor(x):
         import torch
 
         shape, finite = tuple(x.shape), not x.numel() or bool(torch.isfinite(x).all())
@@ -153,10 +159,10 @@ def check_directions(x: np.ndarray, metric: str, what: str = "embeddings") -> No
         return
     x = np.asarray(x, dtype=np.float32)
     # prepare's test, for the rows it does not scale: the rest are far from short.
-    short = np.flatnonzero(np.sqrt(np.einsum("...i,...i->...", x, x)) < np.float32(_EPS))
+    short = np.flatnonzero(np.sqrt(np.einsum("...i,...i->...", x, x)) < np.float32(NORM_EPS))
     if short.size:
         raise NonFiniteError(
-            f"{what} hold zero vectors (rows {short[:5].tolist()}, L2 norm below {_EPS:g}): "
+            f"{what} hold zero vectors (rows {short[:5].tolist()}, L2 norm below {NORM_EPS:g}): "
             "they have no direction, so their cosine distance to anything is undefined. Drop "
             "them (blank or failed images?), or use the euclidean metric"
         )
@@ -234,14 +240,14 @@ def prepare(x: ArrayT, metric: str) -> ArrayT:
     """
     if check_metric(metric) == "euclidean":
         return x
-    if not _is_tensor(x):
+    if not is_tensor(x):
         return _np_normalize(np.asarray(x, dtype=np.float32))  # type: ignore[return-value]
     import torch
 
     if not x.is_floating_point() or x.numel() == 0:
-        return torch.nn.functional.normalize(x, dim=-1, eps=_EPS)
+        return torch.nn.functional.normalize(x, dim=-1, eps=NORM_EPS)
     down, _ = _scales(_row_peak(x))
-    return torch.nn.functional.normalize(x * down, dim=-1, eps=_EPS)
+    return torch.nn.functional.normalize(x * down, dim=-1, eps=NORM_EPS)
 
 
 def _np_normalize(x: np.ndarray) -> np.ndarray:
@@ -260,7 +266,7 @@ def _np_normalize(x: np.ndarray) -> np.ndarray:
     kept = np.abs(squared - 1.0) <= _UNIT_TOLERANCE
     if kept.all():  # the common case (embeddings a unit-sphere encoder made): no division
         return x
-    unit = (wide / np.maximum(np.sqrt(squared), _EPS)[..., None]).astype(np.float32)
+    unit = (wide / np.maximum(np.sqrt(squared), NORM_EPS)[..., None]).astype(np.float32)
     return np.where(kept[..., None], x, unit) if kept.any() else unit
 
 
@@ -364,7 +370,7 @@ def paired_distances(a: ArrayT, b: ArrayT, metric: str) -> ArrayT:
         array([1.4142135, 1.4142135], dtype=float32)
     """
     metric = check_metric(metric)
-    if not _is_tensor(a, b):
+    if not is_tensor(a, b):
         return _np_paired(np.asarray(a, np.float32), np.asarray(b, np.float32), metric)
     ta, tb = _as_tensor(a), _as_tensor(b)
     _check_paired_shapes(tuple(ta.shape), tuple(tb.shape))
@@ -382,14 +388,14 @@ def _check_paired_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> None:
 
 def _paired_euclidean(ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
     if not ta.is_floating_point() or ta.numel() == 0:
-        return ((ta - tb) ** 2).sum(-1).clamp_min(_EPS).sqrt()
+        return ((ta - tb) ** 2).sum(-1).clamp_min(NORM_EPS).sqrt()
     import torch
 
     down, up = _scales(torch.maximum(_row_peak(ta), _row_peak(tb)))
     down, up = down.squeeze(-1), up.squeeze(-1)
     sq = ((ta * down[..., None] - tb * down[..., None]) ** 2).sum(-1)
     # A scalar floor, as before scaling: a tensor one would round to 0 in float16.
-    return sq.clamp_min(_EPS).sqrt() * up
+    return sq.clamp_min(NORM_EPS).sqrt() * up
 
 
 def _np_paired(a: np.ndarray, b: np.ndarray, metric: Metric) -> np.ndarray:
@@ -400,7 +406,7 @@ def _np_paired(a: np.ndarray, b: np.ndarray, metric: Metric) -> np.ndarray:
     down, up = _np_scales(np.maximum(_np_row_peak(a), _np_row_peak(b)))
     down, up = down[..., 0], up[..., 0]
     sq = ((a * down[..., None] - b * down[..., None]) ** 2).sum(-1)
-    return np.sqrt(np.maximum(sq, np.float32(_EPS))) * up
+    return np.sqrt(np.maximum(sq, np.float32(NORM_EPS))) * up
 
 
 def pairwise_distances(a: ArrayT, b: ArrayT | None, metric: str) -> ArrayT:
@@ -411,7 +417,7 @@ def pairwise_distances(a: ArrayT, b: ArrayT | None, metric: str) -> ArrayT:
         [[0.0, 1.0], [1.0, 0.0]]
     """
     metric = check_metric(metric)
-    if not _is_tensor(a, b):
+    if not is_tensor(a, b):
         return _np_pairwise(a, b, metric)  # type: ignore[return-value]
     import torch
 
@@ -443,7 +449,7 @@ def _pairwise_euclidean(ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
     else:
         up = None
     sq = (ta * ta).sum(-1, keepdim=True) - 2 * ta @ tb.T + (tb * tb).sum(-1)
-    d = sq.clamp_min(_EPS).sqrt()
+    d = sq.clamp_min(NORM_EPS).sqrt()
     return d if up is None else d * up
 
 
@@ -471,5 +477,5 @@ def _np_pairwise_euclidean(a: np.ndarray, b: np.ndarray, itself: bool) -> np.nda
         a = a * down
         b = a if itself else b * down
     sq = (a * a).sum(-1, keepdims=True) - 2 * a @ b.T + (b * b).sum(-1)
-    d = np.sqrt(np.maximum(sq, np.float32(_EPS)))
+    d = np.sqrt(np.maximum(sq, np.float32(NORM_EPS)))
     return d if up is None else d * up

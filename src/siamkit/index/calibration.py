@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from siamkit.exceptions import ConfigError, DataError
 from siamkit.geometry import index_distances
-from siamkit.index.results import Neighbors
+from siamkit.index.results import Gallery, Neighbors
 from siamkit.thresholds import (
     FarCalibration,
     FpirCalibration,
@@ -223,26 +223,6 @@ def duplicate_warnings(
 
 
 # -- 1:N: the index's own searches ----------------------------------------------------
-@dataclass(frozen=True)
-class Gallery:
-    """The live items of an index, in its geometry (embeddings prepared as stored).
-
-    Examples:
-        >>> one = np.array(["a"], object)
-        >>> Gallery(np.zeros((1, 2), "float32"), one, one).size
-        1
-    """
-
-    vectors: np.ndarray
-    labels: np.ndarray
-    ids: np.ndarray
-
-    @property
-    def size(self) -> int:
-        """The number of items."""
-        return len(self.labels)
-
-
 def search_scores(
     search: Search, gallery: Gallery, metric: str, unknown: np.ndarray | None = None
 ) -> OpenSetScores:

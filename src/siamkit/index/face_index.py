@@ -29,7 +29,7 @@ from siamkit.exceptions import (
     ShapeError,
     UnknownIdError,
 )
-from siamkit.geometry import _MAX_SQUARED_NORM, check_directions, index_distances, prepare
+from siamkit.geometry import MAX_SQUARED_NORM, check_directions, index_distances, prepare
 from siamkit.index import gallery_record as _record
 from siamkit.index._inputs import (
     check_extra,
@@ -63,10 +63,16 @@ from siamkit.index.results import (
     SkippedImage,
     Verification,
 )
-from siamkit.index.stores.base import EXISTING, VectorStore, store_registry
-from siamkit.index.stores.faiss.engine import IndexSpec
+from siamkit.index.stores.base import (
+    EXISTING,
+    StoreHits,
+    VectorStore,
+    hits_to_results,
+    store_registry,
+)
+from siamkit.index.stores.faiss import FaissStore
 from siamkit.index.stores.faiss.files import LOCK_TIMEOUT, folder_lock
-from siamkit.index.stores.faiss.store import FaissStore
+from siamkit.index.stores.settings import index_kind_name
 from siamkit.thresholds import FpirCalibration, growth_warning
 
 if TYPE_CHECKING:  # the index runs without torch behind an ONNX encoder
@@ -151,7 +157,7 @@ class FaceIndex:
             self._index_name = store.index_name
             return
         self._store_name = str(store)
-        self._index_name = IndexSpec.parse(index).name if store == "faiss" else index
+        self._index_name = index_kind_name(index)
         params = {"ef_search": ef_search, "nprobe": nprobe}
         self._store_options = {**{k: v for k, v in params.items() if v is not None},
                                **store_options}  # fmt: skip
@@ -167,7 +173,7 @@ class FaceIndex:
     def _open_store(self, dim: int) -> VectorStore:
         made = store_registry.create(self._store_name, dim=dim, metric=self._metric,
                                      index=self._index_name, **self._store_options)  # fmt: skip
-        if not isinstance(made, FaissStore) and (made.get_meta() or made.count()):
+        if made.persistence == "shared" and (made.get_meta() or made.count()):
             made.close()
             raise ConfigError(
                 f"the {self._store_name} store already holds a gallery: reopen it with "
@@ -222,7 +228,7 @@ class FaceIndex:
             >>> index.refresh()
         """
         store = self._store
-        if store is None or isinstance(store, FaissStore):
+        if store is None or store.persistence != "shared":
             return
         meta = store.get_meta()
         if not meta:
@@ -761,7 +767,9 @@ class FaceIndex:
         store = self._store
         if store is None:
             raise EmptyIndexError("the index is empty: add items before searching it")
-        results = store.search_results(vectors, int(k))
+        results = store.search(vectors, int(k))
+        if isinstance(results, StoreHits):  # a store written for siamkit 0.1
+            results = hits_to_results(results)
         if results.ids.shape[1] == 0 and len(vectors) and store.count() == 0:
             raise EmptyIndexError("the index is empty: add items before searching it")
         return results
@@ -780,7 +788,7 @@ class FaceIndex:
         # vdot, not dot: as fast, and silent when the float32 square overflows to inf.
         squared = float(np.vdot(vector, vector))
         # Also False for NaN and inf; (near) zero queries go where cosine's rule is applied.
-        if not _SHORT_SQUARED_NORM <= squared <= _MAX_SQUARED_NORM:
+        if not _SHORT_SQUARED_NORM <= squared <= MAX_SQUARED_NORM:
             return None
         return store.search_one(vector, k, squared)
 
@@ -1057,7 +1065,7 @@ class FaceIndex:
         with self._changing_record() as record:
             record.extra = extra
         with self._lock:
-            if not isinstance(store, FaissStore):
+            if store.persistence == "shared":
                 if path is not None:
                     raise ConfigError(
                         "this gallery lives in its store; save() takes no path for it "
@@ -1166,8 +1174,8 @@ class FaceIndex:
         """
         if isinstance(store, VectorStore):
             opened = store
-        elif store == "faiss":
-            raise ConfigError("a FAISS gallery is a folder: open it with FaceIndex.load(path)")
+        elif store_registry.get(store).persistence == "files":
+            raise ConfigError(f"a {store} gallery is a folder: open it with FaceIndex.load(path)")
         else:
             store_registry.check_arguments(store, options)  # a typo names itself
             opened = store_registry.get(store).open(**options)

@@ -17,6 +17,7 @@ __all__ = [
     "Enrolled",
     "FarCalibration",
     "FpirCalibration",
+    "Gallery",
     "ItemId",
     "Label",
     "Match",
@@ -190,6 +191,28 @@ class Neighbors:
     distances: np.ndarray
 
 
+@dataclass(frozen=True)
+class Gallery:
+    """The live items of a store, in its geometry (embeddings prepared as stored).
+
+    What ``VectorStore.gallery`` returns and calibration reads.
+
+    Examples:
+        >>> one = np.array(["a"], object)
+        >>> Gallery(np.zeros((1, 2), "float32"), one, one).size
+        1
+    """
+
+    vectors: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+
+    @property
+    def size(self) -> int:
+        """The number of items."""
+        return len(self.labels)
+
+
 class SearchResults(Sequence[list[Match]]):
     """A batch search's answers: a list of :class:`Match` lists, built as they are read.
 
@@ -232,6 +255,43 @@ class SearchResults(Sequence[list[Match]]):
         self._rows = rows
         self._metadata = metadata
         self._built: list[list[Match] | None] = [None] * len(rows)
+
+    @classmethod
+    def from_lists(
+        cls,
+        ids: Sequence[Sequence[Any]],
+        labels: Sequence[Sequence[Any]],
+        distances: Sequence[Sequence[float]] | np.ndarray,
+        metadata: Sequence[Sequence[dict[str, Any]]] | None = None,
+    ) -> SearchResults:
+        """Results from per-query lists (what a store built on a database has at hand).
+
+        Query ``q`` found ``len(ids[q])`` items, nearest first; ``distances[q]``
+        holds at least as many numbers (more are ignored, so a padded array
+        works). Rows that found fewer than the widest are padded with ``None``
+        and NaN, as every search pads them.
+
+        Examples:
+            >>> found = SearchResults.from_lists([[1, 2], [3]], [["a", "b"], ["c"]],
+            ...                                  [[0.1, 0.2], [0.3]])
+            >>> found.ids.tolist(), [m.label for m in found[1]]
+            ([[1, 2], [3, None]], ['c'])
+        """
+        queries = len(ids)
+        width = max((len(row) for row in ids), default=0)
+        id_array = np.full((queries, width), None, dtype=object)
+        label_array = np.full((queries, width), None, dtype=object)
+        distance_array = np.full((queries, width), np.nan, dtype=np.float32)
+        rows = np.full((queries, width), -1, dtype=np.int64)
+        flat: list[dict[str, Any]] = []
+        for q, found in enumerate(ids):
+            count = len(found)
+            id_array[q, :count] = _objects(found)
+            label_array[q, :count] = _objects(labels[q])
+            distance_array[q, :count] = np.asarray(distances[q], dtype=np.float32)[:count]
+            rows[q, :count] = np.arange(len(flat), len(flat) + count)
+            flat.extend(metadata[q] if metadata else [{}] * count)
+        return cls(id_array, label_array, distance_array, rows, flat)
 
     @classmethod
     def empty(cls, k: int) -> SearchResults:
@@ -312,6 +372,13 @@ class SearchResults(Sequence[list[Match]]):
         self._built = [
             old if old is not None else new for old, new in zip(self._built, fresh, strict=True)
         ]
+
+
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    """A 1-d object array of ``values`` (NumPy would make tuples into a 2-d array)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
 
 
 @contextmanager

@@ -11,28 +11,37 @@ the same pair (the engine's own scores only choose the neighbours); a
 third-party store should too. Every vector reaches a store checked by
 ``prepared``: finite, of a norm float32 search handles, and for cosine not a
 zero vector (:func:`siamkit.geometry.check_directions`; ``FaceIndex`` applies
-the same rule before any store sees its input). A store also
-keeps a small JSON ``meta`` record with the collection (calibration, the
-encoder's fingerprint), so a reopened gallery can be checked against its
-encoder.
+the same rule before any store sees its input). A store also keeps a small
+JSON ``meta`` record with the collection (calibration, the encoder's
+fingerprint), so a reopened gallery can be checked against its encoder.
+
+The contract is ten methods: ``add``, ``upsert``, ``remove``, ``get``,
+``existing_ids``, ``count``, ``items``, ``search`` (answering with the one
+result type every search returns, :class:`~siamkit.index.SearchResults`),
+``get_meta`` and ``set_meta``; and one declared capability,
+:attr:`VectorStore.persistence`: ``"files"`` (this process alone holds the
+gallery and saves it with ``save(path)``, loads it with ``load(path)``) or
+``"shared"`` (a database other processes read and write; every change is
+stored as it is made). The rest (``contains``, ``gallery``, ``search_one``,
+``compact``, ``describe``, ``close``, ``open``) have working defaults a store
+may speed up.
 
 Built-ins: the FAISS store (:class:`~siamkit.index.FaissStore`, in this
 process, saved as files; the default) and the Milvus store
 (:class:`~siamkit.index.MilvusStore`, a collection in Milvus Lite or a Milvus
 server). A store is pluggable like encoders (``register_store``, entry-point
 group ``siamkit.stores``): subclass :class:`VectorStore`, implement its
-abstract methods, and :class:`~siamkit.index.FaceIndex` runs on it. The
-optional methods (``gallery``, ``search_results``, ``search_one``,
-``compact``, ``describe``) have working defaults a store may speed up.
+abstract methods, and :class:`~siamkit.index.FaceIndex` runs on it.
 """
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -41,8 +50,7 @@ from siamkit._manifest import check_json_depth
 from siamkit.exceptions import ConfigError, DuplicateIdError, ShapeError
 from siamkit.geometry import check_directions, prepare
 from siamkit.index._inputs import MAX_METADATA_DEPTH, check_vectors
-from siamkit.index.calibration import Gallery
-from siamkit.index.results import Match, SearchResults
+from siamkit.index.results import Gallery, Match, SearchResults
 from siamkit.registry import Registry
 
 METRICS = ("euclidean", "cosine")
@@ -68,7 +76,12 @@ class StoredItem:
 
 @dataclass(frozen=True)
 class StoreHits:
-    """The k nearest items of each query, nearest first.
+    """Deprecated: what ``VectorStore.search`` returned before 0.2; return ``SearchResults``.
+
+    The k nearest items of each query, nearest first. A store whose ``search``
+    still returns these keeps working for one release (``FaceIndex`` converts
+    them, with a DeprecationWarning); build the answer with
+    :meth:`~siamkit.index.SearchResults.from_lists` instead.
 
     Attributes:
         ids: Per query, the ids found (fewer than k when the store is smaller).
@@ -78,7 +91,10 @@ class StoreHits:
         metadata: Their metadata dicts.
 
     Examples:
-        >>> hits = StoreHits([[1]], [["a"]], np.array([[0.5, np.inf]]), [[{}]])
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     hits = StoreHits([[1]], [["a"]], np.array([[0.5, np.inf]]), [[{}]])
         >>> hits.ids[0], float(hits.distances[0, 0])
         ([1], 0.5)
     """
@@ -87,6 +103,14 @@ class StoreHits:
     labels: list[list[Any]]
     distances: np.ndarray
     metadata: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        warnings.warn(
+            "StoreHits is deprecated: VectorStore.search returns SearchResults "
+            "(SearchResults.from_lists builds one from per-query lists); it goes in siamkit 0.3",
+            DeprecationWarning,
+            stacklevel=3,
+        )
 
 
 class VectorStore(ABC):
@@ -101,6 +125,13 @@ class VectorStore(ABC):
         >>> issubclass(MilvusStore, VectorStore)
         True
     """
+
+    #: How the gallery outlives this process: ``"files"``, held by this process
+    #: alone and written by ``save(path)`` (read back by the class's ``load(path)``),
+    #: or ``"shared"``, a database several processes read and write, where every
+    #: change is stored as it is made (``FaceIndex`` then re-reads the gallery's
+    #: record before each change, and refuses to create a gallery that exists).
+    persistence: ClassVar[Literal["files", "shared"]] = "shared"
 
     def __init__(self, dim: int, metric: str) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -155,8 +186,17 @@ class VectorStore(ABC):
         """
 
     @abstractmethod
-    def search(self, queries: np.ndarray, k: int) -> StoreHits:
-        """The ``k`` nearest items of each row of ``queries``."""
+    def search(self, queries: np.ndarray, k: int) -> SearchResults:
+        """The ``k`` nearest items of each row of ``queries``, nearest first.
+
+        ``queries`` go through :meth:`prepared` (checked, unit length for
+        cosine; preparing prepared vectors changes nothing). Rows that found
+        fewer than ``k`` items are padded as :class:`SearchResults` pads them
+        (:meth:`SearchResults.from_lists` builds one from per-query lists).
+
+        Raises:
+            ConfigError: ``k`` is not a positive integer.
+        """
 
     @abstractmethod
     def count(self) -> int:
@@ -218,12 +258,13 @@ class VectorStore(ABC):
         stacked = np.stack(vectors) if vectors else np.zeros((0, self.dim), np.float32)
         return Gallery(stacked.astype(np.float32, copy=False), _objects(labels), _objects(ids))
 
-    def search_results(self, queries: np.ndarray, k: int) -> SearchResults:
-        """:meth:`search` as a FaceIndex returns it (``queries`` already prepared)."""
-        return hits_to_results(self.search(queries, k))
-
     def search_one(self, vector: np.ndarray, k: int, squared_norm: float) -> list[Match] | None:
-        """A fast path for one checked float32 query, or None to take :meth:`search_results`."""
+        """A fast path for one float32 query, or None to take :meth:`search`.
+
+        ``FaceIndex`` calls it with a query of the store's size whose squared
+        norm (given) it has checked to be finite, positive and in float32's
+        range; nothing else is checked, for speed. The default has no fast path.
+        """
         return None
 
     def compact(self) -> None:  # noqa: B027 - optional: most stores reclaim space themselves
@@ -298,41 +339,33 @@ def _objects(values: list[Any]) -> np.ndarray:
     return out
 
 
-def hits_to_results(hits: StoreHits) -> SearchResults:
-    """A store's :class:`StoreHits` as the :class:`SearchResults` a FaceIndex returns.
+def check_k(k: Any) -> int:
+    """``k`` as an int, checked: a positive integer (not a bool).
+
+    Raises:
+        ConfigError: anything else.
 
     Examples:
-        >>> hits = StoreHits([[1]], [["a"]], np.array([[0.5, np.inf]]), [[{}]])
+        >>> check_k(3)
+        3
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def hits_to_results(hits: StoreHits) -> SearchResults:
+    """A pre-0.2 store's :class:`StoreHits` as :class:`SearchResults` (``inf`` distances unused).
+
+    Examples:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     hits = StoreHits([[1]], [["a"]], np.array([[0.5, np.inf]]), [[{}]])
         >>> hits_to_results(hits)[0]
         [Match(id=1, label='a', distance=0.5, metadata={})]
     """
-    queries = len(hits.ids)
-    width = max((len(row) for row in hits.ids), default=0)
-    ids = np.full((queries, width), None, dtype=object)
-    labels = np.full((queries, width), None, dtype=object)
-    distances = np.full((queries, width), np.nan, dtype=np.float32)
-    rows = np.full((queries, width), -1, dtype=np.int64)
-    metadata: list[dict[str, Any]] = []
-    for q, found in enumerate(hits.ids):
-        count = len(found)
-        ids[q, :count] = _objects(found)
-        labels[q, :count] = _objects(hits.labels[q])
-        distances[q, :count] = hits.distances[q, :count]
-        rows[q, :count] = np.arange(len(metadata), len(metadata) + count)
-        metadata.extend(hits.metadata[q] if hits.metadata else [{}] * count)
-    return SearchResults(ids, labels, distances, rows, metadata)
-
-
-def results_to_hits(results: SearchResults) -> StoreHits:
-    """The inverse of :func:`hits_to_results`: per-query lists, ``inf`` past the items found."""
-    rows = [results[q] for q in range(len(results))]
-    distances = np.where(np.isnan(results.distances), np.inf, results.distances)
-    return StoreHits(
-        [[m.id for m in row] for row in rows],
-        [[m.label for m in row] for row in rows],
-        distances.astype(np.float32, copy=False),
-        [[m.metadata for m in row] for row in rows],
-    )
+    return SearchResults.from_lists(hits.ids, hits.labels, hits.distances, hits.metadata or None)
 
 
 def encode_key(value: Any) -> str:

@@ -38,14 +38,13 @@ from siamkit.geometry import index_distances
 from siamkit.index.results import SearchResults
 from siamkit.index.stores.base import (
     StoredItem,
-    StoreHits,
     VectorStore,
+    check_k,
     decode_key,
     encode_key,
-    hits_to_results,
     register_store,
 )
-from siamkit.index.stores.faiss.engine import HNSW_EF_SEARCH, ivf_probes
+from siamkit.index.stores.settings import HNSW_EF_SEARCH, ivf_probes
 
 #: siamkit's index kinds and the Milvus index types (with build parameters) they map to.
 INDEX_KINDS: dict[str, tuple[str, dict[str, int]]] = {
@@ -399,16 +398,8 @@ class MilvusStore(VectorStore):
             raise UnknownIdError(f"no item with id {missing[0]!r} in the gallery")
         return [_item(by_key[key]) for key in keys]
 
-    def search(self, queries: np.ndarray, k: int) -> StoreHits:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ConfigError(f"k must be a positive integer, got {k!r}")
-        return self._search_prepared(self.prepared(queries), int(k))
-
-    def search_results(self, queries: np.ndarray, k: int) -> SearchResults:
-        # FaceIndex has checked and prepared the queries: do not do it twice per search.
-        return hits_to_results(self._search_prepared(queries, k))
-
-    def _search_prepared(self, array: np.ndarray, k: int) -> StoreHits:
+    def search(self, queries: np.ndarray, k: int) -> SearchResults:
+        array, k = self.prepared(queries), check_k(k)
         results = self._call(
             "search",
             "search",
@@ -427,7 +418,7 @@ class MilvusStore(VectorStore):
             ids.append([decode_key(hit["pk"] if "pk" in hit else hit["id"]) for hit in hits])
             labels.append([decode_key(hit["entity"]["label"]) for hit in hits])
             metadata.append([hit["entity"].get("metadata") or {} for hit in hits])
-        return StoreHits(ids, labels, distances, metadata)
+        return SearchResults.from_lists(ids, labels, distances, metadata)
 
     def _distances(self, query: np.ndarray, hits: list[Any]) -> tuple[np.ndarray, list[int]]:
         """The hits' distances, nearest first, and the order that puts them so.

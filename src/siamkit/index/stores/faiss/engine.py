@@ -17,14 +17,16 @@ import faiss
 import numpy as np
 
 from siamkit.exceptions import ConfigError
-from siamkit.geometry import _EPS, check_metric
-
-BUILTIN_KINDS: tuple[str, ...] = ("flat", "hnsw", "ivf")
+from siamkit.geometry import NORM_EPS, check_metric
+from siamkit.index.stores.settings import (
+    BUILTIN_KINDS,
+    HNSW_EF_SEARCH,
+    index_kind_name,
+    ivf_probes,
+)
 
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
-#: Default efSearch: recall@10 0.988 on a million clustered 128-d vectors (64: 0.95).
-HNSW_EF_SEARCH = 128
 #: "ivf" searches exactly until it holds this many vectors, then trains.
 IVF_MIN_TRAIN = 2048
 #: "ivf" retrains (more lists) when the rows grow this many times past its training.
@@ -50,15 +52,8 @@ class IndexSpec:
     @classmethod
     def parse(cls, index: str) -> IndexSpec:
         """``"flat"``, ``"hnsw"``, ``"ivf"`` (any case) or a FAISS ``index_factory`` string."""
-        if not isinstance(index, str) or not index.strip():
-            raise ConfigError(
-                f"index must be 'flat', 'hnsw', 'ivf' or a faiss index_factory string, "
-                f"got {index!r}"
-            )
-        name = index.strip()
-        if name.lower() in BUILTIN_KINDS:
-            return cls(kind=name.lower(), name=name.lower())
-        return cls(kind="factory", name=name)
+        name = index_kind_name(index)
+        return cls(kind=name if name in BUILTIN_KINDS else "factory", name=name)
 
 
 def faiss_metric(metric: str) -> int:
@@ -100,7 +95,7 @@ def unscaled_query_distances(scores: list[float], metric: str, query_norm: float
     # Kept in double precision: rounding to float32 (array("f")) cost a cold
     # single query 8 µs, so these may differ from a batch's in the last digit.
     if metric == "cosine":
-        scale = 1.0 / max(query_norm, _EPS)
+        scale = 1.0 / max(query_norm, NORM_EPS)
         return [1.0 - score * scale for score in scores]
     return [math.sqrt(max(score, 0.0)) for score in scores]
 
@@ -113,19 +108,6 @@ def ivf_lists(num_vectors: int) -> int:
         1000
     """
     return max(1, min(int(math.sqrt(num_vectors)), num_vectors // _POINTS_PER_CENTROID))
-
-
-def ivf_probes(nlist: int) -> int:
-    """Default lists visited per query: 1/64 of them, at least 8.
-
-    More probes buy recall on galleries without cluster structure, but past a
-    few percent of the lists IVF scans as many vectors as exact search does.
-
-    Examples:
-        >>> ivf_probes(1000)
-        15
-    """
-    return min(nlist, max(8, nlist // 64))
 
 
 class Backend:

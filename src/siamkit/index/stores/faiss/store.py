@@ -31,15 +31,8 @@ from siamkit.exceptions import (
     UnknownIdError,
 )
 from siamkit.geometry import prepare_query
-from siamkit.index.calibration import Gallery
-from siamkit.index.results import Match, SearchResults
-from siamkit.index.stores.base import (
-    StoredItem,
-    StoreHits,
-    VectorStore,
-    register_store,
-    results_to_hits,
-)
+from siamkit.index.results import Gallery, Match, SearchResults
+from siamkit.index.stores.base import StoredItem, VectorStore, check_k, register_store
 from siamkit.index.stores.faiss import files as storage
 from siamkit.index.stores.faiss.engine import Backend, IndexSpec
 from siamkit.index.stores.faiss.rows import RowStore
@@ -77,9 +70,11 @@ class FaissStore(VectorStore):
         >>> store.add(["a", "b"], np.array([[0, 0], [3, 4]], "float32"), ["ann", "bob"])
         2
         >>> hits = store.search(np.array([[3, 3]], "float32"), k=1)
-        >>> hits.labels, hits.distances.tolist()
+        >>> hits.labels.tolist(), hits.distances.tolist()
         ([['bob']], [[1.0]])
     """
+
+    persistence = "files"
 
     def __init__(
         self,
@@ -268,10 +263,8 @@ class FaissStore(VectorStore):
                 for i in range(start, stop)
             ]
 
-    def search(self, queries: np.ndarray, k: int) -> StoreHits:
-        return results_to_hits(self.search_results(self.prepared(queries), k))
-
-    def search_results(self, queries: np.ndarray, k: int) -> SearchResults:
+    def search(self, queries: np.ndarray, k: int) -> SearchResults:
+        queries, k = self.prepared(queries), check_k(k)
         with self._reading:
             found, distances = nearest_rows(self.rows, self.backend, queries, k, self.metric)
             ids, labels = self._lookup(found)
