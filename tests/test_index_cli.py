@@ -192,9 +192,9 @@ def test_every_index_option_is_explained() -> None:
 
 
 def test_an_interrupted_build_saves_as_it_goes_and_resumes(setup, monkeypatch) -> None:
-    from siamkit.index import face_index
+    from siamkit.index import enrolment, face_index
 
-    monkeypatch.setattr(face_index, "FOLDER_CHUNK", 8)
+    monkeypatch.setattr(enrolment, "FOLDER_CHUNK", 8)
     real, calls = face_index.embed_items, []
 
     def killed_at_the_third_chunk(*args, **kwargs):

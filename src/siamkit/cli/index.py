@@ -7,7 +7,6 @@ import contextlib
 import json
 import math
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,30 +347,16 @@ def _build_faiss(
     index: Any, args: argparse.Namespace, ctx: Any, existing: str, progress: bool
 ) -> Any:
     """Enrol into the FAISS store; under torchrun each process embeds its share for rank 0."""
-    if not ctx.enabled:
-        saver = _PeriodicSave(index, args.out, args.save_every)
-        return index.add_folder(args.gallery, existing=existing, batch_size=args.batch_size,
-                                progress=progress, on_chunk=saver)  # fmt: skip
-    from siamkit.index.enrolment import embed_sharded
-    from siamkit.index.face_index import gallery_files, not_enrolled
+    from siamkit.index.enrolment import PeriodicSave, enrol_folder_gathered
 
-    unlisted: list[Any] = []
-    files, labels, ids = gallery_files(args.gallery, unlisted)
-    if existing == "skip":
-        files, labels, ids = not_enrolled(index.store, files, labels, ids)
-    embeddings, kept = embed_sharded(index.encoder, files, ctx, args.batch_size, progress)
-    from siamkit.index.results import Enrolled, SkippedImage
-
-    if not ctx.is_main:
-        return Enrolled()
-    skipped = unlisted + [
-        SkippedImage(i, files[i], labels[i], ids[i]) for i in range(len(files)) if not kept[i]
-    ]
-    rows = [i for i in range(len(files)) if kept[i]]
-    if rows:
-        index.add(embeddings[rows], labels=[labels[i] for i in rows], ids=[ids[i] for i in rows],
-                  metadata=[{"path": files[i]} for i in rows], existing=existing)  # fmt: skip
-    return Enrolled([ids[i] for i in rows], skipped)
+    if ctx.enabled:
+        return enrol_folder_gathered(index, args.gallery, ctx, existing=existing,
+                                     batch_size=args.batch_size, progress=progress)  # fmt: skip
+    if not args.save_every >= 0:  # also refuses NaN
+        raise ConfigError(f"--save-every must be 0 or more seconds, got {args.save_every}")
+    saver = PeriodicSave(index, args.out, args.save_every)
+    return index.add_folder(args.gallery, existing=existing, batch_size=args.batch_size,
+                            progress=progress, on_chunk=saver)  # fmt: skip
 
 
 def _place(encoder: Any, device: str, ctx: Any) -> None:
@@ -386,21 +371,6 @@ def _place(encoder: Any, device: str, ctx: Any) -> None:
     from siamkit.training._parallel import resolve_device, training_device
 
     encoder.to(training_device(resolve_device(device), ctx))
-
-
-class _PeriodicSave:
-    """Saves a growing FAISS index at most every ``seconds``, so a killed build can resume."""
-
-    def __init__(self, index: Any, folder: Path, seconds: float) -> None:
-        if not seconds >= 0:  # also refuses NaN
-            raise ConfigError(f"--save-every must be 0 or more seconds, got {seconds}")
-        self.index, self.folder, self.seconds = index, folder, seconds
-        self.last = time.monotonic()
-
-    def __call__(self, enrolled: Any) -> None:
-        if len(self.index) and time.monotonic() - self.last >= self.seconds:
-            self.index.save(self.folder)  # atomic: a kill mid-save keeps the last one
-            self.last = time.monotonic()
 
 
 def _distributed() -> Any:

@@ -13,7 +13,6 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,8 +81,6 @@ _FLOAT32 = np.dtype(np.float32)  # NumPy's native float32 dtype is one shared ob
 # Single queries shorter than this take the general path, which refuses cosine's zero
 # vectors (norm below 1e-12, a square of 1e-24; the margin covers rounding).
 _SHORT_SQUARED_NORM = 1e-20
-#: Images add_folder encodes and stores at a time: progress is kept, memory bounded.
-FOLDER_CHUNK = 1024
 
 
 class FaceIndex:
@@ -553,44 +550,10 @@ class FaceIndex:
             >>> index.add_folder(root, existing="skip")
             []
         """
-        if existing not in EXISTING:
-            raise ConfigError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
-        unlisted: list[SkippedImage] = []
-        files, labels, ids = gallery_files(path, unlisted)
-        if shard is not None:
-            part = share(len(files), *shard)
-            files, labels, ids = files[part], labels[part], ids[part]
-            unlisted = unlisted if shard[0] == 0 else []  # one process reports them
-        mode = "replace" if upsert else existing
-        if mode == "skip":
-            files, labels, ids = not_enrolled(self._store, files, labels, ids)
-        if mode == "error":
-            self._precheck_ids(ids)  # before the first chunk is stored
-        done = self._insert_chunks(files, labels, ids, batch_size, progress, mode, on_chunk)
-        return Enrolled(done, [*unlisted, *done.skipped]) if unlisted else done
+        from siamkit.index.enrolment import enrol_folder
 
-    def _insert_chunks(
-        self, files: list[str], labels: list[Label], ids: list[str], batch_size: int,
-        progress: bool, mode: str, on_chunk: Callable[[Enrolled], Any] | None,
-    ) -> Enrolled:  # fmt: skip
-        from tqdm.auto import tqdm
-
-        chunk = max(FOLDER_CHUNK, batch_size)
-        added: list[ItemId] = []
-        skipped: list[SkippedImage] = []
-        with tqdm(total=len(files), desc="enrolling", unit="img", disable=not progress) as bar:
-            for start in range(0, len(files), chunk):
-                part = slice(start, start + chunk)
-                done = self._insert(files[part], labels[part], ids[part], None, batch_size,
-                                    False, mode)  # fmt: skip
-                added.extend(done)
-                skipped.extend(
-                    replace(item, position=item.position + start) for item in done.skipped
-                )
-                bar.update(len(files[part]))
-                if on_chunk is not None:
-                    on_chunk(done)
-        return Enrolled(added, skipped)
+        return enrol_folder(self, path, upsert=upsert, existing=existing, batch_size=batch_size,
+                            progress=progress, shard=shard, on_chunk=on_chunk)  # fmt: skip
 
     def _insert(
         self,
@@ -1198,64 +1161,6 @@ class FaceIndex:
             record.encoder = _record.encoder_info(encoder)
         index._record = record
         return index
-
-
-def gallery_files(
-    path: str | os.PathLike, skipped: list[SkippedImage] | None = None
-) -> tuple[list[str], list[Label], list[str]]:
-    """The images of an ImageFolder gallery, their labels and ids (paths relative to ``path``).
-
-    The files the listing left out are appended to ``skipped``, when given, as
-    :class:`SkippedImage` without a position, each with its reason.
-
-    Raises:
-        DataError: ``path`` is missing or not an image folder.
-    """
-    from siamkit._folders import list_image_folder
-
-    listing = list_image_folder(path)
-    root = Path(path)
-    files = listing.paths
-    ids = [Path(file).relative_to(root).as_posix() for file in files]
-    labels = [listing.classes[label] for label in listing.labels]
-    if skipped is not None:
-        for item in listing.skipped:
-            person = Path(item.path).relative_to(root).parts[0]
-            skipped.append(SkippedImage(None, item.path, person, reason=item.reason))
-    return files, labels, ids
-
-
-def not_enrolled(
-    store: VectorStore | None, files: list[str], labels: list[Label], ids: list[str]
-) -> tuple[list[str], list[Label], list[str]]:
-    """The images of a gallery listing whose ids ``store`` does not hold yet (a resumed build).
-
-    Examples:
-        >>> store = FaissStore(1, "euclidean")
-        >>> _ = store.add(["a/1.png"], np.zeros((1, 1), "float32"), ["a"])
-        >>> not_enrolled(store, ["/g/a/1.png", "/g/a/2.png"], ["a", "a"], ["a/1.png", "a/2.png"])
-        (['/g/a/2.png'], ['a'], ['a/2.png'])
-    """
-    if store is None:
-        return files, labels, ids
-    present = store.existing_ids(ids)
-    keep = [i for i, item_id in enumerate(ids) if item_id not in present]
-    return [files[i] for i in keep], [labels[i] for i in keep], [ids[i] for i in keep]
-
-
-def share(count: int, rank: int, world_size: int) -> slice:
-    """Process ``rank``'s contiguous share of ``count`` items (the first ones get one more).
-
-    Examples:
-        >>> [share(5, r, 2) for r in range(2)]
-        [slice(0, 3, None), slice(3, 5, None)]
-    """
-    if not 0 <= rank < world_size:
-        raise ConfigError(
-            f"shard (rank, world_size) must have 0 <= rank < world_size, got {(rank, world_size)}"
-        )
-    size = -(-count // world_size)
-    return slice(min(count, rank * size), min(count, (rank + 1) * size))
 
 
 def _store_kind(store: VectorStore) -> str:
