@@ -10,9 +10,8 @@ and calibrates (:mod:`siamkit.index.calibration`); the items live in a
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +49,7 @@ from siamkit.index.calibration import (
     fit_far_threshold,
 )
 from siamkit.index.decisions import decision_threshold, verification, vote
+from siamkit.index.gallery_record import GalleryRecord, SharedRecord
 from siamkit.index.results import (
     Calibration,
     Enrolled,
@@ -67,6 +67,8 @@ from siamkit.index.stores.base import (
     StoreHits,
     VectorStore,
     hits_to_results,
+    store_kind,
+    store_place,
     store_registry,
 )
 from siamkit.index.stores.faiss import FaissStore
@@ -145,8 +147,8 @@ class FaceIndex:
         self.encoder = encoder
         self._metric = _record.resolve_metric(encoder, metric)
         self._dim = _record.resolve_dim(encoder, dim)
-        self._lock = threading.RLock()  # one change at a time: ids, thresholds, the record
-        self._record = _record.GalleryRecord(encoder=_record.encoder_info(encoder))
+        self._shared = SharedRecord(GalleryRecord(encoder=_record.encoder_info(encoder)))
+        self._lock = self._shared.lock  # one change at a time: ids, thresholds, the record
         self._store: VectorStore | None = None
         if isinstance(store, VectorStore):
             self._adopt(store)
@@ -198,20 +200,10 @@ class FaceIndex:
         return self._store
 
     def _write_record(self) -> None:
-        if self._store is not None:
-            self._store.set_meta(self._record.to_meta())
+        self._shared.write(self._store)
 
-    @contextmanager
-    def _changing_record(self) -> Iterator[_record.GalleryRecord]:
-        """The record to change, re-read first from a shared store, and written back after.
-
-        Several processes may share a database store: each change starts from
-        what the store holds now, so one process does not undo another's.
-        """
-        with self._lock:
-            self.refresh()
-            yield self._record
-            self._write_record()
+    def _changing_record(self) -> AbstractContextManager[GalleryRecord]:
+        return self._shared.changing(self._store)
 
     def refresh(self) -> None:
         """Re-read thresholds, calibrations and notes from a shared (database) store.
@@ -224,23 +216,7 @@ class FaceIndex:
             >>> index = FaceIndex(metric="cosine", dim=2)
             >>> index.refresh()
         """
-        store = self._store
-        if store is None or store.persistence != "shared":
-            return
-        meta = store.get_meta()
-        if not meta:
-            return
-        try:
-            fresh = _record.GalleryRecord.from_meta(meta, store.dim)
-        except ConfigError as err:
-            raise IndexFileError(
-                f"the siamkit record of the {_store_kind(store)} gallery {_store_place(store)} "
-                f"is damaged or was edited ({err}); calibrate it again"
-            ) from None
-        with self._lock:
-            if self.encoder is not None or fresh.encoder is None:
-                fresh.encoder = self._record.encoder
-            self._record = fresh
+        self._shared.refresh(self._store, keep_own_encoder=self.encoder is not None)
 
     # -- properties ------------------------------------------------------------------
     @property
@@ -261,26 +237,26 @@ class FaceIndex:
     @property
     def extra(self) -> dict[str, Any]:
         """JSON-able notes saved with the gallery (the CLI records the model folder)."""
-        return self._record.extra
+        return self._shared.record.extra
 
     @extra.setter
     def extra(self, value: dict[str, Any]) -> None:
-        self._record.extra = dict(value)
+        self._shared.record.extra = dict(value)
 
     @property
     def calibration(self) -> Calibration | None:
         """The 1:1 calibration (:meth:`calibrate` with ``target_far``), or None."""
-        return self._record.calibration
+        return self._shared.record.calibration
 
     @property
     def fpir_calibration(self) -> FpirCalibration | None:
         """The 1:N calibration (:meth:`calibrate` with ``target_fpir``), or None."""
-        return self._record.fpir_calibration
+        return self._shared.record.fpir_calibration
 
     @property
     def threshold(self) -> float | None:
         """The 1:1 threshold of :meth:`verify`: from ``calibrate(target_far=...)``, or by hand."""
-        return self._record.threshold
+        return self._shared.record.threshold
 
     @threshold.setter
     def threshold(self, value: float | None) -> None:
@@ -293,7 +269,7 @@ class FaceIndex:
     @property
     def identify_threshold(self) -> float | None:
         """The 1:N threshold of :meth:`identify`: from ``calibrate(target_fpir=...)`` or by hand."""
-        return self._record.identify_threshold
+        return self._shared.record.identify_threshold
 
     @identify_threshold.setter
     def identify_threshold(self, value: float | None) -> None:
@@ -317,7 +293,7 @@ class FaceIndex:
             >>> index.search_threshold
             0.2
         """
-        record = self._record
+        record = self._shared.record
         if record.identify_threshold is not None:
             return record.identify_threshold
         return record.threshold
@@ -612,15 +588,10 @@ class FaceIndex:
             )
 
     def _auto_ids(self, count: int) -> list[int]:
-        self.refresh()  # another process sharing the store may have taken some
-        start = self._record.next_id
-        return list(range(start, start + count))
+        return self._shared.take_ids(self._store, count)
 
     def _advance_ids(self, new_ids: list[ItemId]) -> None:
-        ints = [i for i in new_ids if isinstance(i, int)]
-        if ints and max(ints) + 1 > self._record.next_id:
-            with self._changing_record() as record:
-                record.next_id = max([record.next_id, *(i + 1 for i in ints)])
+        self._shared.advance_ids(self._store, new_ids)
 
     def remove(self, ids: ItemId | Iterable[ItemId], *, missing_ok: bool = False) -> int:
         """Remove items by id, from every kind of index (HNSW included).
@@ -954,7 +925,7 @@ class FaceIndex:
             >>> FaceIndex(metric="cosine", dim=4).info()["count"]
             0
         """
-        store, record = self._store, self._record
+        store, record = self._store, self._shared.record
         count = len(self)
         described = {"ef_search": self.ef_search, "nprobe": self.nprobe, "trained": False,
                      "removed_pending": 0}  # fmt: skip
@@ -967,7 +938,7 @@ class FaceIndex:
             "dim": self._dim,
             "metric": self._metric,
             "normalised": self._metric == "cosine",
-            "store": self._store_name if store is None else _store_kind(store),
+            "store": self._store_name if store is None else store_kind(store),
             **described,
             "index": self.index_spec,
             "threshold": record.threshold,
@@ -980,9 +951,12 @@ class FaceIndex:
         }
 
     def _warnings(self, count: int) -> list[str]:
-        grown = growth_warning(self._record.fpir_calibration, count)
+        grown = growth_warning(self._shared.record.fpir_calibration, count)
         warnings = [] if grown is None else [grown]
-        if self._record.identify_threshold is None and self._record.threshold is not None:
+        if (
+            self._shared.record.identify_threshold is None
+            and self._shared.record.threshold is not None
+        ):
             warnings.append(
                 "identify uses the 1:1 threshold, which accepts more strangers the larger the "
                 "gallery: calibrate 1:N search (target_fpir=...)"
@@ -1024,7 +998,7 @@ class FaceIndex:
             2
         """
         store = self._require_store()
-        extra = check_extra(self._record.extra)  # the notes as this process edited them
+        extra = check_extra(self._shared.record.extra)  # the notes as this process edited them
         with self._changing_record() as record:
             record.extra = extra
         with self._lock:
@@ -1142,7 +1116,7 @@ class FaceIndex:
         else:
             store_registry.check_arguments(store, options)  # a typo names itself
             opened = store_registry.get(store).open(**options)
-        where = f"the {_store_kind(opened)} gallery {_store_place(opened)}"
+        where = f"the {store_kind(opened)} gallery {store_place(opened)}"
         return cls._over(opened, encoder, where)
 
     @classmethod
@@ -1159,18 +1133,8 @@ class FaceIndex:
         index = cls(encoder, metric=store.metric, store=store)
         if encoder is not None:  # the fingerprint matched, or none was recorded
             record.encoder = _record.encoder_info(encoder)
-        index._record = record
+        index._shared.record = record
         return index
-
-
-def _store_kind(store: VectorStore) -> str:
-    names = [name for name in store_registry.names() if type(store) is store_registry.get(name)]
-    return names[0] if names else type(store).__name__
-
-
-def _store_place(store: VectorStore) -> str:
-    collection, uri = getattr(store, "collection", None), getattr(store, "uri", None)
-    return f"{collection!r} at {uri}" if collection and uri else repr(store)
 
 
 def _id_list(ids: Any) -> list[Any]:

@@ -9,15 +9,25 @@ it, used by ``FaceIndex.load`` and ``FaceIndex.connect`` alike.
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from siamkit._manifest import check_json_depth
-from siamkit.exceptions import ConfigError, EncoderMismatchError, GeometryError, ShapeError
+from siamkit.exceptions import (
+    ConfigError,
+    EncoderMismatchError,
+    GeometryError,
+    IndexFileError,
+    ShapeError,
+)
 from siamkit.geometry import check_metric
 from siamkit.index._inputs import MAX_METADATA_DEPTH
 from siamkit.index.calibration import check_far, check_fpir
 from siamkit.index.results import Calibration
+from siamkit.index.stores.base import VectorStore, store_kind, store_place
 from siamkit.thresholds import FpirCalibration, check_threshold
 
 if TYPE_CHECKING:  # the index runs without torch with an ONNX encoder
@@ -104,6 +114,82 @@ class GalleryRecord:
     def fingerprint(self) -> str | None:
         """The recorded encoder's fingerprint, or None."""
         return (self.encoder or {}).get("fingerprint")
+
+
+class SharedRecord:
+    """A gallery's record as its store keeps it: re-read before each change, written after.
+
+    Several processes may share a database store (``persistence == "shared"``):
+    each change starts from what the store holds now, so one process does not
+    undo another's; a store this process alone holds is never re-read. One
+    lock serialises the changes of this process (its threads).
+
+    Examples:
+        >>> from siamkit.index.stores import FaissStore
+        >>> store, shared = FaissStore(2, "cosine"), SharedRecord()
+        >>> with shared.changing(store) as record:
+        ...     record.threshold = 0.3
+        >>> store.get_meta()["threshold"], shared.take_ids(store, 2)
+        (0.3, [0, 1])
+    """
+
+    def __init__(self, record: GalleryRecord | None = None) -> None:
+        self.record = record if record is not None else GalleryRecord()
+        self.lock = threading.RLock()
+
+    def write(self, store: VectorStore | None) -> None:
+        """Store the record (nothing to do before the store exists)."""
+        if store is not None:
+            store.set_meta(self.record.to_meta())
+
+    @contextmanager
+    def changing(self, store: VectorStore | None) -> Iterator[GalleryRecord]:
+        """The record to change, fresh from a shared store, written back when the block ends."""
+        with self.lock:
+            self.refresh(store)
+            yield self.record
+            self.write(store)
+
+    def refresh(self, store: VectorStore | None, keep_own_encoder: bool = True) -> None:
+        """Re-read the record from a shared store (a no-op for one this process holds).
+
+        Args:
+            store: The gallery's store.
+            keep_own_encoder: Keep this process's encoder block (its encoder was
+                checked against the gallery) rather than the stored one.
+
+        Raises:
+            IndexFileError: the stored record is damaged or was edited.
+        """
+        if store is None or store.persistence != "shared":
+            return
+        meta = store.get_meta()
+        if not meta:
+            return
+        try:
+            fresh = GalleryRecord.from_meta(meta, store.dim)
+        except ConfigError as err:
+            raise IndexFileError(
+                f"the siamkit record of the {store_kind(store)} gallery {store_place(store)} "
+                f"is damaged or was edited ({err}); calibrate it again"
+            ) from None
+        with self.lock:
+            if keep_own_encoder or fresh.encoder is None:
+                fresh.encoder = self.record.encoder
+            self.record = fresh
+
+    def take_ids(self, store: VectorStore | None, count: int) -> list[int]:
+        """The next ``count`` automatic ids (another process may have taken some)."""
+        self.refresh(store)
+        start = self.record.next_id
+        return list(range(start, start + count))
+
+    def advance_ids(self, store: VectorStore | None, new_ids: list[Any]) -> None:
+        """Move the next automatic id past the integer ids just stored."""
+        ints = [i for i in new_ids if isinstance(i, int)]
+        if ints and max(ints) + 1 > self.record.next_id:
+            with self.changing(store) as record:
+                record.next_id = max([record.next_id, *(i + 1 for i in ints)])
 
 
 def _encoder_record(value: Any) -> dict[str, Any] | None:

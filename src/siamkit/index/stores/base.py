@@ -401,6 +401,30 @@ def decode_key(text: str) -> Any:
     raise ConfigError(f"{text!r} is not an id or label a siamkit store wrote")
 
 
+def store_kind(store: VectorStore) -> str:
+    """The registered name of ``store``'s class (its class name when unregistered).
+
+    Examples:
+        >>> from siamkit.index.stores import FaissStore
+        >>> store_kind(FaissStore(2, "cosine"))
+        'faiss'
+    """
+    names = [name for name in store_registry.names() if type(store) is store_registry.get(name)]
+    return names[0] if names else type(store).__name__
+
+
+def store_place(store: VectorStore) -> str:
+    """Where a store's gallery is, in words: its collection and address, else its repr.
+
+    Examples:
+        >>> from siamkit.index.stores import FaissStore
+        >>> store_place(FaissStore(2, "cosine")).startswith("FaissStore(")
+        True
+    """
+    collection, uri = getattr(store, "collection", None), getattr(store, "uri", None)
+    return f"{collection!r} at {uri}" if collection and uri else repr(store)
+
+
 store_registry: Registry[VectorStore] = Registry("store", group="siamkit.stores", base=VectorStore)
 
 
