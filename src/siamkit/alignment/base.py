@@ -110,7 +110,7 @@ class AlignmentStats:
         aligned: Images whose face was found.
         fallback: Images without a face that were aligned as a whole (``"fallback"``).
         missing: Images without a face that were refused (``"skip"`` or ``"error"``).
-        several: Images with more than one face (the largest was used).
+        several: Images with more than one face (the aligner's ``choose`` rule took one).
         weak: Images whose face was found only by a second, more permissive
             look (counted in ``aligned`` too).
 
@@ -131,11 +131,18 @@ class AlignmentStats:
         return self.aligned + self.fallback + self.missing
 
     def summary(self) -> str:
-        """One line for logs and reports."""
+        """The counts in one line: the wording every command, report and the demo print.
+
+        Examples:
+            >>> line = AlignmentStats(aligned=97, fallback=1, missing=2, several=3).summary()
+            >>> line.split("; ")[:2]
+            ['a face was found in 97 of 100 images', '1 aligned whole (no face found)']
+        """
+        second = f" ({self.weak} only on a second, more permissive look)" if self.weak else ""
         return (
-            f"{self.aligned} of {self.total} images had a face found ({self.weak} on a second "
-            f"look); {self.fallback} were aligned whole, {self.missing} had none and were "
-            f"refused, {self.several} had several (the largest was used)"
+            f"a face was found in {self.aligned} of {self.total} images{second}; "
+            f"{self.fallback} aligned whole (no face found); {self.missing} skipped (no face "
+            f"found); {self.several} had several faces (the aligner's rule chose one)"
         )
 
 

@@ -103,9 +103,7 @@ def summary_lines(result: Any) -> list[str]:
         fnir = "n/a" if f.fnir is None else f"{100 * f.fnir:.2f}%"
         lines.append(f"  FNIR @ FPIR {f.target_fpir:<6g}  {fnir}{note}")
     if result.alignment is not None:
-        from siamkit.evaluation._alignment import alignment_line
-
-        lines.append(f"  alignment           {alignment_line(result.alignment)}")
+        lines.append(f"  alignment           {result.alignment.summary()}")
     return lines + skipped_lines(result.skipped_files)
 
 

@@ -269,7 +269,7 @@ def _add_info(actions: Any) -> None:
 
 # -- actions ---------------------------------------------------------------------------
 def run_build(args: argparse.Namespace) -> int:
-    from siamkit.evaluation._alignment import counts_since, snapshot
+    from siamkit.alignment.counts import counts_since, snapshot
 
     where = _check_location(args, out=True)
     _check_out(args)  # before the model is loaded or an image embedded
@@ -403,10 +403,8 @@ def _leave(ctx: Any) -> None:
 
 def _print_alignment(stats: Any, skipped: Any) -> None:
     """The aligner's counts for this command, and the images it skipped."""
-    from siamkit.evaluation._alignment import alignment_line
-
     if stats is not None:
-        print(f"alignment: {alignment_line(stats)}")
+        print(f"alignment: {stats.summary()}")
     for item in skipped:
         print(f"  skipped ({item.reason}): {item.path if item.path is not None else item.position}")
 
@@ -484,7 +482,7 @@ def _describe(answer: dict[str, Any]) -> str:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from siamkit.evaluation._alignment import counts_since, snapshot
+    from siamkit.alignment.counts import counts_since, snapshot
 
     if bool(args.gallery) == bool(args.images):
         raise ConfigError("pass either --gallery DIR or IMAGE... with --label, not both")

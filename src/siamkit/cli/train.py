@@ -508,13 +508,9 @@ def _aligner_name(aligner: Any) -> str:
 def _print_alignment(aligner: Any, skipped: int) -> None:
     if aligner is None:
         return
-    stats = aligner.stats
-    line = (
-        f"alignment: a face was found in {stats.aligned} of {stats.total} images; "
-        f"{stats.fallback} aligned whole (no face found)"
-    )
-    if skipped:
-        line += f"; {skipped} skipped (no face found, --aligner-arg on_missing=skip)"
+    line = f"alignment: {aligner.stats.summary()}"
+    if skipped:  # every process's, where the counts are this process's
+        line += f"; training left out {skipped} without a face (--aligner-arg on_missing=skip)"
     print(line)
 
 

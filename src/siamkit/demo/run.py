@@ -20,7 +20,6 @@ from siamkit.data.images import load_image
 from siamkit.data.splits import split_by_class
 from siamkit.encoders.base import Encoder, create_encoder, load_encoder
 from siamkit.evaluation import plots
-from siamkit.evaluation._alignment import alignment_line
 from siamkit.evaluation.open_set import open_set_split
 from siamkit.evaluation.report import Section, embedded_image, table, write_report
 from siamkit.evaluation.runner import Evaluation, evaluate_encoder
@@ -139,9 +138,9 @@ class DemoResult:
         """The aligner's counts in training and on the held-out people (none without one)."""
         lines = []
         if self.training_alignment is not None:
-            lines.append(f"  alignment      training: {alignment_line(self.training_alignment)}")
+            lines.append(f"  alignment      training: {self.training_alignment.summary()}")
         if self.evaluation.alignment is not None:
-            lines.append(f"  alignment      held-out: {alignment_line(self.evaluation.alignment)}")
+            lines.append(f"  alignment      held-out: {self.evaluation.alignment.summary()}")
         return lines
 
 
@@ -348,7 +347,7 @@ def _recipe_section(recipe: Recipe, trained: _Trained, split: Any) -> Section:
             for r in selection.results
         ]
     if trained.alignment is not None:
-        rows.append(("alignment in training", alignment_line(trained.alignment)))
+        rows.append(("alignment in training", trained.alignment.summary()))
     return Section("Training recipe", table(["", ""], rows))
 
 

@@ -193,7 +193,7 @@ def _alignment(ev: Evaluation) -> str:
         ("of which only on a second, more permissive look", stats.weak),
         ("no face found: aligned whole (on_missing=fallback)", stats.fallback),
         ("no face found: skipped (on_missing=skip)", stats.missing),
-        ("several faces (the largest was used)", stats.several),
+        ("several faces (the aligner's rule chose one)", stats.several),
     ]
     text = table(["", "images"], rows)
     if ev.skipped_images:

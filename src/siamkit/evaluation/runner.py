@@ -17,8 +17,8 @@ from siamkit._atomic import remove_temporaries, write_json
 from siamkit._folders import SkippedFile, list_image_folder
 from siamkit._images import load_image
 from siamkit.alignment.base import AlignmentStats
+from siamkit.alignment.counts import counts_since, snapshot
 from siamkit.evaluation import plots
-from siamkit.evaluation._alignment import counts_since, snapshot
 from siamkit.evaluation.identification import (
     OpenSetResult,
     cmc_curve,

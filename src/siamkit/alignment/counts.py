@@ -1,4 +1,10 @@
-"""What an encoder's face aligner did during one job, and how reports and the CLI say it."""
+"""What an encoder's face aligner did during one job: its counts before and after.
+
+A job (an evaluation, an index build, a training run) takes a :func:`snapshot`
+of the encoder's aligner first and :func:`counts_since` after; the counts'
+one line is :meth:`AlignmentStats.summary`, which the CLI, the reports and the
+demo all print.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import dataclasses
 from typing import Any
 
 from siamkit.alignment.base import AlignmentStats
+
+__all__ = ["aligner_of", "counts_since", "policy_of", "snapshot"]
 
 
 def aligner_of(encoder: Any) -> Any | None:
@@ -51,23 +59,6 @@ def counts_since(encoder: Any, before: AlignmentStats | None) -> AlignmentStats 
         return now
     return AlignmentStats(
         **{f.name: getattr(now, f.name) - getattr(before, f.name) for f in dataclasses.fields(now)}
-    )
-
-
-def alignment_line(stats: AlignmentStats) -> str:
-    """One line on the counts: faces found, whole-image fallbacks, skipped, several faces.
-
-    Examples:
-        >>> line = alignment_line(AlignmentStats(aligned=97, fallback=1, missing=2, several=3))
-        >>> line.split("; ")[:2]
-        ['a face was found in 97 of 100 images', '1 aligned whole (no face found)']
-    """
-    weak = getattr(stats, "weak", 0)
-    second = f" ({weak} only on a second, more permissive look)" if weak else ""
-    return (
-        f"a face was found in {stats.aligned} of {stats.total} images{second}; {stats.fallback} "
-        f"aligned whole (no face found); {stats.missing} skipped (no face found); "
-        f"{stats.several} had several faces (the largest was used)"
     )
 
 
