@@ -125,7 +125,7 @@ def markdown(report: dict[str, Any]) -> str:
     """The results as a markdown table, with each fold's kept candidate."""
 
     def cells(m: dict[str, float]) -> str:
-        return f"{m['auc']:.4f} | {100 * m['eer']:.1f}% | {100 * m['tar']:.1f}% | {m['rank1']:.3f}"
+        return f"{m['auc']:.4f} | {100 * m['eer']:.2f}% | {100 * m['tar']:.1f}% | {m['rank1']:.3f}"
 
     lines = [
         "# Fine-tuning on people in the wild",
@@ -150,7 +150,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {f['fold']} | {f['kept']} | {f['candidates']} | "
             f"{100 * f['frozen']['eer']:.2f}% | {100 * f['trained']['eer']:.2f}% | {seconds} |"
         )
-    lines += ["", f"Machine: {report['machine']}", ""]
+    lines += [
+        "",
+        "train s: `siamkit train`'s wall time in this run; '-' for a fold whose finished "
+        "model folder was reused.",
+        "",
+        f"Machine: {report['machine']}",
+        "",
+    ]
     return "\n".join(lines)
 
 
