@@ -152,3 +152,40 @@ def test_it_exports_to_onnx(fused, tmp_path) -> None:
     chips = [Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)) for _ in range(2)]
     exported = siamkit.load_encoder(fused.export_onnx(tmp_path / "m.onnx"))
     assert np.abs(exported.embed(chips) - fused.embed(chips)).max() < 1e-4
+
+
+def test_an_aligner_cutting_other_chips_is_refused_with_the_fix(fused, tmp_path) -> None:
+    """A 150-px chip would be resized to 220 and embedded without error, only worse."""
+    from siamkit.training import face_aligner
+
+    with pytest.raises(ConfigError, match=r"size=220, padding=0.6.*size=150, padding=0.25"):
+        fused.aligner = siamkit.create_aligner("yunet")  # dlib-face's chips
+    fused.aligner = face_aligner("yunet", encoder="dlib-sface")
+    assert (fused.aligner.size, fused.aligner.padding) == (220, 0.6)
+    dlib = siamkit.create_encoder("dlib-face", trainable_from="none")
+    dlib.aligner = siamkit.create_aligner("yunet")  # its own chips: accepted
+    with pytest.raises(ConfigError, match="DlibFaceResNet takes chips"):
+        dlib.aligner = face_aligner("yunet", encoder="dlib-sface")
+    # A model saved with other chips before the check loads as it was saved.
+    dlib.__dict__["_siamkit_aligner"] = siamkit.create_aligner("dlib", size=200)
+    loaded = siamkit.load_encoder(dlib.save(tmp_path / "old"))
+    assert loaded.aligner.size == 200 and loaded.fingerprint() == dlib.fingerprint()
+    fused.aligner = None
+
+
+@pytest.mark.parametrize(
+    ("recipe", "encoder", "size"),
+    [
+        ("face", None, 220),
+        ("face", "dlib-face", 150),
+        ("scratch", "dlib-sface", 220),
+        ("scratch", "compact", 150),
+    ],
+)
+def test_siamkit_train_cuts_the_chips_of_the_encoder_it_trains(recipe, encoder, size) -> None:
+    import argparse
+
+    from siamkit.cli.train import _aligner
+
+    args = argparse.Namespace(aligner="yunet", aligner_arg=[], encoder=encoder)
+    assert _aligner(args, recipe).size == size  # compact declares none: yunet's own 150

@@ -387,17 +387,17 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _aligner(args: argparse.Namespace, recipe: str) -> Any:
-    from siamkit.alignment.base import create_aligner
     from siamkit.training.presets import face_aligner
 
     settings = parse_encoder_args(args.aligner_arg, "--aligner-arg")
     if recipe == "face":  # any aligner cuts the chips the face recipe's encoder takes
-        return face_aligner(args.aligner, **settings)
+        return face_aligner(args.aligner, encoder=args.encoder, **settings)
     if args.aligner is None:
         if args.aligner_arg:
             raise ConfigError("--aligner-arg needs --aligner NAME")
         return None
-    return create_aligner(args.aligner, **settings)
+    # The chips the encoder declares (dlib-face's, dlib-sface's), else the aligner's own.
+    return face_aligner(args.aligner, encoder=args.encoder or SCRATCH_ENCODER, **settings)
 
 
 def _train_scratch(

@@ -179,7 +179,30 @@ class Encoder(nn.Module, metaclass=ABCMeta):
                 f"an encoder's aligner must be a siamkit.FaceAligner or None, got "
                 f"{type(value).__name__}; build one with siamkit.create_aligner(name)"
             )
+        if value is not None:
+            self._check_chips(value)
         self.__dict__["_siamkit_aligner"] = value
+
+    def _check_chips(self, aligner: FaceAligner) -> None:
+        """Refuse an aligner cutting other chips than the class declares (``chip_settings``).
+
+        A chip of another size or padding would be resized into the model and
+        embedded without any error, only worse.
+        """
+        wanted = getattr(type(self), "chip_settings", None) or {}
+        wrong = {
+            key: getattr(aligner, key)
+            for key, value in wanted.items()
+            if hasattr(aligner, key) and getattr(aligner, key) != value
+        }
+        if wrong:
+            given = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
+            needed = ", ".join(f"{k}={v!r}" for k, v in wanted.items())
+            raise ConfigError(
+                f"{type(self).__name__} takes chips cut with {needed}, but this aligner cuts "
+                f"them with {given}: build it with those settings (siamkit.training.face_aligner"
+                "(name, encoder=...) does)"
+            )
 
     @property
     def image_mode(self) -> str:
@@ -690,7 +713,12 @@ def load_encoder(
     weights_path = directory / _weights_name(manifest, directory)
     state = _saved_state(weights_path, manifest["weights_sha256"], map_location)
     encoder = _rebuilt(cls, manifest["config"], state, directory)
-    encoder.aligner = _saved_aligner(manifest, directory)
+    aligner = _saved_aligner(manifest, directory)
+    if aligner is not None and not isinstance(aligner, FaceAligner):
+        encoder.aligner = aligner  # refused, with the setter's message
+    # Set as saved, chips unchecked: the model was made (and fingerprinted) with this
+    # aligner, and a model saved before the chip check must still load.
+    encoder.__dict__["_siamkit_aligner"] = aligner
     _check_rebuilt(encoder, manifest, directory)
     return encoder.eval()
 

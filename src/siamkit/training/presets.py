@@ -408,15 +408,18 @@ def candidate_config(base: TrainConfig, candidate: FineTuneCandidate) -> TrainCo
     return dataclasses.replace(base, lr=candidate.lr, epochs=candidate.epochs, warmup_epochs=0)
 
 
-def face_aligner(name: str | None = None, **settings: Any) -> Any:
-    """The face recipe's aligner (or the aligner ``name``), cutting its encoder's chips.
+def face_aligner(name: str | None = None, *, encoder: str | None = None, **settings: Any) -> Any:
+    """The face recipe's aligner (or the aligner ``name``), cutting the chips an encoder takes.
 
-    The chip's size and padding are the encoder's (``chip_settings``); ``settings``
-    add to them.
+    The chip's size and padding are those the encoder declares
+    (``chip_settings``; the recipe's encoder when ``encoder`` is None; none
+    for an encoder that declares none); ``settings`` add to them.
 
     Examples:
         >>> face_aligner("none")
         NoAligner()
+        >>> face_aligner("dlib", encoder="dlib-face").size
+        150
     """
     from siamkit.alignment.base import create_aligner
     from siamkit.encoders.base import encoder_registry
@@ -424,7 +427,7 @@ def face_aligner(name: str | None = None, **settings: Any) -> Any:
     name = name or FACE_ALIGNER
     if name == "none":
         return create_aligner(name, **settings)
-    chips = getattr(encoder_registry.get(FACE_ENCODER), "chip_settings", {})
+    chips = getattr(encoder_registry.get(encoder or FACE_ENCODER), "chip_settings", {})
     return create_aligner(name, **{**chips, **settings})
 
 
