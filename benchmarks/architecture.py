@@ -9,7 +9,7 @@ Counted with Python's ``ast`` over ``src/siamkit``:
   or name starting with ``_``; the top-level ``siamkit._*`` helpers are the
   package's shared internals and are not counted);
 * import cycles between subpackages (an import anywhere in a module, lazy
-  ones included, counts as a dependency).
+  ones included, counts as a dependency; ``TYPE_CHECKING`` ones do not).
 
 Writes ``benchmarks/results/architecture.json`` and ``.md``.
 
@@ -62,9 +62,20 @@ SUBPACKAGES = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file(
 
 
 def imports(tree: ast.Module, module: str) -> list[tuple[str, list[str]]]:
-    """Every ``siamkit`` module imported (absolute or relative) and the names taken."""
+    """Every ``siamkit`` module imported (absolute or relative) and the names taken.
+
+    Imports under ``if TYPE_CHECKING:`` are left out: they never run.
+    """
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
     found = []
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found += [(a.name, []) for a in node.names if a.name.startswith("siamkit")]
         elif isinstance(node, ast.ImportFrom):

@@ -34,7 +34,7 @@ from siamkit.exceptions import (
     WriteError,
 )
 from siamkit.runtime import OnnxEncoder
-from siamkit.runtime._graph import external_data_files
+from siamkit.runtime.external_data import external_data_files
 from siamkit.runtime.preprocessing import MAX_SIDE, Preprocessing
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra (siamkit[onnx]) is not installed")

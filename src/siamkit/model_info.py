@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siamkit.runtime._format import is_export
+from siamkit.runtime.export_files import is_export
 
 
 @dataclass(frozen=True)

@@ -368,7 +368,7 @@ def _place(encoder: Any, device: str, ctx: Any) -> None:
             "an ONNX export embeds with ONNX Runtime on the CPU: drop --device, or build "
             "with the PyTorch model"
         )
-    from siamkit.training._parallel import resolve_device, training_device
+    from siamkit.training.distributed import resolve_device, training_device
 
     encoder.to(training_device(resolve_device(device), ctx))
 
@@ -413,7 +413,7 @@ def run_query(args: argparse.Namespace) -> int:
     if args.k <= 0:
         raise ConfigError(f"--k must be positive, got {args.k}")
     index = _open(args, args.model)
-    from siamkit.index._inputs import embed_items
+    from siamkit._embedding import embed_items
 
     # Embedded once for both calls; under on_missing=skip a photo without a face is answered so.
     embedded = embed_items([str(p) for p in args.images], index.encoder, index.dim)

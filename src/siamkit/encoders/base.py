@@ -50,7 +50,7 @@ from siamkit.exceptions import (
 )
 from siamkit.geometry import Metric, check_metric
 from siamkit.registry import Registry
-from siamkit.runtime._format import is_export
+from siamkit.runtime.export_files import is_export
 from siamkit.runtime.preprocessing import Preprocessing
 
 #: Models without a face aligner are written as version 1, which older siamkit reads;

@@ -19,7 +19,7 @@ from pathlib import Path
 from siamkit._atomic import fsync_dir
 from siamkit._manifest import parse_json
 from siamkit.exceptions import ConfigError, SiamkitError, WriteError
-from siamkit.runtime._format import (
+from siamkit.runtime.export_files import (
     DATA_FILE,
     FOLDER_GRAPH,
     FORMAT_NAME,

@@ -19,7 +19,7 @@ from siamkit._atomic import sha256_file, write_json
 from siamkit._version import __version__
 from siamkit.exceptions import ExportError, MissingExtraError, ModelFileError
 from siamkit.export._files import Target, check_target, move_into_place, staging, writing
-from siamkit.runtime._format import (
+from siamkit.runtime.export_files import (
     DATA_FILE,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -28,7 +28,7 @@ from siamkit.runtime._format import (
     manifest_path,
     manifest_problems,
 )
-from siamkit.runtime._graph import external_data_files
+from siamkit.runtime.external_data import external_data_files
 from siamkit.runtime.onnx import check_signature, inference_session
 from siamkit.runtime.preprocessing import Preprocessing
 

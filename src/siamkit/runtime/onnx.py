@@ -34,14 +34,14 @@ from siamkit.exceptions import (
     ShapeError,
     UnknownComponentError,
 )
-from siamkit.runtime._format import (
+from siamkit.runtime.export_files import (
     FORMAT_NAME,
     FORMAT_VERSION,
     check_manifest,
     graph_path,
     manifest_path,
 )
-from siamkit.runtime._graph import external_data_files
+from siamkit.runtime.external_data import external_data_files
 from siamkit.runtime.preprocessing import Preprocessing
 
 #: Protobuf cannot serialize a message over 2 GiB, so no ONNX graph file is larger.

@@ -319,3 +319,61 @@ def barrier(ctx: DistributedContext) -> None:
     """Wait for every rank (no-op for one process)."""
     if ctx.enabled:
         dist.barrier()
+
+
+def training_device(device: torch.device, ctx: DistributedContext) -> torch.device:
+    """One GPU per process: ``cuda:LOCAL_RANK`` under torch.distributed, else ``device``.
+
+    Examples:
+        >>> training_device(torch.device("cpu"), DistributedContext())
+        device(type='cpu')
+    """
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def resolve_device(name: Any) -> torch.device:
+    """The torch device for ``TrainConfig.device``, checked to be usable here.
+
+    Raises:
+        ConfigError: an unknown device, or one this machine or torch lacks.
+
+    Examples:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(
+            f"unknown device {name!r}: use 'cpu', 'cuda', 'cuda:N' (the N-th GPU) or 'auto'"
+        ) from None
+    if device.type == "cuda":
+        _check_cuda(name, device)
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: Apple MPS is not available here; use 'cpu'")
+    elif device.type not in ("cpu", "mps"):
+        raise ConfigError(f"device {name!r} is not supported: use 'cpu', 'cuda' or 'auto'")
+    return device
+
+
+def _check_cuda(name: Any, device: torch.device) -> None:
+    if not torch.cuda.is_available():
+        why = (
+            "this torch was built without CUDA"
+            if torch.version.cuda is None
+            else "no CUDA GPU or driver is usable"
+        )
+        raise ConfigError(
+            f"device {name!r} needs CUDA, but {why} (torch {torch.__version__}): train on "
+            "the CPU with device 'cpu' (CLI: --device cpu), or 'auto' to use a GPU when present"
+        )
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ConfigError(
+            f"device {name!r}: this machine has {count} CUDA device(s), numbered 0 to {count - 1}"
+        )

@@ -45,13 +45,14 @@ from siamkit._atomic import remove_temporaries, write_json
 from siamkit._manifest import parse_json
 from siamkit.encoders.base import ENCODER_FILE, Encoder
 from siamkit.exceptions import ConfigError, MissingExtraError, NonFiniteError
-from siamkit.training._parallel import resolve_device, training_device
 from siamkit.training._sources import ImageSource
 from siamkit.training.config import TrainConfig
 from siamkit.training.distributed import (
     DistributedContext,
     broadcast_json,
     process_group,
+    resolve_device,
+    training_device,
 )
 from siamkit.training.records import EpochRecord
 from siamkit.training.trainer import (

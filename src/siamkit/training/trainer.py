@@ -23,7 +23,7 @@ from siamkit.exceptions import ConfigError, NonFiniteError, TrainingError
 from siamkit.losses.base import PairLoss
 from siamkit.miners.base import PairMiner
 from siamkit.training._binding import bind_loss, bind_miner
-from siamkit.training._parallel import check_world, parallel_model, resolve_device, training_device
+from siamkit.training._parallel import check_world, parallel_model
 from siamkit.training._sources import ImageSource, train_source, val_source
 from siamkit.training._validation import fit_whitening, validation_metrics
 from siamkit.training.augment import FaceAugment
@@ -43,7 +43,9 @@ from siamkit.training.distributed import (
     broadcast_json,
     gather_batch,
     process_group,
+    resolve_device,
     shard,
+    training_device,
 )
 from siamkit.training.records import TRAINING_KEY, EpochRecord, TrainingRecord, ValidationMetrics
 from siamkit.training.runtime import reproducible
