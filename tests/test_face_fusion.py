@@ -189,3 +189,10 @@ def test_siamkit_train_cuts_the_chips_of_the_encoder_it_trains(recipe, encoder, 
 
     args = argparse.Namespace(aligner="yunet", aligner_arg=[], encoder=encoder)
     assert _aligner(args, recipe).size == size  # compact declares none: yunet's own 150
+
+
+def test_an_aligner_that_cuts_no_chips_is_accepted(fused) -> None:
+    """``none`` passes images as they are: its size is unused, nothing to check."""
+    fused.aligner = siamkit.create_aligner("none")
+    assert fused.aligner.__class__.__name__ == "NoAligner"
+    fused.aligner = None

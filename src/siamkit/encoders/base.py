@@ -189,11 +189,15 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         A chip of another size or padding would be resized into the model and
         embedded without any error, only worse.
         """
+        import inspect
+
         wanted = getattr(type(self), "chip_settings", None) or {}
+        # Only settings the aligner takes: "none" cuts no chip (its size is unused).
+        takes = inspect.signature(type(aligner)).parameters
         wrong = {
             key: getattr(aligner, key)
             for key, value in wanted.items()
-            if hasattr(aligner, key) and getattr(aligner, key) != value
+            if key in takes and getattr(aligner, key, value) != value
         }
         if wrong:
             given = ", ".join(f"{k}={v!r}" for k, v in wrong.items())

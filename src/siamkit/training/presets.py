@@ -417,18 +417,21 @@ def face_aligner(name: str | None = None, *, encoder: str | None = None, **setti
     for an encoder that declares none); ``settings`` add to them.
 
     Examples:
-        >>> face_aligner("none")
+        >>> face_aligner("none")  # it cuts no chips: nothing to pass
         NoAligner()
         >>> face_aligner("dlib", encoder="dlib-face").size
         150
     """
-    from siamkit.alignment.base import create_aligner
+    import inspect
+
+    from siamkit.alignment.base import aligner_registry, create_aligner
     from siamkit.encoders.base import encoder_registry
 
     name = name or FACE_ALIGNER
-    if name == "none":
-        return create_aligner(name, **settings)
     chips = getattr(encoder_registry.get(encoder or FACE_ENCODER), "chip_settings", {})
+    # Only what the aligner takes: "none" cuts no chips and takes neither.
+    takes = inspect.signature(aligner_registry.get(name)).parameters
+    chips = {key: value for key, value in chips.items() if key in takes}
     return create_aligner(name, **{**chips, **settings})
 
 
