@@ -147,7 +147,10 @@ class FaceIndex:
         self.encoder = encoder
         self._metric = _record.resolve_metric(encoder, metric)
         self._dim = _record.resolve_dim(encoder, dim)
-        self._shared = SharedRecord(GalleryRecord(encoder=_record.encoder_info(encoder)))
+        self._shared = SharedRecord(
+            GalleryRecord(encoder=_record.encoder_info(encoder)),
+            keep_own_encoder=lambda: self.encoder is not None,
+        )
         self._lock = self._shared.lock  # one change at a time: ids, thresholds, the record
         self._store: VectorStore | None = None
         if isinstance(store, VectorStore):
@@ -216,7 +219,7 @@ class FaceIndex:
             >>> index = FaceIndex(metric="cosine", dim=2)
             >>> index.refresh()
         """
-        self._shared.refresh(self._store, keep_own_encoder=self.encoder is not None)
+        self._shared.refresh(self._store)
 
     # -- properties ------------------------------------------------------------------
     @property

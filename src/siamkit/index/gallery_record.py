@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -133,9 +133,15 @@ class SharedRecord:
         (0.3, [0, 1])
     """
 
-    def __init__(self, record: GalleryRecord | None = None) -> None:
+    def __init__(
+        self,
+        record: GalleryRecord | None = None,
+        keep_own_encoder: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.record = record if record is not None else GalleryRecord()
         self.lock = threading.RLock()
+        # Asked at each re-read: FaceIndex keeps its encoder block only while it has one.
+        self.keep_own_encoder = keep_own_encoder
 
     def write(self, store: VectorStore | None) -> None:
         """Store the record (nothing to do before the store exists)."""
@@ -150,13 +156,11 @@ class SharedRecord:
             yield self.record
             self.write(store)
 
-    def refresh(self, store: VectorStore | None, keep_own_encoder: bool = True) -> None:
+    def refresh(self, store: VectorStore | None) -> None:
         """Re-read the record from a shared store (a no-op for one this process holds).
 
-        Args:
-            store: The gallery's store.
-            keep_own_encoder: Keep this process's encoder block (its encoder was
-                checked against the gallery) rather than the stored one.
+        This process's encoder block is kept rather than the stored one while
+        ``keep_own_encoder()`` says so (its encoder was checked against the gallery).
 
         Raises:
             IndexFileError: the stored record is damaged or was edited.
@@ -174,7 +178,7 @@ class SharedRecord:
                 f"is damaged or was edited ({err}); calibrate it again"
             ) from None
         with self.lock:
-            if keep_own_encoder or fresh.encoder is None:
+            if self.keep_own_encoder() or fresh.encoder is None:
                 fresh.encoder = self.record.encoder
             self.record = fresh
 
