@@ -32,7 +32,7 @@ Rows, in one run:
    photo is the face box. A sub-row scores it on the photos where HOG found a
    face only (what the detector, not the network, costs).
 2. **siamkit before**: ``dlib-face`` (frozen, as the face preset builds it:
-   :func:`siamkit.training.presets.face_encoder`, with ``flip_average=False``,
+   :func:`siamkit.training.recipes.face_encoder`, with ``flip_average=False``,
    the previous default) behind ``create_aligner("dlib")`` with its defaults
    (second look on), through ``encoder.embed``.
 3. **yunet**: the same encoder (no flip) behind ``create_aligner("yunet")`` (its
@@ -765,7 +765,7 @@ def accuracy(photos: PhotoSet, cache: Path) -> Report:
 
 def recipe_row(sources: dict[str, Any]) -> str | None:
     """The row that is the face recipe (``siamkit train``'s frozen model), if one is."""
-    from siamkit.training.presets import face_aligner, face_encoder
+    from siamkit.training.recipes import face_aligner, face_encoder
 
     aligner = face_aligner()
     encoder = face_encoder("none", aligner=aligner)

@@ -150,7 +150,7 @@ def train_scratch(paths: list[str], labels: np.ndarray, seed: int) -> tuple[Embe
 
 
 def frozen_face_model(paths: list[str], labels: np.ndarray, seed: int) -> tuple[Embedder, str]:
-    from siamkit.training.presets import face_aligner, face_encoder
+    from siamkit.training.recipes import face_aligner, face_encoder
 
     encoder = face_encoder("none", face_aligner())
     return encoder.embed, encoder.metric

@@ -92,7 +92,7 @@ def training_folder(photos: wild.PhotoSet, fold: int, root: Path) -> Path:
 
 def train(data: Path, out: Path, threads: int, retrain: bool) -> dict[str, Any]:
     """``siamkit train`` on ``data`` into ``out`` (skipped when ``out`` holds a finished run)."""
-    from siamkit.training.presets import read_fine_tuning
+    from siamkit.training.fine_tuning import read_fine_tuning
 
     if not retrain and read_fine_tuning(out) is not None:
         return {"trained_here": False, "seconds": None, "output": "(a finished run, reused)"}
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain", action="store_true", help="train folds that have a model")
     args = parser.parse_args(argv)
 
-    from siamkit.training.presets import read_fine_tuning
+    from siamkit.training.fine_tuning import read_fine_tuning
 
     photos = wild.read_set(args.data)
     if photos.listing != wild.EXPECTED_LISTING:

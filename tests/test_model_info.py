@@ -13,11 +13,7 @@ import pytest
 import siamkit
 from siamkit.cli.main import main
 from siamkit.model_info import ModelInfo, model_info
-from siamkit.training.presets import (
-    CandidateResult,
-    FineTuneCandidate,
-    FineTuneSelection,
-)
+from siamkit.training.fine_tuning import CandidateResult, FineTuneCandidate, FineTuneSelection
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +104,7 @@ def test_an_export_is_described_without_torch(saved) -> None:
 
 
 def test_list_names_the_face_recipes_aligner(capsys) -> None:
-    from siamkit.training.presets import FACE_ALIGNER, FACE_ENCODER
+    from siamkit.training.recipes import FACE_ALIGNER, FACE_ENCODER
 
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()

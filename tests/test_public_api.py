@@ -81,3 +81,26 @@ def test_a_moved_module_still_imports_with_a_deprecation_warning(old: str) -> No
     message, same = done.stdout.strip().splitlines()
     assert message.startswith(f"{old} moved to {MOVED[old]}")
     assert same == "True"
+
+
+def test_the_split_presets_module_re_exports_both_halves_with_a_warning() -> None:
+    """``siamkit.training.presets`` became ``recipes`` + ``fine_tuning``; its names still work."""
+    import subprocess
+    import sys
+
+    script = (
+        "import warnings\n"
+        "from siamkit.training import fine_tuning, recipes\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    from siamkit.training import presets\n"
+        "print(caught[0].category.__name__, caught[0].message)\n"
+        "same = all(getattr(presets, n) is getattr(recipes if hasattr(recipes, n) else\n"
+        "           fine_tuning, n) for n in presets.__all__ if n != 'CANDIDATES_FOLDER')\n"
+        "print(same, len(presets.__all__))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    message, same = done.stdout.strip().splitlines()
+    assert message.startswith("DeprecationWarning siamkit.training.presets was split")
+    assert same == "True 22"  # the old __all__ (18 names), FACE_* constants and face_aligner

@@ -229,11 +229,23 @@ def test_folder_listing_names_what_to_fix(tmp_path: Path) -> None:
         list_image_folder(tmp_path, min_images_per_class=2)
 
 
-def test_eval_looks_for_the_model_manifest_by_its_name() -> None:
+def test_the_model_folder_is_named_once_and_read_without_torch(tmp_path: Path) -> None:
+    from siamkit import model_folder
     from siamkit.encoders.base import ENCODER_FILE
-    from siamkit.evaluation.runner import _MODEL_MANIFEST
 
-    assert _MODEL_MANIFEST == ENCODER_FILE  # named twice so that eval needs no torch
+    # One owner: the encoders' name is the model folder's object, not a copy of it.
+    assert ENCODER_FILE is model_folder.ENCODER_FILE
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / ENCODER_FILE).write_text(
+        json.dumps({"extra": {"training": {"epoch": 2, "metrics": {
+            "val_auc": 0.9, "val_eer": 0.1, "val_threshold": 0.75, "val_rank1": 0.8}}}})
+    )  # fmt: skip
+    code = (
+        "from siamkit.model_folder import trained_threshold\n"
+        f"print(trained_threshold({str(tmp_path / 'm')!r}))\n"
+    )
+    done = _without_torch(code, tmp_path)
+    assert done.stdout.strip().splitlines()[0] == "0.75"
 
 
 # -- siamkit eval and the face index on an ONNX export -----------------------------------------

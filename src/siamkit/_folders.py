@@ -247,6 +247,25 @@ class _Walk:
         return False
 
 
+def skipped_lines(
+    skipped: list[SkippedFile], shown: int = 10, heading: str = "  left out           "
+) -> list[str]:
+    """What the folder listing left out: a count, then the first files with their reasons.
+
+    Examples:
+        >>> skipped_lines([SkippedFile("g/ann/x.heic", "an HEIF image")])
+        ['  left out           1 file of the folder:', '    g/ann/x.heic: an HEIF image']
+    """
+    if not skipped:
+        return []
+    files = f"{len(skipped)} file{'s' if len(skipped) > 1 else ''}"
+    lines = [f"{heading}{files} of the folder:"]
+    lines += [f"    {item.path}: {item.reason}" for item in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"    ... and {len(skipped) - shown} more (evaluation.json lists them)")
+    return lines
+
+
 def _inside(path: str, folder: str) -> bool:
     """True if the real ``path`` is ``folder`` or lies inside it."""
     try:

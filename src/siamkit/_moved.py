@@ -30,6 +30,7 @@ MOVED: dict[str, str] = {
     "siamkit.index.milvus": "siamkit.index.stores.milvus",
     "siamkit.index.storage": "siamkit.index.stores.faiss.files",
     "siamkit.index.backends": "siamkit.index.stores.faiss.engine",
+    "siamkit.training.records": "siamkit.model_folder.records",
 }
 #: The release that drops the old paths.
 REMOVED_IN = "0.3"

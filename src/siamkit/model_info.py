@@ -91,7 +91,7 @@ def model_info(path: str | os.PathLike) -> ModelInfo:
         name, config, kind, selection = encoder.manifest["encoder"]["name"], {}, "onnx", None
     else:
         from siamkit.encoders.base import encoder_registry, load_encoder
-        from siamkit.training.presets import read_fine_tuning
+        from siamkit.training.fine_tuning import read_fine_tuning
 
         encoder = load_encoder(path)
         name = encoder_registry.name_of(type(encoder))

@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from siamkit._folders import skipped_lines
+
 #: Where `siamkit eval --model DIR` writes its report by default.
-EVAL_FOLDER = "evaluation"
 
 
 def add_parser(commands: Any) -> None:
@@ -107,46 +108,13 @@ def summary_lines(result: Any) -> list[str]:
     return lines + skipped_lines(result.skipped_files)
 
 
-def skipped_lines(
-    skipped: list[Any], shown: int = 10, heading: str = "  left out           "
-) -> list[str]:
-    """What the folder listing left out: a count, then the first files with their reasons.
-
-    Examples:
-        >>> from siamkit._folders import SkippedFile
-        >>> skipped_lines([SkippedFile("g/ann/x.heic", "an HEIF image")])
-        ['  left out           1 file of the folder:', '    g/ann/x.heic: an HEIF image']
-    """
-    if not skipped:
-        return []
-    files = f"{len(skipped)} file{'s' if len(skipped) > 1 else ''}"
-    lines = [f"{heading}{files} of the folder:"]
-    lines += [f"    {item.path}: {item.reason}" for item in skipped[:shown]]
-    if len(skipped) > shown:
-        lines.append(f"    ... and {len(skipped) - shown} more (evaluation.json lists them)")
-    return lines
-
-
-def default_out(model: Path) -> Path:
-    """Where ``siamkit eval`` writes without ``--out``: inside a model folder, beside a file.
-
-    Examples:
-        >>> default_out(Path("runs/faces")).as_posix()
-        'runs/faces/evaluation'
-        >>> default_out(Path("exports/model.onnx")).as_posix()
-        'exports/model-evaluation'
-    """
-    if model.suffix == ".onnx" and not model.is_dir():
-        return model.with_name(f"{model.stem}-{EVAL_FOLDER}")
-    return model / EVAL_FOLDER
-
-
 def run(args: argparse.Namespace) -> int:
     from siamkit import load_encoder  # without torch: ONNX exports only
     from siamkit.evaluation.report import write_report
     from siamkit.evaluation.runner import check_report_folder, evaluate_encoder
+    from siamkit.model_folder import evaluation_folder
 
-    out = args.out or default_out(args.model)
+    out = args.out or evaluation_folder(args.model)
     # Before the model is loaded and the images embedded: a refused --out costs nothing.
     check_report_folder(out, "--out" if args.out else "the report folder")
     encoder = load_encoder(args.model)

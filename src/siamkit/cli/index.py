@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from siamkit.exceptions import ConfigError, DataError, GeometryError
-
-DEFAULT_FAR = 0.001
-DEFAULT_FPIR = 0.01
-DEFAULT_COLLECTION = "faces"
-#: Seconds a command waits for another process writing the same index folder.
-DEFAULT_LOCK_TIMEOUT = 120.0
-
-
-@dataclass(frozen=True)
-class _OneProcess:
-    """What a build outside torchrun knows of the process group (none), without torch."""
-
-    rank: int = 0
-    world_size: int = 1
-    enabled: bool = False
-    is_main: bool = True
-
-
-_ONE_PROCESS = _OneProcess()
+from siamkit.exceptions import ConfigError, DataError
+from siamkit.index.building import (
+    DEFAULT_COLLECTION,
+    DEFAULT_FAR,
+    DEFAULT_FPIR,
+    calibrate_lines,
+)
+from siamkit.index.stores.faiss.files import LOCK_TIMEOUT
 
 
 def add_parser(commands: Any) -> None:
@@ -114,7 +98,7 @@ def _lock_timeout_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lock-timeout",
         type=float,
-        default=DEFAULT_LOCK_TIMEOUT,
+        default=LOCK_TIMEOUT,
         metavar="SECONDS",
         help="faiss store: how long to wait while another command writes the same index "
         "folder, which it locks from load to save (default: %(default)s)",
@@ -269,136 +253,26 @@ def _add_info(actions: Any) -> None:
 
 # -- actions ---------------------------------------------------------------------------
 def run_build(args: argparse.Namespace) -> int:
-    from siamkit.alignment.counts import counts_since, snapshot
+    from siamkit.index.building import BuildSettings, BuildTarget, build_index
 
-    where = _check_location(args, out=True)
-    _check_out(args)  # before the model is loaded or an image embedded
-    encoder = _load_model(args.model)
-    ctx = _distributed()
-    _place(encoder, args.device, ctx)
-    # Only the main process writes the folder: the others would wait for its lock forever.
-    with _writing(args, args.out, create=True) if ctx.is_main else contextlib.nullcontext():
-        index = _build_target(args, encoder, ctx)
-        before = snapshot(encoder)
-        existing = "skip" if args.resume else "error"
-        progress = not args.quiet and ctx.is_main
-        if args.store == "milvus":  # every process writes its share into the collection
-            shard = (ctx.rank, ctx.world_size) if ctx.enabled else None
-            added = index.add_folder(args.gallery, existing=existing,
-                                     batch_size=args.batch_size, progress=progress,
-                                     shard=shard)  # fmt: skip
-            _barrier(ctx)
-            if ctx.is_main:
-                index.compact()  # seal the inserts: searches right after a bulk insert are slow
-        else:
-            added = _build_faiss(index, args, ctx, existing, progress)
-        alignment = counts_since(encoder, before)
-        if not ctx.is_main:
-            _leave(ctx)
-            return 0
-        note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
-        _persist(index, args)
+    _check_location(args, out=True)
+    target = BuildTarget(args.store, args.out, args.uri,
+                         args.collection or DEFAULT_COLLECTION, args.index)  # fmt: skip
+    settings = BuildSettings(
+        resume=args.resume, batch_size=args.batch_size, save_every=args.save_every,
+        lock_timeout=args.lock_timeout, device=args.device, calibrate_far=args.calibrate_far,
+        calibrate_fpir=args.calibrate_fpir, progress=not args.quiet,
+    )  # fmt: skip
+    built = build_index(args.model, args.gallery, target, settings)
+    if built is None:  # another process of a torchrun group: the main one speaks
+        return 0
+    index = built.index
     print(
-        f"indexed {len(index)} images of {len(index.labels())} people into {where} "
-        f"({index.index_spec}, {index.metric}, {index.dim}-d); {note}"
+        f"indexed {len(index)} images of {len(index.labels())} people into {built.where} "
+        f"({index.index_spec}, {index.metric}, {index.dim}-d); {'; '.join(built.calibration)}"
     )
-    _print_alignment(alignment, added.skipped)
-    _leave(ctx)
+    _print_alignment(built.alignment, built.enrolled.skipped)
     return 0
-
-
-def _build_target(args: argparse.Namespace, encoder: Any, ctx: Any) -> Any:
-    """The index a build fills: new, or the interrupted one with --resume."""
-    from siamkit.index import FaceIndex
-    from siamkit.index.stores.faiss.files import MANIFEST
-
-    model = str(args.model.resolve())
-    if args.store == "faiss":
-        if args.resume and (args.out / MANIFEST).exists():
-            index = FaceIndex.load(args.out, encoder)
-        else:
-            index = FaceIndex(encoder, index=args.index)
-        index.extra["model"] = model
-        return index
-    options = _milvus_options(args)
-    if ctx.is_main and not args.resume:
-        try:
-            index = FaceIndex(encoder, index=args.index, store="milvus", **options)
-        except GeometryError:
-            raise  # a collection of another metric: --resume would not help
-        except ConfigError:  # the --index kind was checked: the collection holds a gallery
-            raise ConfigError(
-                f"the collection {options['collection']!r} at {args.uri} already holds a "
-                "gallery: pass --resume to continue enrolling into it, or choose another "
-                "--collection"
-            ) from None
-        index.extra["model"] = model
-        index.save()
-    _barrier(ctx)  # the collection exists before the other processes connect
-    if ctx.is_main and not args.resume:
-        return index
-    index = FaceIndex.connect(encoder, **options)
-    if ctx.is_main:
-        index.extra["model"] = model
-    return index
-
-
-def _build_faiss(
-    index: Any, args: argparse.Namespace, ctx: Any, existing: str, progress: bool
-) -> Any:
-    """Enrol into the FAISS store; under torchrun each process embeds its share for rank 0."""
-    from siamkit.index.enrolment import PeriodicSave, enrol_folder_gathered
-
-    if ctx.enabled:
-        return enrol_folder_gathered(index, args.gallery, ctx, existing=existing,
-                                     batch_size=args.batch_size, progress=progress)  # fmt: skip
-    if not args.save_every >= 0:  # also refuses NaN
-        raise ConfigError(f"--save-every must be 0 or more seconds, got {args.save_every}")
-    saver = PeriodicSave(index, args.out, args.save_every)
-    return index.add_folder(args.gallery, existing=existing, batch_size=args.batch_size,
-                            progress=progress, on_chunk=saver)  # fmt: skip
-
-
-def _place(encoder: Any, device: str, ctx: Any) -> None:
-    """Move the model to ``--device`` (one GPU per process under torchrun)."""
-    if device == "cpu":
-        return  # nothing to import: an ONNX export builds without torch
-    if not hasattr(encoder, "to"):
-        raise ConfigError(
-            "an ONNX export embeds with ONNX Runtime on the CPU: drop --device, or build "
-            "with the PyTorch model"
-        )
-    from siamkit.training.distributed import resolve_device, training_device
-
-    encoder.to(training_device(resolve_device(device), ctx))
-
-
-def _distributed() -> Any:
-    """The torchrun process group when launched by it, else a one-process context."""
-    from siamkit._torchrun import launched_by_torchrun
-
-    if not launched_by_torchrun():
-        return _ONE_PROCESS
-    import torch
-
-    from siamkit.training.distributed import init_distributed
-
-    return init_distributed(torch.device("cpu"))
-
-
-def _barrier(ctx: Any) -> None:
-    if ctx.enabled:
-        from siamkit.training.distributed import barrier
-
-        barrier(ctx)
-
-
-def _leave(ctx: Any) -> None:
-    if ctx.enabled:
-        from siamkit.training.distributed import barrier, shutdown
-
-        barrier(ctx)
-        shutdown(ctx)
 
 
 def _print_alignment(stats: Any, skipped: Any) -> None:
@@ -493,12 +367,12 @@ def run_add(args: argparse.Namespace) -> int:
     where = _check_location(args)
     # The model loads before the lock is taken: other writers wait only for the change.
     encoder = _faiss_encoder(args, args.model) if args.store == "faiss" else None
-    with _writing(args, args.index):
+    with _writing(args):
         index = _open(args, args.model, encoder=encoder)
         before, counts = len(index), snapshot(index.encoder)
         added = _add_items(index, args)
         alignment = counts_since(index.encoder, counts)
-        note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
+        note = "; ".join(calibrate_lines(index, args.calibrate_far, args.calibrate_fpir))
         _persist(index, args)
     print(
         f"added {len(index) - before} items; {where} now holds {len(index)} images of "
@@ -523,7 +397,7 @@ def run_remove(args: argparse.Namespace) -> int:
     if not args.ids and not args.label:
         raise ConfigError("name the ids to remove, or --label PERSON")
     where = _check_location(args)
-    with _writing(args, args.index):
+    with _writing(args):
         index = _open(args, None, with_model=False)
         ids = [_parse_key(text, set(index.ids())) for text in args.ids]
         labels = set(index.labels())
@@ -533,7 +407,7 @@ def run_remove(args: argparse.Namespace) -> int:
                 raise DataError(f"no person labelled {text!r} in {where}")
             ids += index.ids(label=label)
         removed = index.remove(ids)
-        note = _calibrate(index, args.calibrate_far, args.calibrate_fpir)
+        note = "; ".join(calibrate_lines(index, args.calibrate_far, args.calibrate_fpir))
         _persist(index, args)
     print(f"removed {removed} items; {where} now holds {len(index)} images; {note}")
     return 0
@@ -601,15 +475,6 @@ def _identify_line(info: dict[str, Any]) -> str:
 
 
 # -- helpers ---------------------------------------------------------------------------
-def _trust(report: Any) -> str:
-    """What a fresh calibration's line adds: why not to trust it, or its first warning."""
-    from siamkit.thresholds import unreliable_reason
-
-    reason = unreliable_reason(report)
-    first = f"; {report.warnings[0]}" if report.warnings else ""
-    if reason is not None:
-        return f"; unreliable ({reason}), use with care{first}"
-    return first
 
 
 def _caveat(saved: dict[str, Any], kind: str) -> str:
@@ -684,27 +549,11 @@ def _faiss_encoder(args: argparse.Namespace, model: Path | None) -> Any:
     return _load_model(_model(model, recorded, args.index))
 
 
-@contextlib.contextmanager
-def _writing(args: argparse.Namespace, folder: Path, create: bool = False) -> Iterator[None]:
-    """Hold the FAISS index folder's write lock (up to --lock-timeout); Milvus needs none."""
-    if args.store != "faiss":
-        yield
-        return
-    timeout = args.lock_timeout
-    if not (math.isfinite(timeout) and timeout >= 0):
-        raise ConfigError(f"--lock-timeout must be 0 or more seconds, got {timeout}")
-    from siamkit.index.stores.faiss.files import folder_lock
+def _writing(args: argparse.Namespace) -> Any:
+    """The index folder's write lock (the faiss store; Milvus needs none)."""
+    from siamkit.index.building import gallery_writing
 
-    with folder_lock(folder, timeout, create=create):
-        yield
-
-
-def _check_out(args: argparse.Namespace) -> None:
-    """Refuse an --out that a FAISS index cannot be saved into, before any work."""
-    if args.store == "faiss":
-        from siamkit.index.stores.faiss.files import check_index_folder
-
-        check_index_folder(args.out)
+    return gallery_writing(args.index if args.store == "faiss" else None, args.lock_timeout)
 
 
 def _model(given: Path | None, recorded: Any, where: Any) -> Path:
@@ -730,48 +579,6 @@ def _persist(index: Any, args: argparse.Namespace) -> None:
         index.save(args.out if getattr(args, "out", None) is not None else args.index)
     else:
         index.save()
-
-
-def _calibrate(index: Any, target_far: float | None, target_fpir: float | None) -> str:
-    notes = [_calibrate_far(index, target_far), _calibrate_fpir(index, target_fpir)]
-    return "; ".join(note for note in notes if note)
-
-
-def _calibrate_far(index: Any, target_far: float | None) -> str:
-    if not target_far:
-        if index.threshold is None:
-            return "no 1:1 threshold (calibrate with --calibrate-far)"
-        return f"1:1 threshold {index.threshold:.4f} kept (recalibrate with --calibrate-far)"
-    try:
-        report = index.calibrate(target_far=target_far)
-    except DataError as err:
-        return f"1:1 not calibrated ({err})"
-    warning = _trust(report)
-    return (
-        f"threshold {report.threshold:.4f} at FAR {report.far:.4g} (target {target_far:g}), "
-        f"TAR {report.tar:.3f} on {report.num_genuine} genuine / {report.num_impostor} "
-        f"impostor pairs{warning}"
-    )
-
-
-def _calibrate_fpir(index: Any, target_fpir: float | None) -> str:
-    if not target_fpir:
-        if index.identify_threshold is None:
-            return "no 1:N threshold (calibrate with --calibrate-fpir)"
-        return (
-            f"1:N threshold {index.identify_threshold:.4f} kept (recalibrate with --calibrate-fpir)"
-        )
-    try:
-        report = index.calibrate(target_fpir=target_fpir)
-    except DataError as err:
-        return f"1:N not calibrated ({err})"
-    warning = _trust(report)
-    fnir = "n/a" if report.fnir is None else f"{report.fnir:.3f}"
-    return (
-        f"identify threshold {report.threshold:.4f} at FPIR {report.fpir:.4g} (target "
-        f"{target_fpir:g}), expected FNIR {fnir} on {report.num_non_mated} stranger / "
-        f"{report.num_mated} known searches{warning}"
-    )
 
 
 def _parse_key(text: str, known: set[Any]) -> Any:

@@ -86,7 +86,7 @@ def _list_components(args: argparse.Namespace) -> int:
     print("losses:   " + ", ".join(list_losses()))
     print("aligners: " + ", ".join(list_aligners()))
     try:
-        from siamkit.training.presets import FACE_ALIGNER, FACE_ENCODER
+        from siamkit.training.recipes import FACE_ALIGNER, FACE_ENCODER
     except ModuleNotFoundError:  # no PyTorch: no training recipes
         return 0
     print(f"face recipe (train's default): {FACE_ENCODER} behind the {FACE_ALIGNER} aligner")

@@ -8,16 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from siamkit._atomic import remove_temporaries, write_json
 from siamkit._manifest import parse_json
-from siamkit.cli.evaluate import EVAL_FOLDER, skipped_lines
-from siamkit.exceptions import ConfigError, TrainingError
+from siamkit.exceptions import ConfigError
 from siamkit.training.config import TrainConfig
-from siamkit.training.presets import FACE_ALIGNER, FACE_ENCODER, PRESETS
-
-SPLIT_FILE = "split.json"
-#: The encoder of the from-scratch recipe when --encoder is not given.
-SCRATCH_ENCODER = "compact"
+from siamkit.training.recipes import FACE_ALIGNER, FACE_ENCODER, PRESETS, SCRATCH_ENCODER
 
 
 def add_parser(commands: Any) -> None:
@@ -321,50 +315,31 @@ def _without_launcher_options(argv: list[str]) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from siamkit.data.folder import FaceFolder
-    from siamkit.data.splits import split_by_class
-    from siamkit.training.presets import resolve_preset
+    from siamkit.training.recipes import RecipeOptions, train_recipe
 
-    recipe = resolve_preset(args.preset, args.encoder, bool(args.encoder_arg))
-    _check_encoder_settings(args, recipe.name)
-    _check_out_folder(args.out, resume=args.resume)
-    if args.resume and _report_finished(args.out):
-        return 0
-    config = _config(args)
-    dataset = FaceFolder(args.data, min_images_per_class=2)
-    for line in skipped_lines(dataset.skipped_files, heading="left out "):
-        print(line)
-    split = split_by_class(
-        dataset,
-        val=args.val_fraction if args.val_classes is None else 0,
-        val_classes=args.val_classes,
-        seed=args.seed,
-    )
-    split_info = {
-        "data": str(args.data.resolve()),
-        "train_classes": split.train_classes,
-        "val_classes": split.val_classes,
-    }
-    _check_resume_split(args, split_info)
-    aligner = _aligner(args, recipe.name)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if int(os.environ.get("RANK", "0")) == 0:
-        remove_temporaries(args.out, [SPLIT_FILE])  # of a run killed while writing it
-        write_json(args.out / SPLIT_FILE, split_info)
-    if recipe.name == "face":
-        _train_face(args, recipe, config, split, aligner)
-    else:
-        _train_scratch(args, recipe, config, split, aligner)
-    print(f"model written to {args.out} (load with siamkit.load_encoder)")
+    options = RecipeOptions(
+        preset=args.preset, encoder=args.encoder,
+        encoder_args=parse_encoder_args(args.encoder_arg), aligner=args.aligner,
+        aligner_args=parse_encoder_args(args.aligner_arg, "--aligner-arg"), loss=args.loss,
+        loss_args=parse_encoder_args(args.loss_arg, "--loss-arg"), config=_config(args),
+        val_fraction=args.val_fraction, val_classes=args.val_classes,
+        candidates=_face_candidates(args),
+    )  # fmt: skip
+    run = train_recipe(args.data, args.out, options, resume=args.resume,
+                       progress=not args.quiet, say=print)  # fmt: skip
+    if not run.finished:
+        print(f"model written to {args.out} (load with siamkit.load_encoder)")
     return 0
 
 
-def _check_encoder_settings(args: argparse.Namespace, recipe: str) -> None:
-    """Refuse --encoder-arg values no encoder can be built with, before any work."""
-    from siamkit.encoders.base import check_encoder_arguments
+def _face_candidates(args: argparse.Namespace) -> tuple[Any, ...]:
+    """The face recipe's candidates, with --lr and --epochs where they are given."""
+    import dataclasses
 
-    name = FACE_ENCODER if recipe == "face" else args.encoder or SCRATCH_ENCODER
-    check_encoder_arguments(name, **parse_encoder_args(args.encoder_arg))
+    from siamkit.training.fine_tuning import FACE_CANDIDATES
+
+    changes = {k: v for k, v in (("lr", args.lr), ("epochs", args.epochs)) if v is not None}
+    return tuple(c if c.frozen else dataclasses.replace(c, **changes) for c in FACE_CANDIDATES)
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -384,199 +359,3 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         num_threads=args.threads,
         dist_timeout=args.dist_timeout,
     )
-
-
-def _aligner(args: argparse.Namespace, recipe: str) -> Any:
-    from siamkit.training.presets import face_aligner
-
-    settings = parse_encoder_args(args.aligner_arg, "--aligner-arg")
-    if recipe == "face":  # any aligner cuts the chips the face recipe's encoder takes
-        return face_aligner(args.aligner, encoder=args.encoder, **settings)
-    if args.aligner is None:
-        if args.aligner_arg:
-            raise ConfigError("--aligner-arg needs --aligner NAME")
-        return None
-    # The chips the encoder declares (dlib-face's, dlib-sface's), else the aligner's own.
-    return face_aligner(args.aligner, encoder=args.encoder or SCRATCH_ENCODER, **settings)
-
-
-def _train_scratch(
-    args: argparse.Namespace, recipe: Any, config: TrainConfig, split: Any, aligner: Any
-) -> None:
-    import torch
-
-    from siamkit.encoders.base import create_encoder
-    from siamkit.losses.base import create_loss
-    from siamkit.training.trainer import Trainer
-
-    name = args.encoder or SCRATCH_ENCODER
-    torch.manual_seed(args.seed)  # the encoder's initial weights
-    encoder = create_encoder(name, **parse_encoder_args(args.encoder_arg))
-    encoder.aligner = aligner
-    print(
-        f"recipe: scratch ({name} from random weights, {config.epochs} epochs at lr "
-        f"{config.lr:g}): {recipe.why}"
-    )
-    loss = create_loss(args.loss, **parse_encoder_args(args.loss_arg, "--loss-arg"))
-    trainer = Trainer(encoder, config, loss=loss, progress=not args.quiet)
-    result = trainer.fit(split.train, split.val if len(split.val) else None, args.out, args.resume)
-    _print_alignment(aligner, result.skipped_images)
-    last = result.history[-1]
-    processes = f" x {result.world_size} processes" if result.world_size > 1 else ""
-    print(
-        f"trained {name} for {len(result.history)} epochs in {result.seconds:.0f} s "
-        f"on {trainer.runtime.get('num_threads', '?')} threads{processes}; "
-        f"final loss {last.loss:.4f}"
-    )
-    if result.metrics is not None:
-        print(
-            f"best epoch {result.best_epoch}: held-out AUC {result.metrics.auc:.4f}, "
-            f"EER {100 * result.metrics.eer:.2f}%, rank-1 {result.metrics.rank1:.3f}"
-        )
-
-
-def _train_face(
-    args: argparse.Namespace, recipe: Any, config: TrainConfig, split: Any, aligner: Any
-) -> None:
-    import functools
-    import time
-
-    from siamkit.training.presets import (
-        face_encoder,
-        save_face_run,
-        select_fine_tuning,
-    )
-
-    encoder_args = parse_encoder_args(args.encoder_arg)
-    if args.loss != "contrastive" or args.loss_arg:
-        raise ConfigError(
-            "the face preset trains with the contrastive loss; --loss and --loss-arg apply "
-            "to --preset scratch"
-        )
-    if "trainable_from" in encoder_args:
-        raise ConfigError(
-            "--preset face chooses trainable_from itself; to fix it, train with "
-            f"--preset scratch --encoder {FACE_ENCODER} --encoder-arg trainable_from=PART"
-        )
-    candidates = _face_candidates(args)
-    held_out = len(split.val_classes)
-    print(
-        f"recipe: face (pretrained {FACE_ENCODER} behind the {_aligner_name(aligner)} aligner; "
-        f"fine-tuning strength chosen on {held_out} held-out people among "
-        f"{', '.join(c.name for c in candidates)}): {recipe.why}"
-    )
-    started = time.perf_counter()
-    outcome = select_fine_tuning(
-        functools.partial(face_encoder, aligner=aligner, **encoder_args),
-        split.train,
-        split.val if len(split.val) else None,
-        config=config,
-        candidates=candidates,
-        out_dir=args.out,
-        resume=args.resume,
-        progress=not args.quiet,
-    )
-    save_face_run(outcome, args.out, extra={"preset": "face"})
-    _print_alignment(aligner, outcome.selection.skipped_images)
-    processes = f" x {outcome.world_size} processes" if outcome.world_size > 1 else ""
-    print(f"{outcome.selection.summary()}; {time.perf_counter() - started:.0f} s{processes}")
-    kept = outcome.selection.kept_result
-    if kept.measured:
-        print(
-            f"kept model: held-out AUC {kept.auc:.5f}, EER {100 * kept.eer:.2f}%, "  # type: ignore[operator]
-            f"rank-1 {kept.rank1:.3f}"
-        )
-
-
-def _face_candidates(args: argparse.Namespace) -> tuple[Any, ...]:
-    import dataclasses
-
-    from siamkit.training.presets import FACE_CANDIDATES
-
-    changes = {k: v for k, v in (("lr", args.lr), ("epochs", args.epochs)) if v is not None}
-    return tuple(c if c.frozen else dataclasses.replace(c, **changes) for c in FACE_CANDIDATES)
-
-
-def _aligner_name(aligner: Any) -> str:
-    if aligner is None:
-        return "no"
-    from siamkit.alignment.base import aligner_registry
-
-    return aligner_registry.name_of(type(aligner)) or type(aligner).__name__
-
-
-def _print_alignment(aligner: Any, skipped: int) -> None:
-    if aligner is None:
-        return
-    line = f"alignment: {aligner.stats.summary()}"
-    if skipped:  # every process's, where the counts are this process's
-        line += f"; training left out {skipped} without a face (--aligner-arg on_missing=skip)"
-    print(line)
-
-
-def _report_finished(out: Path) -> bool:
-    """A finished face-preset run has nothing to resume: say what it kept."""
-    from siamkit.training.presets import CANDIDATES_FOLDER, read_fine_tuning
-
-    selection = read_fine_tuning(out)
-    if selection is None or (out / CANDIDATES_FOLDER).exists():
-        return False
-    print(f"{out} holds a finished face-preset run, nothing to resume: {selection.summary()}")
-    return True
-
-
-def _check_out_folder(out: Path, resume: bool) -> None:
-    """Refuse an --out that holds anything but a training run (or a run without --resume)."""
-    from siamkit.training.presets import CANDIDATES_FOLDER
-    from siamkit.training.trainer import CHECKPOINT_FILE, HISTORY_FILE
-
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file: pass a folder for the model")
-    if not out.exists():
-        return
-    foreign = sorted(p.name for p in out.iterdir() if not _is_run_file(p.name))
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        raise ConfigError(
-            f"--out {out} holds files that are not from a training run ({shown}): pick a "
-            "new or empty folder, so nothing there is overwritten or deleted"
-        )
-    started = [CHECKPOINT_FILE, HISTORY_FILE, CANDIDATES_FOLDER]
-    if any((out / name).exists() for name in started) and not resume:
-        raise TrainingError(
-            f"{out} already holds a training run: add --resume to continue it, "
-            "or pick another --out"
-        )
-
-
-def _is_run_file(name: str) -> bool:
-    from siamkit.encoders.base import ENCODER_FILE, WEIGHTS_FILE
-    from siamkit.training.presets import CANDIDATES_FOLDER
-    from siamkit.training.trainer import CHECKPOINT_FILE, HISTORY_FILE, PLOT_FILE
-
-    written = {ENCODER_FILE, CHECKPOINT_FILE, HISTORY_FILE, PLOT_FILE, SPLIT_FILE, EVAL_FOLDER}
-    written.add(CANDIDATES_FOLDER)
-    temporary = name.startswith(".") and (name.endswith(".tmp") or name == ".encoder-weights.pt")
-    return name in written or bool(WEIGHTS_FILE.fullmatch(name)) or temporary
-
-
-def _check_resume_split(args: argparse.Namespace, split_info: dict[str, Any]) -> None:
-    path = args.out / SPLIT_FILE
-    if not args.resume or not path.exists():
-        return
-    try:
-        saved = parse_json(path.read_text())
-    except (OSError, ValueError) as err:
-        raise TrainingError(
-            f"cannot resume {args.out}: {path} is unreadable ({err}); restore it, or start "
-            "a new run in another --out"
-        ) from None
-    if not isinstance(saved, dict) or saved.get("val_classes") != split_info["val_classes"]:
-        raise TrainingError(
-            f"cannot resume {args.out}: it held out {_held_out(saved)}, this call "
-            f"{split_info['val_classes']}; use the same --seed and --val-classes"
-        )
-
-
-def _held_out(saved: object) -> object:
-    return saved.get("val_classes") if isinstance(saved, dict) else saved

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from siamkit._atomic import write_json
 from siamkit.alignment.base import AlignmentStats
@@ -18,7 +17,7 @@ from siamkit.data.att import ATTFaces, find_att_folder
 from siamkit.data.folder import FaceFolder
 from siamkit.data.images import load_image
 from siamkit.data.splits import split_by_class
-from siamkit.encoders.base import Encoder, create_encoder, load_encoder
+from siamkit.encoders.base import Encoder
 from siamkit.evaluation import plots
 from siamkit.evaluation.open_set import open_set_split
 from siamkit.evaluation.report import Section, embedded_image, table, write_report
@@ -27,21 +26,15 @@ from siamkit.exceptions import DataError
 from siamkit.index.face_index import FaceIndex
 from siamkit.thresholds import FarCalibration, FpirCalibration
 from siamkit.training.config import TrainConfig
-from siamkit.training.presets import (
-    CANDIDATES_FOLDER,
+from siamkit.training.fine_tuning import FACE_CANDIDATES, FineTuneSelection
+from siamkit.training.recipes import (
     FACE_ALIGNER,
-    FACE_CANDIDATES,
     FACE_ENCODER,
-    FineTuneSelection,
     Recipe,
-    face_aligner,
-    face_encoder,
-    read_fine_tuning,
+    RecipeOptions,
     resolve_preset,
-    save_face_run,
-    select_fine_tuning,
+    train_recipe,
 )
-from siamkit.training.trainer import Trainer
 
 
 @dataclass
@@ -296,36 +289,17 @@ def _train(
     model_dir: Path,
     progress: bool,
 ) -> _Trained:
-    """Train by ``recipe`` as ``siamkit train`` would, or reuse a finished run in ``model_dir``."""
+    """Train by ``recipe`` through ``siamkit train``'s flow, or reuse a finished run there."""
     config = TrainConfig(seed=seed) if epochs is None else TrainConfig(seed=seed, epochs=epochs)
-    if recipe.name == "scratch":
-        torch.manual_seed(seed)
-        encoder = create_encoder("compact")
-        Trainer(encoder, config, progress=progress).fit(
-            split.train, split.val, model_dir, resume=True
-        )
-        return _Trained(encoder)
-    finished = read_fine_tuning(model_dir)
-    if finished is not None and not (model_dir / CANDIDATES_FOLDER).exists():
-        return _Trained(load_encoder(model_dir), finished)  # type: ignore[arg-type]
-    aligner = face_aligner()
     candidates = tuple(
         c if c.frozen or epochs is None else dataclasses.replace(c, epochs=epochs)
         for c in FACE_CANDIDATES
     )
-    outcome = select_fine_tuning(
-        lambda part: face_encoder(part, aligner=aligner),
-        split.train,
-        # One validation person gives no impostor pairs: then nobody judges, frozen is kept.
-        split.val if len(split.val_classes) >= 2 else None,
-        config=config,
-        candidates=candidates,
-        out_dir=model_dir,
-        resume=True,
-        progress=progress,
-    )
-    save_face_run(outcome, model_dir, extra={"preset": "face"})
-    return _Trained(outcome.encoder, outcome.selection, aligner.reset_stats())
+    options = RecipeOptions(preset=recipe.name, config=config, candidates=candidates)
+    run = train_recipe(split, model_dir, options, resume=True, progress=progress)
+    aligner = run.encoder.aligner
+    trained = run.result is None and not run.finished and aligner is not None
+    return _Trained(run.encoder, run.selection, aligner.reset_stats() if trained else None)
 
 
 def _recipe_section(recipe: Recipe, trained: _Trained, split: Any) -> Section:

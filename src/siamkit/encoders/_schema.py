@@ -9,7 +9,6 @@ the rebuilt model once it is loaded (:func:`~siamkit.encoders.load_encoder`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,11 @@ from siamkit._manifest import field_problems, is_int, is_sha256
 from siamkit.encoders._checks import MAX_EMBEDDING_DIM
 from siamkit.exceptions import ModelFileError
 from siamkit.geometry import METRICS
+from siamkit.model_folder.layout import WEIGHTS_FILE
 
-ENCODER_FILE = "encoder.json"
 FORMAT_NAME = "siamkit-encoder"
 #: Version 2 added the face aligner (``aligner``); version 1 files still load.
 FORMAT_VERSION = 2
-#: The only weights file names a manifest may name: what ``Encoder.save`` writes.
-WEIGHTS_FILE = re.compile(r"encoder-[0-9a-f]{16}\.pt")
 _MAX_TEXT = 500
 
 

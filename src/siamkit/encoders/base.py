@@ -33,13 +33,7 @@ from siamkit._version import __version__
 from siamkit.alignment.base import FaceAligner, aligner_from_description
 from siamkit.data.images import load_image, to_8bit, upright
 from siamkit.encoders._checks import check_embedding_dim
-from siamkit.encoders._schema import (
-    ENCODER_FILE,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    WEIGHTS_FILE,
-    check_encoder_manifest,
-)
+from siamkit.encoders._schema import FORMAT_NAME, FORMAT_VERSION, check_encoder_manifest
 from siamkit.exceptions import (
     ConfigError,
     ExportError,
@@ -49,6 +43,7 @@ from siamkit.exceptions import (
     UnknownComponentError,
 )
 from siamkit.geometry import Metric, check_metric
+from siamkit.model_folder.layout import ENCODER_FILE, WEIGHTS_FILE, WEIGHTS_STAGING_FILE
 from siamkit.registry import Registry
 from siamkit.runtime.export_files import is_export
 from siamkit.runtime.preprocessing import Preprocessing
@@ -56,7 +51,7 @@ from siamkit.runtime.preprocessing import Preprocessing
 #: Models without a face aligner are written as version 1, which older siamkit reads;
 #: an aligner changes the embeddings, so a model with one must not load there.
 _PLAIN_FORMAT_VERSION = 1
-_STAGING_FILE = ".encoder-weights.pt"
+_STAGING_FILE = WEIGHTS_STAGING_FILE
 #: The largest weights file :func:`load_encoder` reads, far above any encoder's.
 MAX_WEIGHTS_BYTES = 64 << 30
 #: The largest ``encoder.json`` read: siamkit writes a few kilobytes.

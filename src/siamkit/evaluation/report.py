@@ -12,6 +12,7 @@ from pathlib import Path
 from siamkit._atomic import atomic_write
 from siamkit._version import __version__
 from siamkit.evaluation.runner import Evaluation, check_report_folder
+from siamkit.model_folder.layout import PLOT_FILE
 from siamkit.thresholds import unreliable_reason
 
 REPORT_FILE = "report.html"
@@ -220,10 +221,10 @@ def _skipped_files(ev: Evaluation) -> str:
 
 
 def _training(model_dir: Path | None) -> str:
-    if model_dir is None or not (model_dir / "loss_plot.png").is_file():
+    if model_dir is None or not (model_dir / PLOT_FILE).is_file():
         return ""
     return "<h2>Training</h2>" + embedded_image(
-        model_dir / "loss_plot.png", "Training loss and validation AUC / EER per epoch"
+        model_dir / PLOT_FILE, "Training loss and validation AUC / EER per epoch"
     )
 
 

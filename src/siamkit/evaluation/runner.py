@@ -39,6 +39,8 @@ from siamkit.evaluation.verification import (
 )
 from siamkit.exceptions import ConfigError, DataError
 from siamkit.geometry import paired_distances, pairwise_distances
+from siamkit.model_folder.records import trained_threshold
+from siamkit.thresholds import check_threshold
 
 if TYPE_CHECKING:
     from siamkit.encoders.base import Encoder
@@ -292,19 +294,6 @@ def read_pairs(
     return firsts, seconds, np.asarray(flags, dtype=bool)
 
 
-#: ``siamkit.encoders.base.ENCODER_FILE``, named here as that module imports torch.
-_MODEL_MANIFEST = "encoder.json"
-
-
-def _model_threshold(encoder_dir: str | os.PathLike | None) -> float | None:
-    if encoder_dir is None or not (Path(encoder_dir) / _MODEL_MANIFEST).is_file():
-        return None  # not a model saved by siamkit (an ONNX export, say): no training record
-    from siamkit.training.records import read_training_record
-
-    record = read_training_record(encoder_dir)
-    return None if record is None else record.threshold
-
-
 def _open_set(
     embeddings: np.ndarray, labels: np.ndarray, metric: str, threshold: float, seed: int
 ) -> OpenSetResult | None:
@@ -333,6 +322,8 @@ def evaluate_encoder(
     seed: int = 0,
     progress: bool = False,
     examples: int = 12,
+    *,
+    threshold: float | None = None,
 ) -> Evaluation:
     """Measure an encoder on a folder of people and (with ``out_dir``) draw the pictures.
 
@@ -358,11 +349,16 @@ def evaluate_encoder(
         out_dir: Where ``evaluation.json`` and the PNG pictures go: a new or
             empty folder, or one holding only an earlier report's files (see
             :func:`check_report_folder`).
-        model_dir: The model's directory, to reuse the threshold fitted on its
-            validation people during training.
+        model_dir: The model's folder: the threshold fitted on its validation
+            people during training (:func:`siamkit.model_folder.trained_threshold`)
+            unless ``threshold`` is given; the report names the model by it.
         seed: Seeds the choice of example pairs and enrolled people.
         progress: Show a progress bar while embedding.
         examples: Pairs in the pair grid.
+        threshold: The decision threshold of accuracy and open-set results,
+            fitted elsewhere (e.g. on the model's validation people); without
+            one (and no trained threshold in ``model_dir``) the EER threshold
+            of these pairs, which is optimistic.
 
     Raises:
         ConfigError: ``out_dir`` is a file, or a folder holding files that are
@@ -389,9 +385,11 @@ def evaluate_encoder(
     )
     alignment = counts_since(encoder, before)
     verification = verification_metrics(distances, same)
-    model_threshold = _model_threshold(model_dir)
-    if model_threshold is not None:
-        threshold, source = model_threshold, "fitted on the model's validation people (EER)"
+    trained = trained_threshold(model_dir) if threshold is None else None
+    if threshold is not None:
+        threshold, source = check_threshold(threshold), "given (threshold=)"
+    elif trained is not None:
+        threshold, source = trained, "fitted on the model's validation people (EER)"
     else:
         threshold, source = verification.eer_threshold, "EER threshold of these pairs (optimistic)"
     cmc = cmc_curve(embeddings, labels, metric=metric, max_rank=20)

@@ -19,6 +19,7 @@ from pathlib import Path
 from siamkit._atomic import fsync_dir
 from siamkit._manifest import parse_json
 from siamkit.exceptions import ConfigError, SiamkitError, WriteError
+from siamkit.model_folder.layout import EVAL_FOLDER  # siamkit eval's report; left alone
 from siamkit.runtime.export_files import (
     DATA_FILE,
     FOLDER_GRAPH,
@@ -26,9 +27,6 @@ from siamkit.runtime.export_files import (
     check_export_target,
     manifest_path,
 )
-
-#: What ``siamkit eval --model FOLDER`` writes into an export folder; left alone.
-EVAL_FOLDER = "evaluation"
 
 
 @dataclass

@@ -1,28 +1,27 @@
 """Training: the :class:`Trainer`, its settings, batch augmentation, the recipes, the
 typed records of a run, and data-parallel training on ``torch.distributed``."""
 
+from siamkit.model_folder.records import (
+    EpochRecord,
+    TrainingRecord,
+    ValidationMetrics,
+    read_training_record,
+)
 from siamkit.training.augment import FaceAugment
 from siamkit.training.config import TrainConfig
-from siamkit.training.plots import plot_history
-from siamkit.training.presets import (
+from siamkit.training.fine_tuning import (
     FACE_CANDIDATES,
     CandidateResult,
     FineTuneCandidate,
     FineTuneOutcome,
     FineTuneSelection,
     choose_candidate,
-    face_aligner,
-    face_encoder,
     read_fine_tuning,
     save_face_run,
     select_fine_tuning,
 )
-from siamkit.training.records import (
-    EpochRecord,
-    TrainingRecord,
-    ValidationMetrics,
-    read_training_record,
-)
+from siamkit.training.plots import plot_history
+from siamkit.training.recipes import face_aligner, face_encoder
 from siamkit.training.runtime import reproducible
 from siamkit.training.trainer import Callback, Trainer, TrainResult, fit, load_checkpoint
 

@@ -9,9 +9,9 @@ from siamkit.encoders.base import Encoder
 from siamkit.encoders.whitening import whitening_layers
 from siamkit.evaluation.identification import rank1_leave_one_out
 from siamkit.evaluation.verification import all_pairs_distances, verification_metrics
+from siamkit.model_folder.records import ValidationMetrics
 from siamkit.training._sources import ImageSource
 from siamkit.training.distributed import DistributedContext, gather_rows, split_range
-from siamkit.training.records import ValidationMetrics
 
 _EMBED_BATCH = 256
 

@@ -15,9 +15,9 @@ from siamkit._atomic import write_with
 from siamkit._load_errors import load_error_reason
 from siamkit.encoders.base import Encoder, encoder_registry
 from siamkit.exceptions import ConfigError, ModelFileError, TrainingError
+from siamkit.model_folder.layout import CHECKPOINT_FILE
 from siamkit.training.config import TrainConfig
 
-CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "siamkit-checkpoint"
 #: Version 2 adds the encoder's identity (name, class, constructor arguments) and
 #: the runtime (thread count, deterministic kernels); version 3 the loss's own

@@ -22,6 +22,13 @@ from siamkit.encoders.whitening import whitening_layers
 from siamkit.exceptions import ConfigError, NonFiniteError, TrainingError
 from siamkit.losses.base import PairLoss
 from siamkit.miners.base import PairMiner
+from siamkit.model_folder.layout import HISTORY_FILE, PLOT_FILE, RUN_FILES, check_out_folder
+from siamkit.model_folder.records import (
+    TRAINING_KEY,
+    EpochRecord,
+    TrainingRecord,
+    ValidationMetrics,
+)
 from siamkit.training._binding import bind_loss, bind_miner
 from siamkit.training._parallel import check_world, parallel_model
 from siamkit.training._sources import ImageSource, train_source, val_source
@@ -47,14 +54,7 @@ from siamkit.training.distributed import (
     shard,
     training_device,
 )
-from siamkit.training.records import TRAINING_KEY, EpochRecord, TrainingRecord, ValidationMetrics
 from siamkit.training.runtime import reproducible
-
-HISTORY_FILE = "history.json"
-PLOT_FILE = "loss_plot.png"
-#: The files of a run folder whose temporary copies a killed save leaves behind
-#: (``split.json`` is ``siamkit train``'s); each checkpoint removes them.
-RUN_FILES = (CHECKPOINT_FILE, HISTORY_FILE, PLOT_FILE, "split.json")
 
 
 class _DivergedError(TrainingError):
@@ -225,6 +225,8 @@ class Trainer:
             DataError: fewer than two people, or a person with a single image.
             ConfigError: under torch.distributed, the batch does not split over
                 the processes, or the processes were given different settings.
+            ConfigError: ``out_dir`` is a file or holds files that no run writes
+                (:func:`siamkit.model_folder.check_out_folder`).
             TrainingError: the loss became NaN, ``out_dir`` holds another run
                 and ``resume`` is False, the run to resume used another
                 encoder, other encoder arguments or other settings, or another
@@ -236,6 +238,8 @@ class Trainer:
         """
         started = time.perf_counter()
         out = Path(out_dir) if out_dir is not None else None
+        if out is not None:  # on every process before any joins the group: none wrote yet
+            check_out_folder(out, resume)
         timeout = datetime.timedelta(seconds=self.config.dist_timeout)
         with reproducible(self.config.num_threads, self.config.deterministic) as runtime:
             self.runtime = runtime

@@ -35,13 +35,8 @@ from siamkit.training import (
     read_fine_tuning,
     select_fine_tuning,
 )
-from siamkit.training.presets import (
-    FACE_ENCODER,
-    FROZEN,
-    face_aligner,
-    face_extra_missing,
-    resolve_preset,
-)
+from siamkit.training.fine_tuning import FROZEN
+from siamkit.training.recipes import FACE_ENCODER, face_aligner, face_extra_missing, resolve_preset
 
 needs_faces = pytest.mark.skipif(
     face_extra_missing() is not None, reason="the faces extra (dlib, face models) is missing"

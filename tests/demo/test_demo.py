@@ -93,9 +93,9 @@ def test_demo_needs_enough_people(make_image_folder, tmp_path: Path, capsys) -> 
 
 
 def test_the_demo_follows_the_train_presets(monkeypatch: pytest.MonkeyPatch) -> None:
-    from siamkit.training import presets
+    from siamkit.training import recipes
 
-    monkeypatch.setattr(presets, "face_extra_missing", lambda: "dlib is not installed")
+    monkeypatch.setattr(recipes, "face_extra_missing", lambda: "dlib is not installed")
     with pytest.raises(siamkit.MissingExtraError, match="dlib is not installed"):
         run_demo("unused", preset="face")
     with pytest.raises(siamkit.ConfigError, match="unknown preset"):
@@ -104,7 +104,7 @@ def test_the_demo_follows_the_train_presets(monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.mark.slow
 def test_demo_on_orl_with_the_default_recipe(orl_root: Path, tmp_path: Path) -> None:
-    from siamkit.training.presets import face_extra_missing
+    from siamkit.training.recipes import face_extra_missing
 
     result = run_demo(tmp_path / "demo", data=orl_root)
     assert result.evaluation.verification.auc > 0.97

@@ -23,7 +23,7 @@ from siamkit.cli.main import main
 from siamkit.evaluation import evaluate_encoder
 from siamkit.exceptions import DataError, NoFaceError
 from siamkit.index import Enrolled, SkippedImage
-from siamkit.training.presets import face_extra_missing
+from siamkit.training.recipes import face_extra_missing
 
 needs_faces = pytest.mark.skipif(
     face_extra_missing() is not None, reason="the faces extra (dlib, face models) is missing"

@@ -434,7 +434,7 @@ def test_corrupt_split_file_on_resume_is_one_line(
 def test_deeply_nested_training_files_are_one_line_not_a_recursion_error(
     synthetic_faces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from siamkit.training.records import read_training_record
+    from siamkit.model_folder.records import read_training_record
 
     out = tmp_path / "m"
     out.mkdir()

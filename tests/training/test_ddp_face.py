@@ -28,13 +28,8 @@ import pytest
 import siamkit
 from siamkit.cli.main import main
 from siamkit.training import CandidateResult, FineTuneSelection, Trainer, read_fine_tuning
-from siamkit.training.presets import (
-    FACE_ENCODER,
-    FROZEN,
-    FineTuneOutcome,
-    face_extra_missing,
-    save_face_run,
-)
+from siamkit.training.fine_tuning import FROZEN, FineTuneOutcome, save_face_run
+from siamkit.training.recipes import FACE_ENCODER, face_extra_missing
 
 needs_faces = pytest.mark.skipif(
     face_extra_missing() is not None, reason="the faces extra (dlib, face models) is missing"

@@ -368,11 +368,18 @@ def test_the_next_save_removes_the_temporary_files_of_a_killed_one(
     ours = [".checkpoint.pt.k3j_9xq2.tmp", ".history.json.a1b2c3d4.tmp"]
     ours += [".split.json.zzzzzzzz.tmp", ".loss_plot.png.0_0_0_0_.tmp"]
     theirs = [".checkpoint.pt.tmp", ".checkpoint.pt.abc.tmp", ".notes.txt.a1b2c3d4.tmp"]
-    theirs += ["checkpoint.pt.a1b2c3d4.tmp", ".history.json.a1b2c3d4.bak"]
-    for name in ours + theirs:
+    # Not a run's names at all: since the model folder's check runs in Trainer.fit too,
+    # a folder holding them is refused before anything there is touched.
+    foreign = ["checkpoint.pt.a1b2c3d4.tmp", ".history.json.a1b2c3d4.bak"]
+    for name in ours + theirs + foreign:
         (run / name).write_bytes(b"half a file")
     torch.manual_seed(0)
     encoder = siamkit.create_encoder("compact", **SMALL)
+    with pytest.raises(siamkit.ConfigError, match="not from a training run"):
+        Trainer(encoder, small_config()).fit(parts.train, None, run)
+    assert sorted(p.name for p in run.iterdir()) == sorted(ours + theirs + foreign)
+    for name in foreign:
+        (run / name).unlink()
     Trainer(encoder, small_config()).fit(parts.train, None, run)
     left = sorted(p.name for p in run.iterdir() if p.name.startswith(".") or "tmp" in p.name)
     assert left == sorted(theirs)

@@ -5,7 +5,8 @@ checkpoint), the model (``encoder.json``, whose ``extra["training"]`` says how
 it was trained), and :class:`~siamkit.training.TrainResult`. These dataclasses
 are the only shape in which training results travel between modules;
 :func:`read_training_record` is the only code that reads ``extra["training"]``
-back (the evaluation runner takes the model's threshold from it). Their JSON
+back (:func:`trained_threshold`, for ``siamkit eval``, takes the model's
+threshold from it). Their JSON
 is what earlier versions wrote, so older model directories still read.
 """
 
@@ -17,11 +18,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from siamkit._manifest import parse_json
 from siamkit.exceptions import ModelFileError
+from siamkit.model_folder.layout import ENCODER_FILE, TRAINING_KEY, read_model_manifest
 
-#: The key of ``encoder.json``'s ``extra`` that holds the :class:`TrainingRecord`.
-TRAINING_KEY = "training"
 _VAL = "val_"
 
 
@@ -245,22 +244,35 @@ def read_training_record(model_dir: str | os.PathLike) -> TrainingRecord | None:
         >>> record.epoch, record.threshold  # doctest: +SKIP
         (150, 0.83)
     """
-    from siamkit.encoders.base import ENCODER_FILE
-
-    path = Path(model_dir) / ENCODER_FILE
-    if not path.is_file():
-        return None
-    try:
-        manifest = parse_json(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ModelFileError(f"cannot read {path}: {err}") from None
-    extra = manifest.get("extra") if isinstance(manifest, dict) else None
+    manifest = read_model_manifest(model_dir)
+    extra = manifest.get("extra") if manifest is not None else None
     if not isinstance(extra, dict) or extra.get(TRAINING_KEY) is None:
         return None
     try:
         return TrainingRecord.from_dict(extra[TRAINING_KEY])
     except ModelFileError as err:
-        raise ModelFileError(f"{path}: {err}") from None
+        raise ModelFileError(f"{Path(model_dir) / ENCODER_FILE}: {err}") from None
+
+
+def trained_threshold(model_dir: str | os.PathLike | None) -> float | None:
+    """The decision threshold fitted on the model's held-out people in training, if any.
+
+    What ``siamkit eval`` passes to :func:`~siamkit.evaluation.evaluate_encoder`;
+    None for a folder that is no siamkit model (an ONNX export) or was trained
+    without held-out people.
+
+    Raises:
+        ModelFileError: ``encoder.json`` or its training record is malformed.
+
+    Examples:
+        >>> import tempfile
+        >>> trained_threshold(tempfile.mkdtemp()) is None
+        True
+    """
+    if model_dir is None or not (Path(model_dir) / ENCODER_FILE).is_file():
+        return None
+    record = read_training_record(model_dir)
+    return None if record is None else record.threshold
 
 
 def _is_number(value: Any) -> bool:
@@ -277,4 +289,5 @@ __all__ = [
     "TrainingRecord",
     "ValidationMetrics",
     "read_training_record",
+    "trained_threshold",
 ]

