@@ -48,6 +48,13 @@ def add_parser(commands: Any) -> None:
         help="training epochs of the scratch recipe, or of each fine-tuning candidate of the "
         "face recipe (default: the recipe's)",
     )
+    _add_run_args(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=run)
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    """The seed, the targets of the index's thresholds, and where the data comes from."""
     parser.add_argument(
         "--seed",
         type=int,
@@ -74,8 +81,6 @@ def add_parser(commands: Any) -> None:
         help="where to download the AT&T archive from (default: the official "
         "address, or $SIAMKIT_ATT_URL)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -133,6 +133,14 @@ def _add_build(actions: Any) -> None:
         metavar="KIND",
         help="flat (exact), hnsw, ivf, or (faiss) an index_factory string (default: %(default)s)",
     )
+    _build_run_args(parser)
+    _lock_timeout_arg(parser)
+    _quiet_arg(parser)
+    parser.set_defaults(handler=run_build)
+
+
+def _build_run_args(parser: argparse.ArgumentParser) -> None:
+    """How a build runs: saves, resume, calibration targets, batches, device."""
     parser.add_argument(
         "--save-every",
         type=float,
@@ -169,9 +177,6 @@ def _add_build(actions: Any) -> None:
         help="where the model embeds: cpu, cuda, cuda:N or auto (default: %(default)s); "
         "under torchrun, cuda means each process's own GPU (cuda:LOCAL_RANK)",
     )
-    _lock_timeout_arg(parser)
-    _quiet_arg(parser)
-    parser.set_defaults(handler=run_build)
 
 
 def _add_query(actions: Any) -> None:

@@ -41,6 +41,15 @@ def add_parser(commands: Any) -> None:
         metavar="DIR",
         help="output model directory (created if missing)",
     )
+    _add_recipe_args(parser)
+    _add_settings_args(parser, defaults)
+    _add_run_args(parser, defaults)
+    _add_launcher(parser)
+    parser.set_defaults(handler=run)
+
+
+def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
+    """The recipe and its parts: --preset, --encoder, --aligner and their settings."""
     parser.add_argument(
         "--preset",
         choices=PRESETS,
@@ -82,6 +91,10 @@ def add_parser(commands: Any) -> None:
         help="keyword argument for the aligner, as --encoder-arg (repeatable), e.g. "
         "--aligner-arg on_missing=skip",
     )
+
+
+def _add_settings_args(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    """The training settings: epochs, batches, learning rate, margin (then loss and miner)."""
     parser.add_argument(
         "--epochs",
         type=int,
@@ -121,6 +134,11 @@ def add_parser(commands: Any) -> None:
         help="contrastive margin (default: the encoder's own, e.g. 2.0 for compact; else 0.5 "
         "for cosine encoders, 1.0 for euclidean)",
     )
+    _add_loss_args(parser, defaults)
+
+
+def _add_loss_args(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    """The loss, its miner and augmentation."""
     parser.add_argument(
         "--loss",
         default="contrastive",
@@ -147,6 +165,10 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="turn off flips, small rotations, shifts and brightness changes",
     )
+
+
+def _add_run_args(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    """The run: seed, held-out people, device, threads, resume."""
     parser.add_argument(
         "--seed",
         type=int,
@@ -183,8 +205,6 @@ def add_parser(commands: Any) -> None:
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_launcher(parser)
-    parser.set_defaults(handler=run)
 
 
 #: Options of the local launcher, passed to torch.distributed.run (not to the processes).

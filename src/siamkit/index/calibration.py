@@ -18,12 +18,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from siamkit.exceptions import ConfigError, DataError
-from siamkit.geometry import index_distances
+from siamkit.exceptions import ConfigError, DataError, EmptyIndexError, ShapeError
+from siamkit.geometry import check_directions, index_distances, prepare
+from siamkit.index._inputs import embed_items, to_embeddings
 from siamkit.index.results import Gallery, Neighbors
 from siamkit.thresholds import (
     FarCalibration,
@@ -35,15 +36,20 @@ from siamkit.thresholds import (
     fit_fpir_threshold,
 )
 
+if TYPE_CHECKING:
+    from siamkit.index.face_index import FaceIndex
+
 __all__ = [
     "MAX_PAIRS",
     "calibrate_far",
     "calibrate_fpir",
+    "calibrate_gallery",
     "check_far",
     "check_fpir",
     "check_threshold",
     "fit_far_threshold",
     "gallery_pairs",
+    "pair_distances",
     "search_scores",
 ]
 
@@ -417,3 +423,82 @@ def check_pairs(same: np.ndarray) -> None:
             "no impostor pair (images of two people) to calibrate on: enrol several "
             "people, or pass labelled pairs="
         )
+
+
+def calibrate_gallery(
+    index: FaceIndex,
+    target_far: float | None = None,
+    pairs: tuple[Any, Any, Any] | None = None,
+    *,
+    target_fpir: float | None = None,
+    unknown: Any = None,
+    max_pairs: int = MAX_PAIRS,
+    seed: int = 0,
+) -> FarCalibration | FpirCalibration:
+    """Fit ``index``'s 1:1 or 1:N threshold: what :meth:`FaceIndex.calibrate` keeps (see there).
+
+    Raises:
+        ConfigError: a rate outside (0, 1), or both kinds asked at once.
+        DataError: nothing to fit on.
+        EmptyIndexError: the index holds no item.
+    """
+    if target_fpir is None:
+        if unknown is not None:
+            raise ConfigError("unknown= probes calibrate 1:N search: pass target_fpir= too")
+        target_far = check_far(1e-3 if target_far is None else target_far)
+        if pairs is not None:
+            distances, same = _labelled_pairs(index, pairs)
+            return fit_far_threshold(distances, same, target_far, source="pairs")
+        return calibrate_far(_stored(index), index.metric, target_far, max_pairs, seed)
+    if target_far is not None or pairs is not None:
+        raise ConfigError(
+            "calibrate fits one threshold per call: target_far (1:1, verify) or "
+            "target_fpir (1:N, identify); call it twice for both"
+        )
+    probes = None if unknown is None else _probes(index, unknown)
+    return calibrate_fpir(index._neighbors, _stored(index), index.metric, target_fpir, probes)
+
+
+def pair_distances(first: np.ndarray, second: np.ndarray, metric: str) -> np.ndarray:
+    """Paired distances of embeddings, by the function search and calibration use.
+
+    Examples:
+        >>> a, b = np.array([[3.0, 4.0]]), np.array([[0.0, 0.0]])
+        >>> pair_distances(a, b, "euclidean").tolist()
+        [5.0]
+    """
+    check_directions(first, metric)
+    check_directions(second, metric)
+    return index_distances(prepare(first, metric), prepare(second, metric), metric)
+
+
+def _stored(index: FaceIndex) -> Gallery:
+    gallery = None if index.store is None else index.store.gallery()
+    if gallery is None or gallery.size == 0:
+        raise EmptyIndexError("the index is empty: add a gallery before calibrating it")
+    return gallery
+
+
+def _probes(index: FaceIndex, unknown: Any) -> np.ndarray:
+    # A collection: under on_missing="skip", a photo without a face is no probe.
+    embedded = embed_items(unknown, index.encoder, index.dim)
+    if not len(embedded.embeddings):
+        skipped = f" ({len(embedded.skipped)} without a face)" if embedded.skipped else ""
+        raise DataError(f"unknown= holds no probe{skipped}: pass images or embeddings of strangers")
+    check_directions(embedded.embeddings, index.metric, "unknown probes")
+    return prepare(embedded.embeddings, index.metric)
+
+
+def _labelled_pairs(index: FaceIndex, pairs: Any) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(pairs, (tuple, list)) or len(pairs) != 3:
+        raise ConfigError("pairs must be a tuple (a, b, same) of two batches and the flags")
+    first, _, _ = to_embeddings(pairs[0], index.encoder, index.dim)
+    second, _, _ = to_embeddings(pairs[1], index.encoder, index.dim)
+    same = np.asarray(pairs[2], dtype=bool).reshape(-1)
+    if not len(first) == len(second) == len(same):
+        raise ShapeError(
+            f"pairs hold {len(first)} a items, {len(second)} b items and {len(same)} "
+            "same/different flags: pass one of each per pair"
+        )
+    check_pairs(same)
+    return pair_distances(first, second, index.metric), same

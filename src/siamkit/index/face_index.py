@@ -10,8 +10,8 @@ and calibrates (:mod:`siamkit.index.calibration`); the items live in a
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,15 +19,13 @@ import numpy as np
 
 from siamkit.exceptions import (
     ConfigError,
-    DataError,
     DuplicateIdError,
     EmptyIndexError,
     GeometryError,
-    IndexFileError,
     ShapeError,
     UnknownIdError,
 )
-from siamkit.geometry import MAX_SQUARED_NORM, check_directions, index_distances, prepare
+from siamkit.geometry import MAX_SQUARED_NORM, check_directions, prepare
 from siamkit.index import gallery_record as _record
 from siamkit.index._inputs import (
     check_extra,
@@ -38,18 +36,10 @@ from siamkit.index._inputs import (
     per_item,
     to_embeddings,
 )
-from siamkit.index.calibration import (
-    MAX_PAIRS,
-    Gallery,
-    calibrate_far,
-    calibrate_fpir,
-    check_far,
-    check_pairs,
-    check_threshold,
-    fit_far_threshold,
-)
+from siamkit.index.calibration import MAX_PAIRS, calibrate_gallery, pair_distances
 from siamkit.index.decisions import decision_threshold, verification, vote
 from siamkit.index.gallery_record import GalleryRecord, SharedRecord
+from siamkit.index.persistence import connect_index, load_index, update_index
 from siamkit.index.results import (
     Calibration,
     Enrolled,
@@ -68,13 +58,11 @@ from siamkit.index.stores.base import (
     VectorStore,
     hits_to_results,
     store_kind,
-    store_place,
     store_registry,
 )
-from siamkit.index.stores.faiss import FaissStore
-from siamkit.index.stores.faiss.files import LOCK_TIMEOUT, folder_lock
+from siamkit.index.stores.faiss.files import LOCK_TIMEOUT
 from siamkit.index.stores.settings import index_kind_name
-from siamkit.thresholds import FpirCalibration, growth_warning
+from siamkit.thresholds import FpirCalibration
 
 if TYPE_CHECKING:  # the index runs without torch behind an ONNX encoder
     from siamkit.encoders.base import Encoder
@@ -263,11 +251,8 @@ class FaceIndex:
 
     @threshold.setter
     def threshold(self, value: float | None) -> None:
-        value = None if value is None else check_threshold(value)
         with self._changing_record() as record:
-            record.threshold = value
-            if record.calibration is not None and record.calibration.threshold != value:
-                record.calibration = None  # the report no longer describes the threshold
+            record.set_threshold(value, "1:1")
 
     @property
     def identify_threshold(self) -> float | None:
@@ -276,12 +261,8 @@ class FaceIndex:
 
     @identify_threshold.setter
     def identify_threshold(self, value: float | None) -> None:
-        value = None if value is None else check_threshold(value)
         with self._changing_record() as record:
-            record.identify_threshold = value
-            fit = record.fpir_calibration
-            if fit is not None and fit.threshold != value:
-                record.fpir_calibration = None
+            record.set_threshold(value, "1:N")
 
     @property
     def search_threshold(self) -> float | None:
@@ -792,7 +773,7 @@ class FaceIndex:
             raise ShapeError("verify compares two single faces: pass one item as a and one as b")
         if first.shape != second.shape:
             raise ShapeError(f"embedding sizes differ: {first.shape[1]} vs {second.shape[1]}")
-        return verification(float(self._distances(first, second)[0]), limit)
+        return verification(float(pair_distances(first, second, self._metric)[0]), limit)
 
     # -- calibration -----------------------------------------------------------------
     def calibrate(
@@ -855,66 +836,11 @@ class FaceIndex:
             >>> search.num_mated, search.num_non_mated, search.fnir, search.gallery_size
             (20, 20, 0.0, 20)
         """
-        if target_fpir is None:
-            if unknown is not None:
-                raise ConfigError("unknown= probes calibrate 1:N search: pass target_fpir= too")
-            target_far = check_far(1e-3 if target_far is None else target_far)
-            if pairs is not None:
-                distances, same = self._pair_distances(pairs)
-                report = fit_far_threshold(distances, same, target_far, source="pairs")
-            else:
-                report = calibrate_far(self._gallery(), self._metric, target_far, max_pairs, seed)
-            with self._changing_record() as record:
-                record.threshold, record.calibration = report.threshold, report
-            return report
-        if target_far is not None or pairs is not None:
-            raise ConfigError(
-                "calibrate fits one threshold per call: target_far (1:1, verify) or "
-                "target_fpir (1:N, identify); call it twice for both"
-            )
-        probes = None if unknown is None else self._probes(unknown)
-        fit = calibrate_fpir(self._neighbors, self._gallery(), self._metric, target_fpir, probes)
+        fit = calibrate_gallery(self, target_far, pairs, target_fpir=target_fpir,
+                                unknown=unknown, max_pairs=max_pairs, seed=seed)  # fmt: skip
         with self._changing_record() as record:
-            record.identify_threshold, record.fpir_calibration = fit.threshold, fit
+            record.keep(fit)
         return fit
-
-    def _probes(self, unknown: Any) -> np.ndarray:
-        # A collection: under on_missing="skip", a photo without a face is no probe.
-        embedded = embed_items(unknown, self.encoder, self._dim)
-        if not len(embedded.embeddings):
-            skipped = f" ({len(embedded.skipped)} without a face)" if embedded.skipped else ""
-            raise DataError(
-                f"unknown= holds no probe{skipped}: pass images or embeddings of strangers"
-            )
-        check_directions(embedded.embeddings, self._metric, "unknown probes")
-        return prepare(embedded.embeddings, self._metric)
-
-    def _distances(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        """Paired distances of embeddings, by the function search and calibration use."""
-        check_directions(first, self._metric)
-        check_directions(second, self._metric)
-        prepared = prepare(first, self._metric), prepare(second, self._metric)
-        return index_distances(*prepared, self._metric)
-
-    def _gallery(self) -> Gallery:
-        gallery = None if self._store is None else self._store.gallery()
-        if gallery is None or gallery.size == 0:
-            raise EmptyIndexError("the index is empty: add a gallery before calibrating it")
-        return gallery
-
-    def _pair_distances(self, pairs: Any) -> tuple[np.ndarray, np.ndarray]:
-        if not isinstance(pairs, (tuple, list)) or len(pairs) != 3:
-            raise ConfigError("pairs must be a tuple (a, b, same) of two batches and the flags")
-        first, _, _ = to_embeddings(pairs[0], self.encoder, self._dim)
-        second, _, _ = to_embeddings(pairs[1], self.encoder, self._dim)
-        same = np.asarray(pairs[2], dtype=bool).reshape(-1)
-        if not len(first) == len(second) == len(same):
-            raise ShapeError(
-                f"pairs hold {len(first)} a items, {len(second)} b items and {len(same)} "
-                "same/different flags: pass one of each per pair"
-            )
-        check_pairs(same)
-        return self._distances(first, second), same
 
     # -- information -----------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -950,21 +876,8 @@ class FaceIndex:
             "fpir_calibration": None if fit is None else fit.to_dict(),
             "encoder_fingerprint": record.fingerprint,
             "extra": dict(record.extra),
-            "warnings": self._warnings(count),
+            "warnings": record.warnings(count),
         }
-
-    def _warnings(self, count: int) -> list[str]:
-        grown = growth_warning(self._shared.record.fpir_calibration, count)
-        warnings = [] if grown is None else [grown]
-        if (
-            self._shared.record.identify_threshold is None
-            and self._shared.record.threshold is not None
-        ):
-            warnings.append(
-                "identify uses the 1:1 threshold, which accepts more strangers the larger the "
-                "gallery: calibrate 1:N search (target_fpir=...)"
-            )
-        return warnings
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path: str | os.PathLike | None = None) -> Path | None:
@@ -1018,12 +931,10 @@ class FaceIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike, encoder: Encoder | Any | None = None) -> FaceIndex:
-        """Load an index saved by :meth:`save`, checking every file.
+        """Load an index saved by :meth:`save`, checking every file and the encoder.
 
-        Args:
-            path: The index folder.
-            encoder: The encoder to search with images; it must be the one the
-                index was built with (same fingerprint and size).
+        ``encoder`` (to search with images) must be the one the index was built
+        with: same fingerprint, size and metric.
 
         Raises:
             IndexFileError: a file is missing, truncated, corrupted (checksum)
@@ -1033,37 +944,25 @@ class FaceIndex:
 
         Examples:
             >>> import tempfile
-            >>> FaceIndex.load(tempfile.mkdtemp())
-            Traceback (most recent call last):
-            ...
-            siamkit.exceptions.IndexFileError: ...
+            >>> index = FaceIndex(metric="cosine", dim=2)
+            >>> _ = index.add(np.eye(2, dtype="float32"), labels=["a", "b"])
+            >>> FaceIndex.load(index.save(tempfile.mkdtemp())).labels()
+            ['a', 'b']
         """
-        directory = Path(path)
-        store = FaissStore.load(directory)
-        where = f"the index in {directory}"
-        return cls._over(store, encoder, where)
+        return load_index(path, encoder)
 
     @classmethod
-    @contextmanager
     def update(
-        cls,
-        path: str | os.PathLike,
-        encoder: Encoder | Any | None = None,
-        *,
+        cls, path: str | os.PathLike, encoder: Encoder | Any | None = None, *,
         timeout: float = LOCK_TIMEOUT,
-    ) -> Iterator[FaceIndex]:
-        """Load the index in folder ``path`` to change it, and save it back, other writers kept out.
+    ) -> AbstractContextManager[FaceIndex]:  # fmt: skip
+        """Load the index in ``path`` to change it, and save it back, other writers kept out.
 
-        Holds the folder's write lock from the load to the save, so several
-        processes (or threads) adding to or removing from one index all keep
-        their changes: each waits for the one before. The index is saved when
-        the ``with`` block ends without an exception; after one nothing is
-        saved. Loads and searches elsewhere never wait for the lock.
-
-        Args:
-            path: The index folder.
-            encoder: As for :meth:`load`.
-            timeout: Seconds to wait for another writer's lock.
+        Holds the folder's write lock from the load to the save (waiting up to
+        ``timeout`` seconds for another writer), so several processes adding to
+        or removing from one index all keep their changes. The index is saved
+        when the ``with`` block ends without an exception; after one nothing
+        is saved. Loads and searches elsewhere never wait for the lock.
 
         Raises:
             LockTimeoutError: another writer held the lock past ``timeout``.
@@ -1079,23 +978,16 @@ class FaceIndex:
             >>> len(FaceIndex.load(folder))
             2
         """
-        directory = Path(path)
-        with folder_lock(directory, timeout):
-            index = cls.load(directory, encoder)
-            yield index
-            index.save(directory)
+        return update_index(path, encoder, timeout=timeout)
 
     @classmethod
     def connect(
         cls, encoder: Encoder | Any | None = None, *, store: str | VectorStore = "milvus",
         **options: Any,
     ) -> FaceIndex:  # fmt: skip
-        """Reopen a gallery kept in a database store, checked against ``encoder``.
+        """Reopen a gallery kept in a database store, checked against ``encoder`` as :meth:`load`.
 
-        The counterpart of :meth:`load` for stores with connections: the
-        collection must exist, and the encoder must be the one it was built
-        with (dimension, metric and fingerprint), with the same errors as
-        :meth:`load`. Thresholds and calibrations come back with it.
+        Thresholds and calibrations come back with it.
 
         Args:
             encoder: The encoder to search with images, or None for embeddings.
@@ -1112,32 +1004,7 @@ class FaceIndex:
             >>> FaceIndex.connect(encoder, uri="faces.db", collection="faces")  # doctest: +SKIP
             FaceIndex(400 items, dim=128, metric='euclidean', index='flat')
         """
-        if isinstance(store, VectorStore):
-            opened = store
-        elif store_registry.get(store).persistence == "files":
-            raise ConfigError(f"a {store} gallery is a folder: open it with FaceIndex.load(path)")
-        else:
-            store_registry.check_arguments(store, options)  # a typo names itself
-            opened = store_registry.get(store).open(**options)
-        where = f"the {store_kind(opened)} gallery {store_place(opened)}"
-        return cls._over(opened, encoder, where)
-
-    @classmethod
-    def _over(cls, store: VectorStore, encoder: Any, where: str) -> FaceIndex:
-        """A FaceIndex over an existing store, its record checked against ``encoder``."""
-        try:
-            record = _record.GalleryRecord.from_meta(store.get_meta(), store.dim)
-        except ConfigError as err:
-            raise IndexFileError(
-                f"the siamkit record of {where} is damaged or was edited ({err}); calibrate it "
-                "again, or build a new index"
-            ) from None
-        _record.check_encoder(record, store.dim, store.metric, encoder, where, "build a new index")
-        index = cls(encoder, metric=store.metric, store=store)
-        if encoder is not None:  # the fingerprint matched, or none was recorded
-            record.encoder = _record.encoder_info(encoder)
-        index._shared.record = record
-        return index
+        return connect_index(encoder, store=store, **options)
 
 
 def _id_list(ids: Any) -> list[Any]:

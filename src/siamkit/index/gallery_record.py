@@ -28,7 +28,7 @@ from siamkit.index._inputs import MAX_METADATA_DEPTH
 from siamkit.index.calibration import check_far, check_fpir
 from siamkit.index.results import Calibration
 from siamkit.index.stores.base import VectorStore, store_kind, store_place
-from siamkit.thresholds import FpirCalibration, check_threshold
+from siamkit.thresholds import FpirCalibration, check_threshold, growth_warning
 
 if TYPE_CHECKING:  # the index runs without torch with an ONNX encoder
     from siamkit.encoders.base import Encoder
@@ -114,6 +114,42 @@ class GalleryRecord:
     def fingerprint(self) -> str | None:
         """The recorded encoder's fingerprint, or None."""
         return (self.encoder or {}).get("fingerprint")
+
+    def keep(self, fit: Calibration | FpirCalibration) -> None:
+        """Keep a fresh calibration and its threshold (1:1 or 1:N, by its type)."""
+        if isinstance(fit, FpirCalibration):
+            self.identify_threshold, self.fpir_calibration = fit.threshold, fit
+        else:
+            self.threshold, self.calibration = fit.threshold, fit
+
+    def set_threshold(self, value: float | None, kind: str) -> None:
+        """Set the ``"1:1"`` or ``"1:N"`` threshold by hand; a report for another goes.
+
+        Examples:
+            >>> record = GalleryRecord()
+            >>> record.set_threshold(0.4, "1:N"); record.identify_threshold
+            0.4
+        """
+        value = None if value is None else check_threshold(value)
+        if kind == "1:1":
+            self.threshold = value
+            if self.calibration is not None and self.calibration.threshold != value:
+                self.calibration = None  # the report no longer describes the threshold
+        else:
+            self.identify_threshold = value
+            if self.fpir_calibration is not None and self.fpir_calibration.threshold != value:
+                self.fpir_calibration = None
+
+    def warnings(self, count: int) -> list[str]:
+        """What may make decisions worse than calibrated, for a gallery of ``count`` items."""
+        grown = growth_warning(self.fpir_calibration, count)
+        found = [] if grown is None else [grown]
+        if self.identify_threshold is None and self.threshold is not None:
+            found.append(
+                "identify uses the 1:1 threshold, which accepts more strangers the larger the "
+                "gallery: calibrate 1:N search (target_fpir=...)"
+            )
+        return found
 
 
 class SharedRecord:
