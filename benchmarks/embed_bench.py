@@ -36,7 +36,10 @@ import siamkit
 from siamkit.runtime import OnnxEncoder
 
 ROOT = Path(__file__).resolve().parent
-ENCODERS = {"default (compact)": ("compact", {}), "pretrained (dlib-face)": ("dlib-face", {})}
+ENCODERS = {
+    "default (compact)": ("compact", {}),
+    "pretrained (dlib-face)": ("dlib-face", {"flip_average": False}),
+}
 BATCHES = (1, 64)
 
 

@@ -317,7 +317,9 @@ class EveryFace:
         import siamkit
 
         self.aligner = siamkit.create_aligner(aligner_name)
-        self.encoder = siamkit.create_encoder("dlib-face", trainable_from="none").eval()
+        self.encoder = siamkit.create_encoder(
+            "dlib-face", trainable_from="none", flip_average=False
+        ).eval()
         self.metric = self.encoder.metric
 
     def key(self) -> dict[str, Any]:
@@ -403,9 +405,11 @@ def pipeline(row: str) -> Any:
     from siamkit.encoders.face_fusion import fusion_aligner
 
     if row == "siamkit_before":
-        return LibraryPipeline(row, siamkit.create_aligner("dlib"), "dlib-face")
+        return LibraryPipeline(row, siamkit.create_aligner("dlib"), "dlib-face", flip_average=False)
     if row == "yunet":
-        return LibraryPipeline(row, siamkit.create_aligner("yunet"), "dlib-face")
+        return LibraryPipeline(
+            row, siamkit.create_aligner("yunet"), "dlib-face", flip_average=False
+        )
     if row == "yunet_flip":
         return LibraryPipeline(row, siamkit.create_aligner("yunet"), "dlib-face", flip_average=True)
     if row == "fusion":

@@ -158,7 +158,7 @@ def frozen_face_model(paths: list[str], labels: np.ndarray, seed: int) -> tuple[
 
 def frozen_dlib_aligner(paths: list[str], labels: np.ndarray, seed: int) -> tuple[Embedder, str]:
     """The face recipe before YuNet: ``dlib-face`` (no flip) behind the ``dlib`` aligner."""
-    encoder = siamkit.create_encoder("dlib-face", trainable_from="none")
+    encoder = siamkit.create_encoder("dlib-face", trainable_from="none", flip_average=False)
     encoder.aligner = siamkit.create_aligner("dlib")
     return encoder.embed, encoder.metric
 

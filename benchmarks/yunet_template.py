@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"the AT&T faces are not at {ORL}")
     dlib_aligner = DlibAligner(second_look=False)
     yunet_aligner = YuNetAligner()
-    encoder = siamkit.create_encoder("dlib-face")
+    encoder = siamkit.create_encoder("dlib-face", flip_average=False)
     sets = photos(args.per_person)
     faces, counts = {}, {}
     for name, items in sets.items():

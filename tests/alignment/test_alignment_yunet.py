@@ -52,7 +52,7 @@ def orl_faces(orl) -> list[Image.Image]:
 
 @pytest.fixture(scope="module")
 def dlib_face():
-    return siamkit.create_encoder("dlib-face")
+    return siamkit.create_encoder("dlib-face", flip_average=False)
 
 
 def test_it_is_registered_and_finds_the_att_faces(aligner, orl) -> None:

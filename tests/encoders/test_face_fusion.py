@@ -29,7 +29,7 @@ except MissingExtraError:
 
 @pytest.fixture(scope="module")
 def fused() -> DlibSFaceFusion:
-    return DlibSFaceFusion().eval()
+    return DlibSFaceFusion(flip_average=False).eval()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def orl_photos(orl_root) -> list[Image.Image]:
 def test_its_dlib_part_is_dlib_face_on_dlibs_own_chip(fused, orl_photos) -> None:
     """The wide chip's centre is the 150x150 chip of padding 0.25, pixel for pixel."""
     wide, narrow = fusion_aligner("yunet"), siamkit.create_aligner("yunet")
-    dlib_face = siamkit.create_encoder("dlib-face").eval()
+    dlib_face = siamkit.create_encoder("dlib-face", flip_average=False).eval()
     for photo in orl_photos:
         face = wide.detect(photo)[0]
         chip, own = np.asarray(wide.chip(photo, face)), np.asarray(narrow.chip(photo, face))
@@ -183,12 +183,10 @@ def test_an_aligner_cutting_other_chips_is_refused_with_the_fix(fused, tmp_path)
     ],
 )
 def test_siamkit_train_cuts_the_chips_of_the_encoder_it_trains(recipe, encoder, size) -> None:
-    import argparse
+    from siamkit.training.recipes import RecipeOptions, recipe_aligner
 
-    from siamkit.cli.train import _aligner
-
-    args = argparse.Namespace(aligner="yunet", aligner_arg=[], encoder=encoder)
-    assert _aligner(args, recipe).size == size  # compact declares none: yunet's own 150
+    options = RecipeOptions(aligner="yunet", encoder=encoder)
+    assert recipe_aligner(recipe, options).size == size  # compact declares none: yunet's 150
 
 
 def test_an_aligner_that_cuts_no_chips_is_accepted(fused) -> None:

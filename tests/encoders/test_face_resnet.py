@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -26,7 +28,7 @@ except MissingExtraError:
 
 @pytest.fixture(scope="module")
 def pretrained() -> DlibFaceResNet:
-    return DlibFaceResNet().eval()
+    return DlibFaceResNet(flip_average=False).eval()  # the network itself, as dlib runs it
 
 
 def test_the_file_holds_29_convolutions_and_a_128_d_head() -> None:
@@ -156,6 +158,21 @@ def test_flip_average_off_keeps_the_config_and_fingerprint_of_older_models(pretr
     assert flipping.fingerprint() != pretrained.fingerprint()
     with pytest.raises(ConfigError, match="flip_average"):
         siamkit.create_encoder("dlib-face", pretrained=False, flip_average="yes")
+
+
+def test_flip_average_is_on_by_default_and_older_models_load_as_saved(tmp_path) -> None:
+    assert siamkit.create_encoder("dlib-face", pretrained=False).flip_average
+    assert siamkit.create_encoder("dlib-sface", pretrained=False).flip_average
+    torch.manual_seed(0)
+    # What every model saved before the default changed holds: no flip_average at all.
+    older = DlibFaceResNet(pretrained=False, flip_average=False).eval()
+    folder = older.save(tmp_path / "older")
+    assert "flip_average" not in json.loads((folder / "encoder.json").read_text())["config"]
+    loaded = siamkit.load_encoder(folder)
+    assert loaded.flip_average is False and loaded.fingerprint() == older.fingerprint()
+    chips = torch.rand(2, 3, 150, 150, generator=torch.Generator().manual_seed(1)) * 255
+    with torch.no_grad():
+        assert torch.equal(loaded(chips), older(chips))
 
 
 def test_flip_average_is_in_the_onnx_graph(tmp_path) -> None:

@@ -118,6 +118,10 @@ class Encoder(nn.Module, metaclass=ABCMeta):
     #: :func:`load_encoder` and :func:`check_encoder_arguments` build with these
     #: values, so they read no file and download nothing.
     starting_weights: ClassVar[Mapping[str, Any]] = {}
+    #: Constructor arguments a saved config may leave out, with the value they had
+    #: then (a default changed since): :func:`load_encoder` rebuilds such a model
+    #: as it was saved, not with today's default.
+    saved_defaults: ClassVar[Mapping[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -756,7 +760,7 @@ def _rebuilt(
 ) -> Encoder:
     # The saved weights replace the starting ones: build without them, so the
     # config can make the constructor neither read a file nor download.
-    arguments = {**config, **cls.starting_weights}
+    arguments = {**cls.saved_defaults, **config, **cls.starting_weights}
     manifest_path = directory / ENCODER_FILE
     probe = _constructed(cls, arguments, manifest_path, meta=True)
     if probe is not None:  # the saved weights bound what the config may allocate

@@ -344,10 +344,7 @@ def _train_scratch(
     from siamkit.encoders.base import create_encoder
 
     name, config = options.encoder_name(recipe.name), options.config
-    # The chips the encoder declares (dlib-face's, dlib-sface's), else the aligner's own.
-    aligner = None if options.aligner is None else face_aligner(
-        options.aligner, encoder=name, **options.aligner_args
-    )  # fmt: skip
+    aligner = recipe_aligner(recipe.name, options)
     # The default contrastive loss takes --margin, else the encoder's own margin (bind_loss).
     plain = options.loss == "contrastive" and not options.loss_args
     loss = None if plain else create_loss(options.loss, **options.loss_args)
@@ -367,6 +364,25 @@ def _train_scratch(
         tell(f"best epoch {result.best_epoch}: held-out AUC {result.metrics.auc:.4f}, "
              f"EER {100 * result.metrics.eer:.2f}%, rank-1 {result.metrics.rank1:.3f}")  # fmt: skip
     return RecipeRun(recipe, out, model, result=result, seconds=result.seconds)
+
+
+def recipe_aligner(recipe: str, options: RecipeOptions) -> Any:
+    """The aligner a recipe trains behind: it cuts the chips of the encoder trained.
+
+    The face recipe always aligns (default :data:`FACE_ALIGNER`); from scratch,
+    only with ``options.aligner``. An encoder that declares its chips (``dlib-face``,
+    ``dlib-sface``) gets them whatever the aligner; another, the aligner's own.
+
+    Examples:
+        >>> recipe_aligner("scratch", RecipeOptions()) is None
+        True
+    """
+    if recipe == "face":
+        return face_aligner(options.aligner, encoder=options.encoder, **options.aligner_args)
+    if options.aligner is None:
+        return None
+    return face_aligner(options.aligner, encoder=options.encoder_name(recipe),
+                        **options.aligner_args)  # fmt: skip
 
 
 def _check_settings(recipe: Recipe, options: RecipeOptions) -> None:
@@ -389,8 +405,7 @@ def _train_face(
     recipe: Recipe, split: ClassSplit, out: Path, options: RecipeOptions, resume: bool,
     progress: bool, tell: Callable[[str], Any],
 ) -> RecipeRun:  # fmt: skip
-    # Any aligner cuts the chips the face recipe's encoder takes.
-    aligner = face_aligner(options.aligner, encoder=options.encoder, **options.aligner_args)
+    aligner = recipe_aligner(recipe.name, options)
     config = options.config
     candidates = tuple(options.candidates or face_candidates(config))
     tell(f"recipe: face (pretrained {FACE_ENCODER} behind the {_aligner_name(aligner)} aligner; "
@@ -459,6 +474,7 @@ __all__ = [
     "face_candidates",
     "face_encoder",
     "face_extra_missing",
+    "recipe_aligner",
     "resolve_preset",
     "train_recipe",
 ]
