@@ -1,5 +1,6 @@
-"""Training: the :class:`Trainer`, its settings, batch augmentation, the recipes, the
-typed records of a run, and data-parallel training on ``torch.distributed``."""
+"""Training: the :class:`Trainer`, its settings, batch augmentation, the recipes
+(:func:`train_recipe`, what ``siamkit train`` runs), the typed records of a run, and
+data-parallel training on ``torch.distributed``."""
 
 from siamkit.model_folder.records import (
     EpochRecord,
@@ -21,7 +22,13 @@ from siamkit.training.fine_tuning import (
     select_fine_tuning,
 )
 from siamkit.training.plots import plot_history
-from siamkit.training.recipes import face_aligner, face_encoder
+from siamkit.training.recipes import (
+    RecipeOptions,
+    RecipeRun,
+    face_aligner,
+    face_encoder,
+    train_recipe,
+)
 from siamkit.training.runtime import reproducible
 from siamkit.training.trainer import Callback, Trainer, TrainResult, fit, load_checkpoint
 
@@ -34,6 +41,8 @@ __all__ = [
     "FineTuneCandidate",
     "FineTuneOutcome",
     "FineTuneSelection",
+    "RecipeOptions",
+    "RecipeRun",
     "TrainConfig",
     "TrainResult",
     "Trainer",
@@ -50,4 +59,5 @@ __all__ = [
     "reproducible",
     "save_face_run",
     "select_fine_tuning",
+    "train_recipe",
 ]
