@@ -170,9 +170,12 @@ def test_a_killed_rank_restarts_the_group_from_the_checkpoint(
     )
     _wait_for_epochs(broken, 3, proc)
     os.kill(_worker_pid(proc.pid, 1), signal.SIGKILL)
-    _, err = proc.communicate(timeout=300)
+    out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
-    assert "restart" in err.lower() or "Restarting" in err
+    # The group started twice: rank 0 says its recipe line at each start. (Rank 0's
+    # "lost the other processes" line on stderr, checked before, races with the
+    # agent's SIGTERM on a busy machine: measured missing under a parallel CI run.)
+    assert out.count("recipe: scratch") == 2, out[-3000:]
     straight = _torchrun(_train_args(synthetic_faces, unbroken, epochs))
     _, err = straight.communicate(timeout=300)
     assert straight.returncode == 0, err[-3000:]

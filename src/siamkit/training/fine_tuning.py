@@ -44,7 +44,6 @@ from siamkit.training.distributed import (
     broadcast_json,
     process_group,
     resolve_device,
-    training_device,
 )
 from siamkit.training.trainer import Trainer, _DivergedError
 
@@ -349,8 +348,8 @@ def select_fine_tuning(
     frozen = next(c for c in candidates if c.frozen)
     with _process_group(config) as ctx:
         judge = _judge(make_encoder(frozen.trainable_from), config, ctx, progress)
-        train_source = judge._train_source(train)
-        val_source = judge._val_source(val) if val is not None and len(val) else None
+        train_source = judge.prepare_train(train)
+        val_source = judge.prepare_val(val) if val is not None and len(val) else None
         skipped = train_source.skipped + (val_source.skipped if val_source else 0)
         if val_source is None:
             why = "no people were held out to judge fine-tuning by"
@@ -391,8 +390,7 @@ def _judge(base: Encoder, config: TrainConfig, ctx: DistributedContext, progress
     rank its share, gathered, so every rank computes the same metrics.
     """
     judge = Trainer(base, config, progress=progress)
-    judge.context = ctx
-    judge.device = training_device(judge.device, ctx)
+    judge.join(ctx)
     return judge
 
 

@@ -256,7 +256,20 @@ class Trainer:
         Returns a dict with keys ``val_auc``, ``val_eer``, ``val_threshold``, ``val_rank1``.
         """
         with reproducible(self.config.num_threads, self.config.deterministic):
-            return self.evaluate_source(self._val_source(data))
+            return self.evaluate_source(self.prepare_val(data))
+
+    def prepare_train(self, train: Any) -> ImageSource:
+        """``train``'s images preprocessed (aligned) once: one source for several fits."""
+        return train_source(train, self.encoder, self.config.cache_limit_mb, self._shows())
+
+    def prepare_val(self, val: Any | None) -> ImageSource | None:
+        """The held-out people preprocessed once (None stays None), for :meth:`evaluate_source`."""
+        return val_source(val, self.encoder, self.config.cache_limit_mb, self._shows())
+
+    def join(self, ctx: DistributedContext) -> None:
+        """Work in the torchrun group ``ctx`` a caller holds (:meth:`fit` joins its own)."""
+        self.context = ctx
+        self.device = training_device(self.device, ctx)
 
     @torch.no_grad()
     def evaluate_source(self, source: ImageSource) -> dict[str, float]:
@@ -303,7 +316,7 @@ class Trainer:
                 f"the processes see different checkpoints in {out}: every rank must read the "
                 "same output folder (on several machines, a shared filesystem)"
             )
-        sources = (self._train_source(train), self._val_source(val))
+        sources = (self.prepare_train(train), self.prepare_val(val))
         sampler = ClassBalancedBatchSampler(
             sources[0].labels, m_per_class=cfg.m_per_class, batch_size=cfg.batch_size, seed=cfg.seed
         )
@@ -454,12 +467,6 @@ class Trainer:
             return cfg.lr * (step + 1) / warmup
         progress = (step - warmup) / max(1, total - warmup)
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    def _train_source(self, train: Any) -> ImageSource:
-        return train_source(train, self.encoder, self.config.cache_limit_mb, self._shows())
-
-    def _val_source(self, val: Any | None) -> ImageSource | None:
-        return val_source(val, self.encoder, self.config.cache_limit_mb, self._shows())
 
     def _shows(self, ctx: DistributedContext | None = None) -> bool:
         return self.progress and (ctx or self.context).is_main
