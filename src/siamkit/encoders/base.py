@@ -395,20 +395,7 @@ class Encoder(nn.Module, metaclass=ABCMeta):
             >>> siamkit.load_encoder(out).fingerprint() == enc.fingerprint()
             True
         """
-        name = _registered_name(type(self))
-        if name is None:
-            raise ConfigError(
-                f"{type(self).__name__} is not registered, so it could not be rebuilt "
-                "when loading: decorate the class with @siamkit.register_encoder"
-            )
-        config = self.get_config()
-        try:
-            json.dumps(config)
-        except TypeError as err:
-            raise ConfigError(
-                f"cannot save {type(self).__name__}: its constructor arguments are not "
-                f"JSON-serialisable ({err}); override get_config() to return plain values"
-            ) from None
+        name, config = _saveable(self)
         directory = Path(path)
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -444,6 +431,29 @@ class Encoder(nn.Module, metaclass=ABCMeta):
         write_json(directory / ENCODER_FILE, manifest)
         _collect_garbage(directory, keep=weights_name)
         return directory
+
+
+def _saveable(encoder: Encoder) -> tuple[str, dict[str, Any]]:
+    """The registered name and the JSON-able config :func:`load_encoder` rebuilds from.
+
+    Raises:
+        ConfigError: the class is not registered, or its config is not JSON.
+    """
+    name = _registered_name(type(encoder))
+    if name is None:
+        raise ConfigError(
+            f"{type(encoder).__name__} is not registered, so it could not be rebuilt "
+            "when loading: decorate the class with @siamkit.register_encoder"
+        )
+    config = encoder.get_config()
+    try:
+        json.dumps(config)
+    except TypeError as err:
+        raise ConfigError(
+            f"cannot save {type(encoder).__name__}: its constructor arguments are not "
+            f"JSON-serialisable ({err}); override get_config() to return plain values"
+        ) from None
+    return name, config
 
 
 def _check_previous_save(directory: Path) -> None:

@@ -352,12 +352,7 @@ def select_fine_tuning(
         val_source = judge.prepare_val(val) if val is not None and len(val) else None
         skipped = train_source.skipped + (val_source.skipped if val_source else 0)
         if val_source is None:
-            why = "no people were held out to judge fine-tuning by"
-            alone = (CandidateResult(frozen),)
-            selection = FineTuneSelection(frozen.name, why, alone, 0, min_gain_pairs, skipped)
-            return FineTuneOutcome(
-                judge.encoder, selection, rank=ctx.rank, world_size=ctx.world_size
-            )
+            return _frozen_untried(judge, frozen, min_gain_pairs, skipped, ctx)
         results, runs = _try_candidates(
             make_encoder, judge, candidates, (train_source, val_source), out_dir, resume
         )
@@ -368,6 +363,17 @@ def select_fine_tuning(
         selection = FineTuneSelection.from_dict(broadcast_json(selection.to_dict(), ctx))
         encoder, history, best_epoch = runs[selection.kept]
         return FineTuneOutcome(encoder, selection, history, best_epoch, ctx.rank, ctx.world_size)
+
+
+def _frozen_untried(
+    judge: Trainer, frozen: FineTuneCandidate, min_gain_pairs: float, skipped: int,
+    ctx: DistributedContext,
+) -> FineTuneOutcome:  # fmt: skip
+    """Nobody held out: the frozen model is kept, and nothing is tried."""
+    why = "no people were held out to judge fine-tuning by"
+    alone = (CandidateResult(frozen),)
+    selection = FineTuneSelection(frozen.name, why, alone, 0, min_gain_pairs, skipped)
+    return FineTuneOutcome(judge.encoder, selection, rank=ctx.rank, world_size=ctx.world_size)
 
 
 @contextlib.contextmanager
