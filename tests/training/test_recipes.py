@@ -69,7 +69,8 @@ def test_bad_settings_are_refused_before_any_work(synthetic_faces: Path, tmp_pat
     assert not out.exists()  # nothing written for a refused call
 
 
-def test_face_candidates_follow_the_config_where_it_changes_the_defaults() -> None:
-    assert [c.epochs for c in face_candidates(TrainConfig())] == [0, 5, 5]
-    changed = face_candidates(TrainConfig(epochs=2, lr=1e-4))
+def test_face_candidates_take_the_lr_and_epochs_given_and_keep_their_own_otherwise() -> None:
+    assert [(c.epochs, c.lr) for c in face_candidates()] == [(0, 0.0), (5, 1e-5), (5, 1e-5)]
+    changed = face_candidates(lr=1e-4, epochs=2)
     assert [(c.epochs, c.lr) for c in changed] == [(0, 0.0), (2, 1e-4), (2, 1e-4)]
+    assert [c.epochs for c in face_candidates(epochs=3)] == [0, 3, 3]

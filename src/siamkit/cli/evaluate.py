@@ -12,8 +12,6 @@ from typing import Any
 
 from siamkit._folders import skipped_lines
 
-#: Where `siamkit eval --model DIR` writes its report by default.
-
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(

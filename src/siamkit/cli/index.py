@@ -509,14 +509,9 @@ def _check_location(args: argparse.Namespace, out: bool = False) -> str:
         raise ConfigError("--store milvus needs --uri: a Milvus Lite file or http://host:19530")
     if folder is not None:
         raise ConfigError(f"{flag} is the faiss store's folder; with --store milvus give --uri")
-    from siamkit.index.stores.milvus import INDEX_KINDS, check_collection_name
+    from siamkit.index.stores.milvus import check_collection_name
 
     check_collection_name(_milvus_options(args)["collection"])  # before a Lite file is made
-    if out and args.index not in INDEX_KINDS:
-        raise ConfigError(
-            f"--index for --store milvus is flat, hnsw or ivf, got {args.index!r} (FAISS "
-            "factory strings are for the faiss store)"
-        )
     return f"the collection {_milvus_options(args)['collection']!r} at {args.uri}"
 
 
@@ -580,10 +575,7 @@ def _load_model(path: Path) -> Any:
 
 def _persist(index: Any, args: argparse.Namespace) -> None:
     """Save the gallery: its folder (faiss), or its record in the collection (milvus)."""
-    if args.store == "faiss":
-        index.save(args.out if getattr(args, "out", None) is not None else args.index)
-    else:
-        index.save()
+    index.save(args.index if args.store == "faiss" else None)
 
 
 def _parse_key(text: str, known: set[Any]) -> Any:

@@ -335,7 +335,7 @@ def _without_launcher_options(argv: list[str]) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from siamkit.training.recipes import RecipeOptions, train_recipe
+    from siamkit.training.recipes import RecipeOptions, face_candidates, train_recipe
 
     options = RecipeOptions(
         preset=args.preset, encoder=args.encoder,
@@ -343,23 +343,13 @@ def _run(args: argparse.Namespace) -> int:
         aligner_args=parse_encoder_args(args.aligner_arg, "--aligner-arg"), loss=args.loss,
         loss_args=parse_encoder_args(args.loss_arg, "--loss-arg"), config=_config(args),
         val_fraction=args.val_fraction, val_classes=args.val_classes,
-        candidates=_face_candidates(args),
+        candidates=face_candidates(args.lr, args.epochs),
     )  # fmt: skip
     run = train_recipe(args.data, args.out, options, resume=args.resume,
                        progress=not args.quiet, say=print)  # fmt: skip
     if not run.finished:
         print(f"model written to {args.out} (load with siamkit.load_encoder)")
     return 0
-
-
-def _face_candidates(args: argparse.Namespace) -> tuple[Any, ...]:
-    """The face recipe's candidates, with --lr and --epochs where they are given."""
-    import dataclasses
-
-    from siamkit.training.fine_tuning import FACE_CANDIDATES
-
-    changes = {k: v for k, v in (("lr", args.lr), ("epochs", args.epochs)) if v is not None}
-    return tuple(c if c.frozen else dataclasses.replace(c, **changes) for c in FACE_CANDIDATES)
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -17,7 +16,7 @@ from siamkit.data.att import ATTFaces, find_att_folder
 from siamkit.data.folder import FaceFolder
 from siamkit.data.images import load_image
 from siamkit.data.splits import split_by_class
-from siamkit.encoders.base import Encoder
+from siamkit.encoders.base import Encoder, load_encoder
 from siamkit.evaluation import plots
 from siamkit.evaluation.open_set import open_set_split
 from siamkit.evaluation.report import Section, embedded_image, table, write_report
@@ -26,12 +25,13 @@ from siamkit.exceptions import DataError
 from siamkit.index.face_index import FaceIndex
 from siamkit.thresholds import FarCalibration, FpirCalibration
 from siamkit.training.config import TrainConfig
-from siamkit.training.fine_tuning import FACE_CANDIDATES, FineTuneSelection
+from siamkit.training.fine_tuning import FineTuneSelection
 from siamkit.training.recipes import (
     FACE_ALIGNER,
     FACE_ENCODER,
     Recipe,
     RecipeOptions,
+    face_candidates,
     resolve_preset,
     train_recipe,
 )
@@ -291,14 +291,13 @@ def _train(
 ) -> _Trained:
     """Train by ``recipe`` through ``siamkit train``'s flow, or reuse a finished run there."""
     config = TrainConfig(seed=seed) if epochs is None else TrainConfig(seed=seed, epochs=epochs)
-    candidates = tuple(
-        c if c.frozen or epochs is None else dataclasses.replace(c, epochs=epochs)
-        for c in FACE_CANDIDATES
-    )
+    candidates = face_candidates(epochs=epochs)
     options = RecipeOptions(preset=recipe.name, config=config, candidates=candidates)
     run = train_recipe(split, model_dir, options, resume=True, progress=progress)
+    if run.encoder is None:  # a finished run: its kept model is on disk
+        return _Trained(load_encoder(model_dir), run.selection)
     aligner = run.encoder.aligner
-    trained = run.result is None and not run.finished and aligner is not None
+    trained = run.result is None and aligner is not None
     return _Trained(run.encoder, run.selection, aligner.reset_stats() if trained else None)
 
 

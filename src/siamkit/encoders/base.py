@@ -51,7 +51,6 @@ from siamkit.runtime.preprocessing import Preprocessing
 #: Models without a face aligner are written as version 1, which older siamkit reads;
 #: an aligner changes the embeddings, so a model with one must not load there.
 _PLAIN_FORMAT_VERSION = 1
-_STAGING_FILE = WEIGHTS_STAGING_FILE
 #: The largest weights file :func:`load_encoder` reads, far above any encoder's.
 MAX_WEIGHTS_BYTES = 64 << 30
 #: The largest ``encoder.json`` read: siamkit writes a few kilobytes.
@@ -403,7 +402,7 @@ class Encoder(nn.Module, metaclass=ABCMeta):
             raise write_error(directory, err) from None
         _check_previous_save(directory)  # before anything is written or deleted
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        staging = directory / _STAGING_FILE
+        staging = directory / WEIGHTS_STAGING_FILE
         write_with(staging, lambda handle: torch.save(state, handle))
         weights_sha = sha256_file(staging)
         weights_name = f"encoder-{weights_sha[:16]}.pt"
@@ -476,8 +475,8 @@ def _collect_garbage(directory: Path, keep: str) -> None:
     # write_with's temporary copy of it, or weights no manifest names.
     for path in directory.iterdir():
         name = path.name
-        stale = (WEIGHTS_FILE.fullmatch(name) and name != keep) or name == _STAGING_FILE
-        temporary = name.startswith((f".{_STAGING_FILE}.", f".{ENCODER_FILE}."))
+        stale = (WEIGHTS_FILE.fullmatch(name) and name != keep) or name == WEIGHTS_STAGING_FILE
+        temporary = name.startswith((f".{WEIGHTS_STAGING_FILE}.", f".{ENCODER_FILE}."))
         if stale or (temporary and name.endswith(".tmp")):
             path.unlink(missing_ok=True)
 

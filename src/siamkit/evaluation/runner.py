@@ -294,6 +294,16 @@ def read_pairs(
     return firsts, seconds, np.asarray(flags, dtype=bool)
 
 
+def _given_threshold(threshold: Any) -> float:
+    try:
+        return check_threshold(threshold)
+    except ConfigError:
+        raise ConfigError(
+            f"threshold must be a finite, non-negative distance (e.g. 0.5), got {threshold!r}; "
+            "pass the one fitted on held-out people, or none to use these pairs' EER threshold"
+        ) from None
+
+
 def _open_set(
     embeddings: np.ndarray, labels: np.ndarray, metric: str, threshold: float, seed: int
 ) -> OpenSetResult | None:
@@ -374,6 +384,8 @@ def evaluate_encoder(
     """
     if out_dir is not None:
         check_report_folder(out_dir)  # before the work, not after it
+    if threshold is not None:
+        threshold = _given_threshold(threshold)
     folder = LabelledImages.of(data)
     if len(np.unique(folder.labels)) < 2:
         raise DataError(f"{data} holds a single person: evaluation needs at least two")
@@ -387,7 +399,7 @@ def evaluate_encoder(
     verification = verification_metrics(distances, same)
     trained = trained_threshold(model_dir) if threshold is None else None
     if threshold is not None:
-        threshold, source = check_threshold(threshold), "given (threshold=)"
+        source = "given (threshold=)"
     elif trained is not None:
         threshold, source = trained, "fitted on the model's validation people (EER)"
     else:

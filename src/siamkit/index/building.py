@@ -63,6 +63,36 @@ class BuildTarget:
     collection: str = DEFAULT_COLLECTION
     index: str = "flat"
 
+    def __post_init__(self) -> None:
+        if self.out is not None:
+            object.__setattr__(self, "out", Path(self.out))
+
+    def check(self) -> None:
+        """Refuse, before any work, a target no gallery can be written to.
+
+        Raises:
+            ConfigError: a FAISS target without a folder; for Milvus, no ``uri``,
+                a bad collection name or an index kind it has not.
+            IndexFileError: the FAISS folder holds something else than a face index.
+        """
+        if self.store == "faiss":
+            if self.out is None:
+                raise ConfigError("a faiss build needs target.out, the index folder to write")
+            check_index_folder(self.out)
+            return
+        from siamkit.index.stores.milvus import INDEX_KINDS, check_collection_name
+
+        if self.uri is None:
+            raise ConfigError(
+                "a milvus build needs target.uri: a Milvus Lite file or http://host:19530"
+            )
+        check_collection_name(self.collection)
+        if self.index not in INDEX_KINDS:
+            raise ConfigError(
+                f"--index for --store milvus is flat, hnsw or ivf, got {self.index!r} (FAISS "
+                "factory strings are for the faiss store)"
+            )
+
     def describe(self) -> str:
         """The gallery's place in words."""
         if self.store == "faiss":
@@ -87,6 +117,14 @@ class BuildSettings:
         calibrate_far: Target FAR of the 1:1 threshold; 0 or None skips it.
         calibrate_fpir: Target FPIR of the 1:N threshold; 0 or None skips it.
         progress: Show a progress bar (the main process only).
+
+    Examples:
+        >>> BuildSettings(resume=True).calibrate_far
+        0.001
+        >>> BuildSettings(save_every=-1)
+        Traceback (most recent call last):
+        ...
+        siamkit.exceptions.ConfigError: --save-every must be 0 or more seconds, got -1
     """
 
     resume: bool = False
@@ -97,6 +135,12 @@ class BuildSettings:
     calibrate_far: float | None = DEFAULT_FAR
     calibrate_fpir: float | None = DEFAULT_FPIR
     progress: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.save_every >= 0:  # also refuses NaN
+            raise ConfigError(f"--save-every must be 0 or more seconds, got {self.save_every}")
+        if not (math.isfinite(self.lock_timeout) and self.lock_timeout >= 0):
+            raise ConfigError(f"--lock-timeout must be 0 or more seconds, got {self.lock_timeout}")
 
 
 @dataclass
@@ -109,6 +153,12 @@ class BuiltIndex:
         enrolled: The ids this build added, and the images it skipped.
         alignment: The aligner's counts over this build (None without one).
         calibration: One line per threshold: what was fitted, kept or why not.
+
+    Examples:
+        >>> target = BuildTarget(out=Path("idx"))
+        >>> built = build_index("runs/faces", "gallery/", target)  # doctest: +SKIP
+        >>> len(built.index), built.where  # doctest: +SKIP
+        (400, 'idx')
     """
 
     index: FaceIndex
@@ -158,12 +208,7 @@ def build_index(
         ['threshold 0.4811 at FAR 0.001 ...', 'identify threshold 0.4302 ...']
     """
     settings = settings or BuildSettings()
-    if target.store == "faiss":
-        if target.out is None:
-            raise ConfigError("a faiss build needs target.out, the index folder to write")
-        check_index_folder(target.out)  # before the model is loaded or an image embedded
-    if not settings.save_every >= 0:  # also refuses NaN
-        raise ConfigError(f"--save-every must be 0 or more seconds, got {settings.save_every}")
+    target.check()  # before the model is loaded or an image embedded
     recorded, encoder = None, model
     if isinstance(model, (str, os.PathLike)):
         from siamkit import load_encoder  # the ONNX Runtime one where torch is missing
@@ -235,7 +280,7 @@ def _open_target(
             index = FaceIndex(encoder, index=target.index, store="milvus", **options)
         except GeometryError:
             raise  # a collection of another metric: --resume would not help
-        except ConfigError:  # the --index kind was checked: the collection holds a gallery
+        except ConfigError:  # target.check() passed the kind: the collection holds a gallery
             raise ConfigError(
                 f"the collection {target.collection!r} at {target.uri} already holds a "
                 "gallery: pass --resume to continue enrolling into it, or choose another "

@@ -949,7 +949,7 @@ class FaceIndex:
             >>> FaceIndex.load(index.save(tempfile.mkdtemp())).labels()
             ['a', 'b']
         """
-        return load_index(path, encoder)
+        return load_index(path, encoder, cls=cls)
 
     @classmethod
     def update(
@@ -978,7 +978,7 @@ class FaceIndex:
             >>> len(FaceIndex.load(folder))
             2
         """
-        return update_index(path, encoder, timeout=timeout)
+        return update_index(path, encoder, timeout=timeout, cls=cls)
 
     @classmethod
     def connect(
@@ -1004,7 +1004,7 @@ class FaceIndex:
             >>> FaceIndex.connect(encoder, uri="faces.db", collection="faces")  # doctest: +SKIP
             FaceIndex(400 items, dim=128, metric='euclidean', index='flat')
         """
-        return connect_index(encoder, store=store, **options)
+        return connect_index(encoder, store=store, cls=cls, **options)
 
 
 def _id_list(ids: Any) -> list[Any]:

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from siamkit.index.face_index import FaceIndex
 
 
-def load_index(path: str | os.PathLike, encoder: Any = None) -> FaceIndex:
+def load_index(
+    path: str | os.PathLike, encoder: Any = None, *, cls: type | None = None
+) -> FaceIndex:
     """The index saved in folder ``path``, every file checked (:meth:`FaceIndex.load`).
 
     Raises:
@@ -40,13 +42,14 @@ def load_index(path: str | os.PathLike, encoder: Any = None) -> FaceIndex:
         siamkit.exceptions.IndexFileError: ...
     """
     directory = Path(path)
-    return index_over(FaissStore.load(directory), encoder, f"the index in {directory}")
+    return index_over(FaissStore.load(directory), encoder, f"the index in {directory}", cls)
 
 
 @contextmanager
 def update_index(
-    path: str | os.PathLike, encoder: Any = None, *, timeout: float = LOCK_TIMEOUT
-) -> Iterator[FaceIndex]:
+    path: str | os.PathLike, encoder: Any = None, *, timeout: float = LOCK_TIMEOUT,
+    cls: type | None = None,
+) -> Iterator[FaceIndex]:  # fmt: skip
     """Load the index in ``path`` under its write lock, and save it back (:meth:`FaceIndex.update`).
 
     Raises:
@@ -55,14 +58,15 @@ def update_index(
     """
     directory = Path(path)
     with folder_lock(directory, timeout):
-        index = load_index(directory, encoder)
+        index = load_index(directory, encoder, cls=cls)
         yield index
         index.save(directory)
 
 
 def connect_index(
-    encoder: Any = None, *, store: str | VectorStore = "milvus", **options: Any
-) -> FaceIndex:
+    encoder: Any = None, *, store: str | VectorStore = "milvus", cls: type | None = None,
+    **options: Any,
+) -> FaceIndex:  # fmt: skip
     """Reopen a gallery kept in a database store (:meth:`FaceIndex.connect`).
 
     Raises:
@@ -79,11 +83,11 @@ def connect_index(
         store_registry.check_arguments(store, options)  # a typo names itself
         opened = store_registry.get(store).open(**options)
     where = f"the {store_kind(opened)} gallery {store_place(opened)}"
-    return index_over(opened, encoder, where)
+    return index_over(opened, encoder, where, cls)
 
 
-def index_over(store: VectorStore, encoder: Any, where: str) -> FaceIndex:
-    """A FaceIndex over an existing store, its record checked against ``encoder``.
+def index_over(store: VectorStore, encoder: Any, where: str, cls: type | None = None) -> FaceIndex:
+    """A FaceIndex (or ``cls``, a subclass) over an existing store, its record checked.
 
     Raises:
         IndexFileError: the record is damaged or was edited.
@@ -99,7 +103,7 @@ def index_over(store: VectorStore, encoder: Any, where: str) -> FaceIndex:
             "again, or build a new index"
         ) from None
     _record.check_encoder(record, store.dim, store.metric, encoder, where, "build a new index")
-    index = FaceIndex(encoder, metric=store.metric, store=store)
+    index = (cls or FaceIndex)(encoder, metric=store.metric, store=store)
     if encoder is not None:  # the fingerprint matched, or none was recorded
         record.encoder = _record.encoder_info(encoder)
     index._shared.record = record

@@ -17,6 +17,7 @@ from typing import Any
 
 from siamkit.exceptions import ConfigError, ModelFileError
 from siamkit.geometry import METRICS
+from siamkit.model_folder.layout import ENCODER_FILE
 from siamkit.runtime.preprocessing import Preprocessing
 
 FORMAT_NAME = "siamkit-onnx"
@@ -35,9 +36,9 @@ OUTPUT_NAME = "embeddings"
 MAX_DIM = 1 << 16
 #: The most external-data files a manifest may list (an export writes at most one).
 MAX_DATA_FILES = 1024
-#: The manifest of a saved PyTorch model (siamkit.encoders.base.ENCODER_FILE, which
-#: imports torch): a folder holding one is that model, whatever else it holds.
-PYTORCH_MANIFEST = "encoder.json"
+#: The manifest of a saved PyTorch model: a folder holding one is that model,
+#: whatever else it holds.
+PYTORCH_MANIFEST = ENCODER_FILE
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[^\x00-\x1f]{1,200}")
 

@@ -50,6 +50,8 @@ PRESETS = ("auto", "face", "scratch")
 #: with its most confident face, SFace fused with dlib-face and flip averaging).
 FACE_ENCODER = "dlib-sface"
 FACE_ALIGNER = "yunet"
+#: The encoder of the from-scratch recipe when none is named.
+SCRATCH_ENCODER = "compact"
 FACE_ENCODER_SETTINGS: dict[str, Any] = {"flip_average": True}
 
 
@@ -97,7 +99,7 @@ def resolve_preset(preset: str, encoder: str | None = None, encoder_args: bool =
     ``auto`` is ``face`` when the face extra is installed and the encoder is
     not chosen (neither ``encoder`` named nor ``encoder_args`` given), else
     ``scratch``: an encoder the user configures is one they mean to train.
-    ``face`` with an encoder other than ``dlib-face`` is refused.
+    ``face`` with an encoder other than :data:`FACE_ENCODER` is refused.
 
     Raises:
         ConfigError: an unknown preset, or ``face`` with another encoder.
@@ -125,7 +127,7 @@ def resolve_preset(preset: str, encoder: str | None = None, encoder_args: bool =
         return Recipe(
             "scratch",
             "an explicit --encoder or --encoder-arg trains by the from-scratch recipe "
-            "(add --preset face to fine-tune dlib-face)",
+            f"(add --preset face to fine-tune {FACE_ENCODER})",
         )
     missing = face_extra_missing()
     if missing:
@@ -185,16 +187,22 @@ class RecipeRun:
     Attributes:
         recipe: The recipe the preset resolved to.
         out: The model folder (``load_encoder(out)``).
-        encoder: The trained (or kept) encoder.
+        encoder: The trained (or kept) encoder; None for a ``finished`` run,
+            whose model is in ``out`` (``load_encoder(out)``).
         result: The from-scratch run's result (None for the face recipe).
         selection: The face recipe's choice of fine-tuning (None for scratch).
         finished: The folder held a finished face-recipe run: nothing was trained.
         seconds: Wall time of the training.
+
+    Examples:
+        >>> run = train_recipe("faces/", "runs/faces")  # doctest: +SKIP
+        >>> run.recipe.name, run.selection.kept  # doctest: +SKIP
+        ('face', 'frozen')
     """
 
     recipe: Recipe
     out: Path
-    encoder: Encoder
+    encoder: Encoder | None
     result: TrainResult | None = None
     selection: FineTuneSelection | None = None
     finished: bool = False
@@ -213,12 +221,12 @@ class RecipeOptions:
         aligner_args: Its settings, e.g. ``{"on_missing": "skip"}``.
         loss: The scratch recipe's loss (a registered name).
         loss_args: Its arguments.
-        config: Training settings; the face recipe's candidates take their
-            learning rate and epochs from it where it changes the defaults.
+        config: Training settings; the face recipe's candidates set their own
+            learning rate and epochs (give ``candidates`` to change them).
         val_fraction: Share of people held out when ``val_classes`` is not given.
         val_classes: The people (folder names) to hold out.
-        candidates: The face recipe's fine-tuning strengths (default:
-            :func:`face_candidates` of ``config``).
+        candidates: The face recipe's fine-tuning strengths (default
+            :data:`FACE_CANDIDATES`; :func:`face_candidates` changes their lr and epochs).
 
     Examples:
         >>> RecipeOptions(preset="scratch").encoder_name("scratch")
@@ -289,14 +297,10 @@ def train_recipe(
              f"{finished.selection.summary()}")  # type: ignore[union-attr]  # fmt: skip
         return finished
     _check_settings(recipe, options)
+    aligner = recipe_aligner(recipe.name, options)  # a bad name fails before anything is written
     split = _split(data, out, options, resume, tell)
-    if recipe.name == "face":
-        return _train_face(recipe, split, out, options, resume, progress, tell)
-    return _train_scratch(recipe, split, out, options, resume, progress, tell)
-
-
-#: The encoder of the from-scratch recipe when none is named.
-SCRATCH_ENCODER = "compact"
+    train = _train_face if recipe.name == "face" else _train_scratch
+    return train(recipe, split, out, options, aligner, (resume, progress), tell)
 
 
 def _finished_face_run(out: Path, recipe: Recipe) -> RecipeRun | None:
@@ -304,10 +308,8 @@ def _finished_face_run(out: Path, recipe: Recipe) -> RecipeRun | None:
     selection = read_fine_tuning(out)
     if selection is None or (out / CANDIDATES_FOLDER).exists():
         return None
-    from siamkit.encoders.base import load_encoder
-
-    kept = load_encoder(out)
-    return RecipeRun(recipe, out, kept, selection=selection, finished=True)  # type: ignore[arg-type]
+    # Nothing to train: the kept model stays on disk (load_encoder(out) reads it).
+    return RecipeRun(recipe, out, None, selection=selection, finished=True)
 
 
 def _split(
@@ -336,21 +338,20 @@ def _split(
 
 
 def _train_scratch(
-    recipe: Recipe, split: ClassSplit, out: Path, options: RecipeOptions, resume: bool,
-    progress: bool, tell: Callable[[str], Any],
+    recipe: Recipe, split: ClassSplit, out: Path, options: RecipeOptions, aligner: Any,
+    run: tuple[bool, bool], tell: Callable[[str], Any],
 ) -> RecipeRun:  # fmt: skip
     import torch
 
     from siamkit.encoders.base import create_encoder
 
-    name, config = options.encoder_name(recipe.name), options.config
-    aligner = recipe_aligner(recipe.name, options)
+    (resume, progress), name, config = run, options.encoder_name(recipe.name), options.config
+    torch.manual_seed(config.seed)  # the encoder's initial weights, then the loss's (ArcFace)
+    model = create_encoder(name, **options.encoder_args)
+    model.aligner = aligner
     # The default contrastive loss takes --margin, else the encoder's own margin (bind_loss).
     plain = options.loss == "contrastive" and not options.loss_args
     loss = None if plain else create_loss(options.loss, **options.loss_args)
-    torch.manual_seed(config.seed)  # the encoder's initial weights
-    model = create_encoder(name, **options.encoder_args)
-    model.aligner = aligner
     tell(f"recipe: scratch ({name} from random weights, {config.epochs} epochs at lr "
          f"{config.lr:g}): {recipe.why}")  # fmt: skip
     trainer = Trainer(model, config, loss=loss, progress=progress)
@@ -402,12 +403,11 @@ def _check_settings(recipe: Recipe, options: RecipeOptions) -> None:
 
 
 def _train_face(
-    recipe: Recipe, split: ClassSplit, out: Path, options: RecipeOptions, resume: bool,
-    progress: bool, tell: Callable[[str], Any],
+    recipe: Recipe, split: ClassSplit, out: Path, options: RecipeOptions, aligner: Any,
+    run: tuple[bool, bool], tell: Callable[[str], Any],
 ) -> RecipeRun:  # fmt: skip
-    aligner = recipe_aligner(recipe.name, options)
-    config = options.config
-    candidates = tuple(options.candidates or face_candidates(config))
+    (resume, progress), config = run, options.config
+    candidates = tuple(options.candidates or FACE_CANDIDATES)
     tell(f"recipe: face (pretrained {FACE_ENCODER} behind the {_aligner_name(aligner)} aligner; "
          f"fine-tuning strength chosen on {len(split.val_classes)} held-out people among "
          f"{', '.join(c.name for c in candidates)}): {recipe.why}")  # fmt: skip
@@ -431,16 +431,18 @@ def _train_face(
     return RecipeRun(recipe, out, outcome.encoder, selection=outcome.selection, seconds=seconds)
 
 
-def face_candidates(config: TrainConfig) -> tuple[FineTuneCandidate, ...]:
-    """:data:`FACE_CANDIDATES` with ``config``'s learning rate and epochs where it changes them.
+def face_candidates(
+    lr: float | None = None, epochs: int | None = None
+) -> tuple[FineTuneCandidate, ...]:
+    """:data:`FACE_CANDIDATES` with the learning rate and epochs given (``--lr``, ``--epochs``).
+
+    Each candidate sets its own otherwise; the frozen model trains at neither.
 
     Examples:
-        >>> [c.epochs for c in face_candidates(TrainConfig(epochs=2))]
+        >>> [c.epochs for c in face_candidates(epochs=2)]
         [0, 2, 2]
     """
-    defaults = TrainConfig()
-    changes = {key: getattr(config, key) for key in ("lr", "epochs")
-               if getattr(config, key) != getattr(defaults, key)}  # fmt: skip
+    changes = {k: v for k, v in (("lr", lr), ("epochs", epochs)) if v is not None}
     return tuple(c if c.frozen else dataclasses.replace(c, **changes) for c in FACE_CANDIDATES)
 
 
