@@ -192,10 +192,10 @@ def test_every_index_option_is_explained() -> None:
 
 
 def test_an_interrupted_build_saves_as_it_goes_and_resumes(setup, monkeypatch) -> None:
-    from siamkit.index import enrolment, face_index
+    from siamkit.index import enrolment
 
     monkeypatch.setattr(enrolment, "FOLDER_CHUNK", 8)
-    real, calls = face_index.embed_items, []
+    real, calls = enrolment.embed_items, []
 
     def killed_at_the_third_chunk(*args, **kwargs):
         calls.append(1)
@@ -203,11 +203,11 @@ def test_an_interrupted_build_saves_as_it_goes_and_resumes(setup, monkeypatch) -
             raise KeyboardInterrupt  # what Ctrl-C, or a kill the CLI sees, does mid-build
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(face_index, "embed_items", killed_at_the_third_chunk)
+    monkeypatch.setattr(enrolment, "embed_items", killed_at_the_third_chunk)
     assert build(setup, "--save-every", "0", "--batch-size", "4") == 130
     saved = siamkit.FaceIndex.load(setup["index"])
     assert len(saved) == 16  # the two chunks stored before the kill
-    monkeypatch.setattr(face_index, "embed_items", real)
+    monkeypatch.setattr(enrolment, "embed_items", real)
     assert build(setup, "--resume") == 0
     resumed = siamkit.FaceIndex.load(setup["index"])
     straight = setup["index"].with_name("straight.index")

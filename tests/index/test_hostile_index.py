@@ -418,7 +418,7 @@ def test_build_refuses_a_foreign_out_before_embedding_anything(
     foreign: str,
     resume: bool,
 ) -> None:
-    from siamkit.index import face_index
+    from siamkit.index import enrolment
 
     gallery = make_image_folder({"ann": 2, "bob": 2})
     out = tmp_path / "out"
@@ -434,7 +434,7 @@ def test_build_refuses_a_foreign_out_before_embedding_anything(
         _write_manifest(out, manifest)
     before = out.read_bytes() if out.is_file() else {p.name: p.read_bytes() for p in out.iterdir()}
     embedded: list[int] = []
-    monkeypatch.setattr(face_index, "embed_items", lambda *a, **k: embedded.append(1))
+    monkeypatch.setattr(enrolment, "embed_items", lambda *a, **k: embedded.append(1))
     argv = ["index", "build", "--model", str(model), "--gallery", str(gallery), "--out", str(out),
             "--quiet", *(["--resume"] if resume else [])]  # fmt: skip
     assert main(argv) == 2

@@ -22,6 +22,7 @@ from siamkit._embedding import (
 )
 from siamkit._manifest import check_json_depth
 from siamkit.exceptions import ConfigError, ShapeError
+from siamkit.geometry import MAX_SQUARED_NORM
 
 __all__ = [
     "MAX_METADATA_DEPTH",
@@ -33,6 +34,7 @@ __all__ = [
     "check_metadata",
     "check_vectors",
     "embed_items",
+    "fast_query_norm",
     "per_item",
     "skips_missing_faces",
     "to_embeddings",
@@ -42,6 +44,32 @@ __all__ = [
 #: How deep an item's metadata (and a gallery's ``extra`` notes) may nest, the dict
 #: itself counted: deeper JSON would crash the JSON writer (RecursionError) at 1,000.
 MAX_METADATA_DEPTH = 32
+
+
+# Single queries shorter than this take the general path, which refuses cosine's zero
+# vectors (norm below 1e-12, a square of 1e-24; the margin covers rounding).
+_SHORT_SQUARED_NORM = 1e-20
+
+
+def fast_query_norm(vector: np.ndarray, dim: int | None, k: Any) -> float | None:
+    """The squared norm of one float32 query that may take a store's ``search_one``, else None.
+
+    One NumPy call, which is also the check for NaN, inf and norms over
+    ``MAX_EMBEDDING_NORM`` (whose float32 distances would overflow); anything
+    else takes the general path, which raises for what this refuses.
+
+    Examples:
+        >>> fast_query_norm(np.array([3, 4], dtype="float32"), 2, 1)
+        25.0
+        >>> fast_query_norm(np.array([np.nan, 0], dtype="float32"), 2, 1) is None
+        True
+    """
+    if vector.shape != (dim,) or type(k) is not int or k <= 0:
+        return None
+    # vdot, not dot: as fast, and silent when the float32 square overflows to inf.
+    squared = float(np.vdot(vector, vector))
+    # Also False for NaN and inf; (near) zero queries go where cosine's rule is applied.
+    return squared if _SHORT_SQUARED_NORM <= squared <= MAX_SQUARED_NORM else None
 
 
 # -- ids, labels, metadata ------------------------------------------------------------

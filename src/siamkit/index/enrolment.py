@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from siamkit.exceptions import ConfigError, DuplicateIdError
-from siamkit.index._inputs import embed_items
+from siamkit.geometry import check_directions
+from siamkit.index._inputs import check_id, check_label, check_metadata, embed_items, per_item
 from siamkit.index.results import Enrolled, ItemId, Label, SkippedImage
 from siamkit.index.stores.base import EXISTING, VectorStore
 
@@ -122,6 +123,79 @@ def _enrol_chunks(
             if on_chunk is not None:
                 on_chunk(done)
     return Enrolled(added, skipped)
+
+
+def insert_items(
+    index: FaceIndex,
+    items: Any,
+    labels: Any,
+    ids: Any,
+    metadata: Any,
+    batch_size: int,
+    progress: bool,
+    mode: str,
+) -> Enrolled:
+    """What :meth:`FaceIndex.add` (``mode`` ``"error"`` or ``"skip"``) and
+    :meth:`FaceIndex.upsert` (``"replace"``) do: embed, check, assign ids, store.
+
+    Examples:
+        >>> import siamkit
+        >>> index = siamkit.FaceIndex(metric="euclidean", dim=1)
+        >>> insert_items(index, np.zeros((2, 1), "float32"), "a", None, None, 64, False, "error")
+        [0, 1]
+    """
+    if ids is not None and mode == "error":
+        _refuse_repeated(index.store, ids)  # fail before encoding a whole gallery
+    embedded = embed_items(items, index.encoder, index.dim, batch_size, progress)
+    count = len(embedded.paths)
+    labels = per_item(labels, count, "labels", check_label, broadcast=True)
+    given = None if ids is None else per_item(ids, count, "ids", check_id, broadcast=False)
+    metadata = check_metadata(metadata, count, embedded.paths)
+    skipped = [
+        SkippedImage(i, embedded.paths[i], labels[i], None if given is None else given[i])
+        for i in embedded.skipped
+    ]
+    if skipped:  # what has no face goes, with its label, id and metadata
+        kept = embedded.kept
+        labels, metadata = [labels[i] for i in kept], [metadata[i] for i in kept]
+        given = None if given is None else [given[i] for i in kept]
+    embeddings = embedded.embeddings
+    check_directions(embeddings, index.metric)  # one rule for every store
+    with index._lock:
+        if len(embeddings) == 0:
+            return Enrolled([], skipped)
+        store = index.store or index._open_store(embeddings.shape[1])
+        new_ids = given if given is not None else index._shared.take_ids(store, len(embeddings))
+        if mode == "replace":
+            store.upsert(new_ids, embeddings, labels, metadata)
+        elif mode == "skip":
+            present = store.existing_ids(new_ids)
+            store.add(new_ids, embeddings, labels, metadata, existing="skip")
+            new_ids = [i for i in new_ids if i not in present]
+        else:
+            store.add(new_ids, embeddings, labels, metadata)
+        index._shared.advance_ids(store, new_ids)
+        return Enrolled(new_ids, skipped)
+
+
+def id_list(ids: Any) -> list[Any]:
+    """One id or an iterable of them, as a list.
+
+    Examples:
+        >>> id_list("a1"), id_list([1, 2])
+        (['a1'], [1, 2])
+    """
+    single = isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable)
+    return [ids] if single else list(ids)
+
+
+def _refuse_repeated(store: VectorStore | None, ids: Any) -> None:
+    wanted = [check_id(i) for i in id_list(ids)]
+    seen: set[Any] = set()
+    repeated = [i for i in wanted if i in seen or seen.add(i)]
+    if repeated:
+        raise DuplicateIdError(f"ids repeated in one call: {repeated[:5]}; ids must be unique")
+    _refuse_enrolled(store, wanted)
 
 
 def _refuse_enrolled(store: VectorStore | None, ids: list[str]) -> None:

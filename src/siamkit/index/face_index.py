@@ -19,27 +19,25 @@ import numpy as np
 
 from siamkit.exceptions import (
     ConfigError,
-    DuplicateIdError,
     EmptyIndexError,
     GeometryError,
     ShapeError,
     UnknownIdError,
 )
-from siamkit.geometry import MAX_SQUARED_NORM, check_directions, prepare
+from siamkit.geometry import check_directions, prepare
 from siamkit.index import gallery_record as _record
-from siamkit.index._inputs import (
-    check_extra,
-    check_id,
-    check_label,
-    check_metadata,
-    embed_items,
-    per_item,
-    to_embeddings,
-)
+from siamkit.index._inputs import check_id, check_label, fast_query_norm, to_embeddings
 from siamkit.index.calibration import MAX_PAIRS, calibrate_gallery, pair_distances
 from siamkit.index.decisions import decision_threshold, verification, vote
+from siamkit.index.enrolment import enrol_folder, id_list, insert_items
 from siamkit.index.gallery_record import GalleryRecord, SharedRecord
-from siamkit.index.persistence import connect_index, load_index, update_index
+from siamkit.index.persistence import (
+    connect_index,
+    describe_index,
+    load_index,
+    save_index,
+    update_index,
+)
 from siamkit.index.results import (
     Calibration,
     Enrolled,
@@ -49,7 +47,6 @@ from siamkit.index.results import (
     Neighbors,
     Record,
     SearchResults,
-    SkippedImage,
     Verification,
 )
 from siamkit.index.stores.base import (
@@ -57,7 +54,6 @@ from siamkit.index.stores.base import (
     StoreHits,
     VectorStore,
     hits_to_results,
-    store_kind,
     store_registry,
 )
 from siamkit.index.stores.faiss.files import LOCK_TIMEOUT
@@ -68,9 +64,6 @@ if TYPE_CHECKING:  # the index runs without torch behind an ONNX encoder
     from siamkit.encoders.base import Encoder
 
 _FLOAT32 = np.dtype(np.float32)  # NumPy's native float32 dtype is one shared object
-# Single queries shorter than this take the general path, which refuses cosine's zero
-# vectors (norm below 1e-12, a square of 1e-24; the margin covers rounding).
-_SHORT_SQUARED_NORM = 1e-20
 
 
 class FaceIndex:
@@ -433,7 +426,7 @@ class FaceIndex:
         """
         if existing not in EXISTING:
             raise ConfigError(f"existing must be one of {', '.join(EXISTING)}, got {existing!r}")
-        return self._insert(items, labels, ids, metadata, batch_size, progress, existing)
+        return insert_items(self, items, labels, ids, metadata, batch_size, progress, existing)
 
     def upsert(
         self,
@@ -456,7 +449,7 @@ class FaceIndex:
         """
         if ids is None:
             raise ConfigError("upsert needs the ids of the items it adds or replaces")
-        return self._insert(items, labels, ids, metadata, batch_size, progress, "replace")
+        return insert_items(self, items, labels, ids, metadata, batch_size, progress, "replace")
 
     def add_folder(
         self,
@@ -510,72 +503,8 @@ class FaceIndex:
             >>> index.add_folder(root, existing="skip")
             []
         """
-        from siamkit.index.enrolment import enrol_folder
-
         return enrol_folder(self, path, upsert=upsert, existing=existing, batch_size=batch_size,
                             progress=progress, shard=shard, on_chunk=on_chunk)  # fmt: skip
-
-    def _insert(
-        self,
-        items: Any,
-        labels: Any,
-        ids: Any,
-        metadata: Any,
-        batch_size: int,
-        progress: bool,
-        mode: str,
-    ) -> Enrolled:
-        if ids is not None and mode == "error":
-            self._precheck_ids(ids)  # fail before encoding a whole gallery
-        embedded = embed_items(items, self.encoder, self._dim, batch_size, progress)
-        count = len(embedded.paths)
-        labels = per_item(labels, count, "labels", check_label, broadcast=True)
-        given = None if ids is None else per_item(ids, count, "ids", check_id, broadcast=False)
-        metadata = check_metadata(metadata, count, embedded.paths)
-        skipped = [
-            SkippedImage(i, embedded.paths[i], labels[i], None if given is None else given[i])
-            for i in embedded.skipped
-        ]
-        if skipped:  # what has no face goes, with its label, id and metadata
-            kept = embedded.kept
-            labels, metadata = [labels[i] for i in kept], [metadata[i] for i in kept]
-            given = None if given is None else [given[i] for i in kept]
-        embeddings = embedded.embeddings
-        check_directions(embeddings, self._metric)  # one rule for every store
-        with self._lock:
-            if len(embeddings) == 0:
-                return Enrolled([], skipped)
-            store = self._store or self._open_store(embeddings.shape[1])
-            new_ids = given if given is not None else self._auto_ids(len(embeddings))
-            if mode == "replace":
-                store.upsert(new_ids, embeddings, labels, metadata)
-            elif mode == "skip":
-                present = store.existing_ids(new_ids)
-                store.add(new_ids, embeddings, labels, metadata, existing="skip")
-                new_ids = [i for i in new_ids if i not in present]
-            else:
-                store.add(new_ids, embeddings, labels, metadata)
-            self._advance_ids(new_ids)
-            return Enrolled(new_ids, skipped)
-
-    def _precheck_ids(self, ids: Any) -> None:
-        wanted = [check_id(i) for i in _id_list(ids)]
-        seen: set[Any] = set()
-        repeated = [i for i in wanted if i in seen or seen.add(i)]
-        if repeated:
-            raise DuplicateIdError(f"ids repeated in one call: {repeated[:5]}; ids must be unique")
-        taken = [] if self._store is None else sorted(self._store.existing_ids(wanted), key=str)
-        if taken:
-            raise DuplicateIdError(
-                f"ids already in the index: {taken[:5]}; remove them first, or use upsert() "
-                "to replace them"
-            )
-
-    def _auto_ids(self, count: int) -> list[int]:
-        return self._shared.take_ids(self._store, count)
-
-    def _advance_ids(self, new_ids: list[ItemId]) -> None:
-        self._shared.advance_ids(self._store, new_ids)
 
     def remove(self, ids: ItemId | Iterable[ItemId], *, missing_ok: bool = False) -> int:
         """Remove items by id, from every kind of index (HNSW included).
@@ -602,7 +531,7 @@ class FaceIndex:
             >>> [m.id for m in index.search(np.array([1.0], dtype="float32"), k=3)]
             [0, 2]
         """
-        keys = list(dict.fromkeys(check_id(i) for i in _id_list(ids)))
+        keys = list(dict.fromkeys(check_id(i) for i in id_list(ids)))
         with self._lock:
             if self._store is None:
                 if keys and not missing_ok:
@@ -653,9 +582,11 @@ class FaceIndex:
             >>> index.search(np.array([[0.1], [4.0]], dtype="float32"), k=1).labels.tolist()
             [['a'], ['c']]
         """
-        if type(queries) is np.ndarray and queries.dtype is _FLOAT32:
-            found = self._search_one_embedding(queries, k)
-            if found is not None:
+        store = self._store
+        if type(queries) is np.ndarray and queries.dtype is _FLOAT32 and store is not None:
+            squared = fast_query_norm(queries, self._dim, k)  # one query: the store's fast path
+            found = None if squared is None else store.search_one(queries, k, squared)
+            if found is not None:  # None: the store has no fast path for it
                 return found
         vectors, single = self._queries(queries, k)
         if not len(vectors):  # an empty batch has empty answers, even from an empty index
@@ -691,24 +622,6 @@ class FaceIndex:
         if results.ids.shape[1] == 0 and len(vectors) and store.count() == 0:
             raise EmptyIndexError("the index is empty: add items before searching it")
         return results
-
-    def _search_one_embedding(self, vector: np.ndarray, k: Any) -> list[Match] | None:
-        """The matches of one float32 embedding on the store's fast path, else None.
-
-        One NumPy call (the squared norm, which is also the check for NaN, inf
-        and norms over ``MAX_EMBEDDING_NORM``, whose float32 distances would
-        overflow) before the store's ``search_one``; anything else takes the
-        general path, which raises for what this refuses.
-        """
-        store = self._store
-        if store is None or vector.shape != (self._dim,) or type(k) is not int or k <= 0:
-            return None
-        # vdot, not dot: as fast, and silent when the float32 square overflows to inf.
-        squared = float(np.vdot(vector, vector))
-        # Also False for NaN and inf; (near) zero queries go where cosine's rule is applied.
-        if not _SHORT_SQUARED_NORM <= squared <= MAX_SQUARED_NORM:
-            return None
-        return store.search_one(vector, k, squared)
 
     def _queries(self, queries: Any, k: int) -> tuple[np.ndarray, bool]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
@@ -854,30 +767,7 @@ class FaceIndex:
             >>> FaceIndex(metric="cosine", dim=4).info()["count"]
             0
         """
-        store, record = self._store, self._shared.record
-        count = len(self)
-        described = {"ef_search": self.ef_search, "nprobe": self.nprobe, "trained": False,
-                     "removed_pending": 0}  # fmt: skip
-        if store is not None:
-            described.update(store.describe())
-        fit, calibration = record.fpir_calibration, record.calibration
-        return {
-            "count": count,
-            "people": len(self.labels()) if count else 0,
-            "dim": self._dim,
-            "metric": self._metric,
-            "normalised": self._metric == "cosine",
-            "store": self._store_name if store is None else store_kind(store),
-            **described,
-            "index": self.index_spec,
-            "threshold": record.threshold,
-            "calibration": None if calibration is None else calibration.to_dict(),
-            "identify_threshold": record.identify_threshold,
-            "fpir_calibration": None if fit is None else fit.to_dict(),
-            "encoder_fingerprint": record.fingerprint,
-            "extra": dict(record.extra),
-            "warnings": record.warnings(count),
-        }
+        return describe_index(self, self._store_name)
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path: str | os.PathLike | None = None) -> Path | None:
@@ -913,21 +803,7 @@ class FaceIndex:
             >>> len(FaceIndex.load(folder))
             2
         """
-        store = self._require_store()
-        extra = check_extra(self._shared.record.extra)  # the notes as this process edited them
-        with self._changing_record() as record:
-            record.extra = extra
-        with self._lock:
-            if store.persistence == "shared":
-                if path is not None:
-                    raise ConfigError(
-                        "this gallery lives in its store; save() takes no path for it "
-                        "(reopen it with FaceIndex.connect)"
-                    )
-                return None
-            if path is None:
-                raise ConfigError("save(path): the folder to write the FAISS index into")
-            return store.save(path)
+        return save_index(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, encoder: Encoder | Any | None = None) -> FaceIndex:
@@ -1005,8 +881,3 @@ class FaceIndex:
             FaceIndex(400 items, dim=128, metric='euclidean', index='flat')
         """
         return connect_index(encoder, store=store, cls=cls, **options)
-
-
-def _id_list(ids: Any) -> list[Any]:
-    single = isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable)
-    return [ids] if single else list(ids)

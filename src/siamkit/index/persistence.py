@@ -1,4 +1,5 @@
-"""Opening a saved gallery: a FAISS index folder (load, update) or a database store (connect).
+"""Saving and opening a gallery: a FAISS index folder (save, load, update) or a database store
+(connect), and its summary (info).
 
 Each opens the store, reads the gallery's record and checks it against the
 encoder before a :class:`~siamkit.index.FaceIndex` is made over them, so a
@@ -14,8 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from siamkit.exceptions import ConfigError, IndexFileError
+from siamkit.exceptions import ConfigError, EmptyIndexError, IndexFileError
 from siamkit.index import gallery_record as _record
+from siamkit.index._inputs import check_extra
 from siamkit.index.stores.base import VectorStore, store_kind, store_place, store_registry
 from siamkit.index.stores.faiss import FaissStore
 from siamkit.index.stores.faiss.files import LOCK_TIMEOUT, folder_lock
@@ -110,4 +112,78 @@ def index_over(store: VectorStore, encoder: Any, where: str, cls: type | None = 
     return index
 
 
-__all__ = ["connect_index", "index_over", "load_index", "update_index"]
+def save_index(index: FaceIndex, path: str | os.PathLike | None) -> Path | None:
+    """Save ``index``: the FAISS store's files into ``path``, or a database store's record.
+
+    Raises:
+        EmptyIndexError: nothing to save yet (the embedding size is unknown).
+        ConfigError: a path for a database store, or none for the FAISS store.
+
+    Examples:
+        >>> import tempfile, numpy as np, siamkit
+        >>> index = siamkit.FaceIndex(metric="cosine", dim=2)
+        >>> _ = index.add(np.eye(2, dtype="float32"), labels=["a", "b"])
+        >>> save_index(index, tempfile.mkdtemp()).is_dir()
+        True
+    """
+    if index.store is None:
+        raise EmptyIndexError("the index is empty: add items first")
+    store, shared = index.store, index._shared
+    extra = check_extra(shared.record.extra)  # the notes as this process edited them
+    with shared.changing(store) as record:
+        record.extra = extra
+    with shared.lock:
+        if store.persistence == "shared":
+            if path is not None:
+                raise ConfigError(
+                    "this gallery lives in its store; save() takes no path for it "
+                    "(reopen it with FaceIndex.connect)"
+                )
+            return None
+        if path is None:
+            raise ConfigError("save(path): the folder to write the FAISS index into")
+        return store.save(path)
+
+
+def describe_index(index: FaceIndex, store_name: str) -> dict[str, Any]:
+    """:meth:`FaceIndex.info`: size, geometry, store settings, thresholds, encoder, warnings.
+
+    Examples:
+        >>> import siamkit
+        >>> describe_index(siamkit.FaceIndex(metric="cosine", dim=4), "faiss")["store"]
+        'faiss'
+    """
+    store, record = index.store, index._shared.record
+    count = len(index)
+    described = {"ef_search": index.ef_search, "nprobe": index.nprobe, "trained": False,
+                 "removed_pending": 0}  # fmt: skip
+    if store is not None:
+        described.update(store.describe())
+    fit, calibration = record.fpir_calibration, record.calibration
+    return {
+        "count": count,
+        "people": len(index.labels()) if count else 0,
+        "dim": index.dim,
+        "metric": index.metric,
+        "normalised": index.metric == "cosine",
+        "store": store_name if store is None else store_kind(store),
+        **described,
+        "index": index.index_spec,
+        "threshold": record.threshold,
+        "calibration": None if calibration is None else calibration.to_dict(),
+        "identify_threshold": record.identify_threshold,
+        "fpir_calibration": None if fit is None else fit.to_dict(),
+        "encoder_fingerprint": record.fingerprint,
+        "extra": dict(record.extra),
+        "warnings": record.warnings(count),
+    }
+
+
+__all__ = [
+    "connect_index",
+    "describe_index",
+    "index_over",
+    "load_index",
+    "save_index",
+    "update_index",
+]
