@@ -34,6 +34,25 @@ class ClassSplit:
     test_classes: list[str]
 
 
+def _pick(
+    explicit: Sequence[str] | None,
+    share: float | int,
+    taken: set[str],
+    what: str,
+    order: list[str],
+) -> list[str]:
+    """The named classes of one part (checked), or the next ``share`` of the seeded ``order``."""
+    if explicit is not None:
+        unknown = sorted(set(explicit) - set(order))
+        if unknown:
+            raise ConfigError(f"unknown {what} classes: {', '.join(unknown)}")
+        overlap = sorted(set(explicit) & taken)
+        if overlap:
+            raise ConfigError(f"classes in more than one split: {', '.join(overlap)}")
+        return list(explicit)
+    return [name for name in order if name not in taken][: _count(share, len(order), what)]
+
+
 def _count(share: float | int, total: int, what: str) -> int:
     if (isinstance(share, float) and not share.is_integer()) or 0 < share < 1:
         count = round(share * total)
@@ -54,8 +73,8 @@ def split_by_class(
 ) -> ClassSplit:
     """Split a labelled dataset by class (person), never by image.
 
-    Evaluating on people seen in training measures memory, not generalisation;
-    this keeps each person in exactly one part.
+    Each person is in exactly one part: evaluating on people seen in training
+    measures memory, not generalisation.
 
     Args:
         dataset: A dataset with ``targets`` (an ImageFolder) or returning ``(x, label)``.
@@ -79,31 +98,14 @@ def split_by_class(
     """
     labels = dataset_labels(dataset)
     present = np.unique(labels)
-    names = list(
-        getattr(dataset, "classes", None) or [str(c) for c in range(int(present.max()) + 1)]
-    )
-    by_name = {names[int(c)]: int(c) for c in present}
-    rng = np.random.default_rng(seed)
-    order = [names[int(c)] for c in rng.permutation(present)]
-
-    def pick(
-        explicit: Sequence[str] | None, share: float | int, taken: set[str], what: str
-    ) -> list[str]:
-        if explicit is not None:
-            unknown = sorted(set(explicit) - set(by_name))
-            if unknown:
-                raise ConfigError(f"unknown {what} classes: {', '.join(unknown)}")
-            overlap = sorted(set(explicit) & taken)
-            if overlap:
-                raise ConfigError(f"classes in more than one split: {', '.join(overlap)}")
-            return list(explicit)
-        count = _count(share, len(present), what)
-        return [name for name in order if name not in taken][:count]
+    names = getattr(dataset, "classes", None) or [str(c) for c in range(int(present.max()) + 1)]
+    by_name = {names[int(c)]: int(c) for c in present}  # classes present, by name
+    order = [names[int(c)] for c in np.random.default_rng(seed).permutation(present)]
 
     # Classes named explicitly for validation are not free for a random test draw.
-    chosen_test = pick(test_classes, test, set(val_classes or ()), "test")
-    chosen_val = pick(val_classes, val, set(chosen_test), "val")
-    held_out = set(chosen_test) | set(chosen_val)
+    chosen_test = _pick(test_classes, test, set(val_classes or ()), "test", order)
+    chosen_val = _pick(val_classes, val, set(chosen_test), "val", order)
+    held_out = {*chosen_test, *chosen_val}
     train_names = [name for name in order if name not in held_out]
     if not train_names:
         raise ConfigError("no class is left for training: hold out fewer classes")

@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from siamkit.alignment.base import AlignmentStats
 from siamkit.data.att import ATTFaces, find_att_folder
 from siamkit.data.folder import FaceFolder
 from siamkit.data.images import load_image
-from siamkit.data.splits import split_by_class
+from siamkit.data.splits import ClassSplit, split_by_class
 from siamkit.encoders.base import Encoder, load_encoder
 from siamkit.evaluation import plots
 from siamkit.evaluation.open_set import open_set_split
@@ -176,21 +176,14 @@ def run_demo(
 ) -> DemoResult:
     """Run siamkit end to end on the AT&T faces (or any folder of people).
 
-    1. Gets the faces (downloads the AT&T archive into ``out_dir/data`` when
-       ``data`` is not given); 2. splits the people: a quarter held out of
-       training entirely, a tenth for validation, the rest for training;
-    3. trains by ``siamkit train``'s recipe for ``preset`` (``"auto"``: with
-       the faces extra, the aligned, pretrained ``dlib-face`` with its
-       fine-tuning strength chosen on the validation people; without it, the
-       compact encoder from scratch); 4. evaluates it on the held-out people;
-    5. enrols half the images of most held-out people in a :class:`FaceIndex`,
-       calibrates identify for ``target_fpir`` (by leaving each enrolled person
-       out in turn) and verify for ``target_far``, and queries it with their
-       other images and with every image of the held-out people kept out of
-       the gallery, who should come back unknown; 6. writes ``report.html``.
-
-    ``epochs`` sets the from-scratch run's epochs, or each fine-tuning
-    candidate's. A finished training in ``out_dir/model`` is reused.
+    It gets the faces (the AT&T archive, into ``out_dir/data``, without
+    ``data``), holds a quarter of the people out and a tenth for validation,
+    trains by ``siamkit train``'s recipe for ``preset`` (``epochs``: the
+    scratch run's, or each fine-tuning candidate's; a finished run in
+    ``out_dir/model`` is reused), evaluates on the held-out people, enrols
+    some of them in a calibrated :class:`FaceIndex` (``target_far``,
+    ``target_fpir``), identifies the rest and writes ``report.html``
+    (the steps: the tutorial's demo section).
 
     Raises:
         DataError: fewer than 6 people.
@@ -216,33 +209,72 @@ def run_demo(
         trained.encoder, split.test, out_dir=report_dir, model_dir=model_dir, seed=seed,
         progress=progress,
     )  # fmt: skip
+    searched = _search_held_out(faces, split, trained.encoder, model_dir, out,
+                                (target_far, target_fpir), seed, progress)  # fmt: skip
+    report = write_report(
+        evaluation, report_dir, model_dir=model_dir,
+        sections=[_recipe_section(recipe, trained, split),
+                  _gallery_section(searched, report_dir, seed)],
+        title="siamkit demo: the AT&T faces, people never seen in training",
+    )  # fmt: skip
+    result = _result(out, report, split, evaluation, searched, (recipe, trained, train_seconds))
+    _write_summary(result, out)
+    return result
+
+
+class _Searched(NamedTuple):
+    enrolled: list[str]
+    unknown: list[str]
+    probes: list[tuple[str, str]]
+    answers: list[Any]
+    calibration: FarCalibration
+    fpir: FpirCalibration
+    outcome: dict[str, int]
+
+
+def _search_held_out(
+    faces: FaceFolder,
+    split: ClassSplit,
+    encoder: Any,
+    model_dir: Path,
+    out: Path,
+    targets: tuple[float, float],
+    seed: int,
+    progress: bool,
+) -> _Searched:
+    """Step 5 of :func:`run_demo`: enrol, calibrate (FAR, FPIR), save, identify the probes."""
     enrolled, unknown, gallery, probes = _gallery_and_probes(faces, split.test_classes, 0.4, seed)
-    index = FaceIndex(trained.encoder)
+    index = FaceIndex(encoder)
     index.add(
         [p for p, _ in gallery], labels=[person for _, person in gallery],
         ids=[os.path.relpath(p, faces.root) for p, _ in gallery], progress=progress,
     )  # fmt: skip
-    calibration = index.calibrate(target_far=target_far)
-    fpir_calibration = index.calibrate(target_fpir=target_fpir)
+    calibration = index.calibrate(target_far=targets[0])
+    fpir_calibration = index.calibrate(target_fpir=targets[1])
     index.extra["model"] = str(model_dir.resolve())
     index.save(out / "index")
     answers = index.identify([p for p, _ in probes])
     outcome = _score(probes, answers, set(enrolled))
-    section = _gallery_section(
-        probes, answers, outcome, fpir_calibration, enrolled, unknown, report_dir, seed
-    )
-    report = write_report(
-        evaluation, report_dir, model_dir=model_dir,
-        sections=[_recipe_section(recipe, trained, split), section],
-        title="siamkit demo: the AT&T faces, people never seen in training",
-    )  # fmt: skip
-    result = DemoResult(
+    return _Searched(enrolled, unknown, probes, answers, calibration, fpir_calibration, outcome)
+
+
+def _result(
+    out: Path,
+    report: Path,
+    split: ClassSplit,
+    evaluation: Evaluation,
+    searched: _Searched,
+    training: tuple[Recipe, Any, float],
+) -> DemoResult:
+    recipe, trained, train_seconds = training
+    calibration, fpir_calibration, outcome = searched.calibration, searched.fpir, searched.outcome
+    return DemoResult(
         out_dir=out,
         report=report,
         train_people=split.train_classes,
         val_people=split.val_classes,
-        gallery_people=enrolled,
-        unknown_people=unknown,
+        gallery_people=searched.enrolled,
+        unknown_people=searched.unknown,
         evaluation=evaluation,
         threshold=calibration.threshold,
         calibration=calibration,
@@ -258,8 +290,6 @@ def run_demo(
         fine_tuning=trained.selection,
         training_alignment=trained.alignment,
     )
-    _write_summary(result, out)
-    return result
 
 
 def _write_summary(result: DemoResult, out: Path) -> None:
@@ -340,17 +370,9 @@ def _score(probes: list[tuple[str, str]], answers: list[Any], enrolled: set[str]
     }
 
 
-def _gallery_section(
-    probes: list[tuple[str, str]],
-    answers: list[Any],
-    outcome: dict[str, Any],
-    calibration: FpirCalibration,
-    enrolled: list[str],
-    unknown: list[str],
-    report_dir: Path,
-    seed: int,
-) -> Section:
-    c, o = calibration, outcome
+def _gallery_section(searched: _Searched, report_dir: Path, seed: int) -> Section:
+    c, o, enrolled, unknown = searched.fpir, searched.outcome, searched.enrolled, searched.unknown
+    probes, answers = searched.probes, searched.answers
     rows = [
         ("people enrolled (half their images in the gallery)", ", ".join(enrolled)),
         ("people kept out of the gallery", ", ".join(unknown)),

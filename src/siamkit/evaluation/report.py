@@ -228,6 +228,52 @@ def _training(model_dir: Path | None) -> str:
     )
 
 
+_PICTURES = {
+    "roc": "ROC curve (FAR on a log scale)",
+    "det": "DET curve of open-set search (FNIR against FPIR, log scales)",
+    "histograms": "Distances of genuine and impostor pairs, with the decision threshold",
+    "cmc": "Cumulative match characteristic (leave-one-out identification)",
+    "pairs": "Example pairs with their dissimilarity; green: the call was right, red: wrong",
+    "retrieval": "Each query beside its five nearest faces; green: same person, red: another",
+}
+
+
+def _cards(ev: Evaluation) -> str:
+    v = ev.verification
+    return "".join(
+        [
+            _card("ROC AUC", f"{v.auc:.4f}"),
+            _card("EER", f"{100 * v.eer:.2f}%"),
+            _card("rank-1", f"{ev.identification['rank1']:.3f}"),
+            _card("accuracy", f"{100 * ev.accuracy:.2f}%"),
+        ]
+    )
+
+
+def _overview(ev: Evaluation) -> str:
+    return table(
+        ["", ""],
+        [
+            ("model", ev.model),
+            ("data", ev.data),
+            ("geometry", ev.metric),
+            ("images / people", f"{ev.num_images} / {ev.num_people}"),
+            ("pairs", ev.num_pairs),
+        ],
+    )
+
+
+def _figures(out: Path, ev: Evaluation) -> str:
+    small, large = ("roc", "det", "histograms", "cmc"), ("pairs", "retrieval")
+
+    def pictures(names: tuple[str, ...]) -> str:
+        return "".join(
+            embedded_image(out / ev.figures[k], _PICTURES[k]) for k in names if k in ev.figures
+        )
+
+    return f'<div class="figs">{pictures(small)}</div>{pictures(large)}'
+
+
 def write_report(
     evaluation: Evaluation,
     out_dir: str | os.PathLike,
@@ -249,44 +295,7 @@ def write_report(
     """
     out = check_report_folder(out_dir)
     ev = evaluation
-    v = ev.verification
-    cards = "".join(
-        [
-            _card("ROC AUC", f"{v.auc:.4f}"),
-            _card("EER", f"{100 * v.eer:.2f}%"),
-            _card("rank-1", f"{ev.identification['rank1']:.3f}"),
-            _card("accuracy", f"{100 * ev.accuracy:.2f}%"),
-        ]
-    )
-    overview = table(
-        ["", ""],
-        [
-            ("model", ev.model),
-            ("data", ev.data),
-            ("geometry", ev.metric),
-            ("images / people", f"{ev.num_images} / {ev.num_people}"),
-            ("pairs", ev.num_pairs),
-        ],
-    )
-    pictures = {
-        "roc": "ROC curve (FAR on a log scale)",
-        "det": "DET curve of open-set search (FNIR against FPIR, log scales)",
-        "histograms": "Distances of genuine and impostor pairs, with the decision threshold",
-        "cmc": "Cumulative match characteristic (leave-one-out identification)",
-        "pairs": "Example pairs with their dissimilarity; green: the call was right, red: wrong",
-        "retrieval": "Each query beside its five nearest faces; green: same person, red: another",
-    }
-    small, large = ("roc", "det", "histograms", "cmc"), ("pairs", "retrieval")
-    figures = (
-        '<div class="figs">'
-        + "".join(
-            embedded_image(out / ev.figures[k], pictures[k]) for k in small if k in ev.figures
-        )
-        + "</div>"
-        + "".join(
-            embedded_image(out / ev.figures[k], pictures[k]) for k in large if k in ev.figures
-        )
-    )
+    cards, overview, figures = _cards(ev), _overview(ev), _figures(out, ev)
     body = (
         f"<h1>{html.escape(title)}</h1>"
         f'<p class="sub">siamkit {__version__}</p>'

@@ -337,44 +337,26 @@ def evaluate_encoder(
 ) -> Evaluation:
     """Measure an encoder on a folder of people and (with ``out_dir``) draw the pictures.
 
-    Verification uses all pairs of the folder's images, or the pairs of the
-    ``pairs`` file. Identification is leave-one-out over the folder. Open-set
-    enrols one image of half the people and probes with everything else;
-    open-set search splits the people into enrolled and unknown as the demo
-    does and reports FNIR at FPIR 0.1, 0.01, 0.001 and the DET curve.
-
-    The encoder's face aligner, if any, runs on every image once; its counts
-    are in :attr:`Evaluation.alignment`. Under ``on_missing="skip"`` images
-    without a face are left out (with their pairs) and listed in
-    :attr:`Evaluation.skipped_images`; under ``"error"`` the first one stops
-    the evaluation.
+    Verification over all pairs (or ``pairs``), leave-one-out identification,
+    open-set identification and search; images without a face under
+    ``on_missing="skip"`` are listed in :attr:`Evaluation.skipped_images`.
 
     Args:
-        encoder: The trained encoder, or its ONNX export
-            (a :class:`~siamkit.runtime.OnnxEncoder`).
-        data: An image folder (one sub-folder per person), a
-            :class:`~siamkit.data.FaceFolder`, or a ``Subset`` of one (e.g. the
-            test people of :func:`~siamkit.data.split_by_class`).
+        encoder: The trained encoder, or its ONNX export (:class:`~siamkit.runtime.OnnxEncoder`).
+        data: A folder of people, a :class:`~siamkit.data.FaceFolder`, or a ``Subset`` of one.
         pairs: Optional pair list (see :func:`read_pairs`).
-        out_dir: Where ``evaluation.json`` and the PNG pictures go: a new or
-            empty folder, or one holding only an earlier report's files (see
-            :func:`check_report_folder`).
-        model_dir: The model's folder: the threshold fitted on its validation
-            people during training (:func:`siamkit.model_folder.trained_threshold`)
-            unless ``threshold`` is given; the report names the model by it.
-        seed: Seeds the choice of example pairs and enrolled people.
+        out_dir: Where ``evaluation.json`` and the pictures go (:func:`check_report_folder`).
+        model_dir: The model's folder: names the model, and gives the threshold its
+            training fitted on validation people unless ``threshold`` is given.
+        seed: Seeds the example pairs and the enrolled people.
         progress: Show a progress bar while embedding.
         examples: Pairs in the pair grid.
-        threshold: The decision threshold of accuracy and open-set results,
-            fitted elsewhere (e.g. on the model's validation people); without
-            one (and no trained threshold in ``model_dir``) the EER threshold
-            of these pairs, which is optimistic.
+        threshold: The threshold of accuracy and open-set results; without one (nor a
+            trained one) the EER threshold of these pairs, which is optimistic.
 
     Raises:
-        ConfigError: ``out_dir`` is a file, or a folder holding files that are
-            not an evaluation report's.
-        DataError: fewer than two people (once images without a face are
-            skipped), or a pair file whose pairs all lost an image.
+        ConfigError: ``out_dir`` is a file, or holds files that are not a report's.
+        DataError: fewer than two people (after skips), or every pair lost an image.
         NoFaceError: no face in an image under the aligner's policy ``"error"``.
 
     Examples:
@@ -386,36 +368,40 @@ def evaluate_encoder(
         check_report_folder(out_dir)  # before the work, not after it
     if threshold is not None:
         threshold = _given_threshold(threshold)
-    folder = LabelledImages.of(data)
-    if len(np.unique(folder.labels)) < 2:
-        raise DataError(f"{data} holds a single person: evaluation needs at least two")
     before = snapshot(encoder)
-    folder, embeddings, skipped = _embed_folder(encoder, folder, progress)
-    paths, labels, metric = folder.paths, folder.labels, encoder.metric
-    distances, same, pair_paths, skipped_extra = _scored_pairs(
-        encoder, folder, embeddings, pairs, skipped, progress
-    )
-    alignment = counts_since(encoder, before)
-    verification = verification_metrics(distances, same)
-    trained = trained_threshold(model_dir) if threshold is None else None
-    if threshold is not None:
-        source = "given (threshold=)"
-    elif trained is not None:
-        threshold, source = trained, "fitted on the model's validation people (EER)"
-    else:
-        threshold, source = verification.eer_threshold, "EER threshold of these pairs (optimistic)"
-    cmc = cmc_curve(embeddings, labels, metric=metric, max_rank=20)
-    identification = {
-        "rank1": float(cmc[0]),
-        "rank5": float(cmc[min(4, len(cmc) - 1)]),
-        **retrieval_metrics(embeddings, labels, metric),
-        "cmc": cmc.tolist(),
-    }
-    result = Evaluation(
-        model=str(model_dir) if model_dir else type(encoder).__name__,
+    folder, embeddings, skipped = _embed_folder(encoder, LabelledImages.of(data), progress)
+    scored = _scored_pairs(encoder, folder, embeddings, pairs, skipped, progress)
+    name = str(model_dir) if model_dir else type(encoder).__name__
+    result = _measure(folder, embeddings, scored, encoder.metric, name, seed,
+                      _decision_threshold(threshold, model_dir, scored[0], scored[1]))  # fmt: skip
+    result.alignment, result.skipped_images = counts_since(encoder, before), skipped + scored[3]
+    if out_dir is not None:
+        out = prepare_report_folder(out_dir)
+        distances, same, pair_paths, _ = scored
+        result.figures = _draw(out, folder, embeddings, folder.labels, distances, same,
+                               pair_paths, result, seed, examples)  # fmt: skip
+        write_json(out / EVALUATION_FILE, result.to_dict())
+    return result
+
+
+def _measure(
+    folder: LabelledImages,
+    embeddings: np.ndarray,
+    scored: tuple[np.ndarray, np.ndarray, Any, list[str]],
+    metric: str,
+    model: str,
+    seed: int,
+    decision: tuple[VerificationResult, float, str],
+) -> Evaluation:
+    """Every figure of :func:`evaluate_encoder` from the embeddings and the scored pairs."""
+    distances, same, _, _ = scored
+    verification, threshold, source = decision
+    labels = folder.labels
+    return Evaluation(
+        model=model,
         data=folder.description,
         metric=metric,
-        num_images=len(paths),
+        num_images=len(folder.paths),
         num_people=len(np.unique(labels)),
         num_pairs=len(distances),
         verification=verification,
@@ -424,26 +410,45 @@ def evaluate_encoder(
         threshold_source=source,
         accuracy=accuracy_at(distances, same, threshold),
         kfold=kfold_accuracy(distances, same, folds=min(10, len(distances)), seed=seed),
-        identification=identification,
+        identification=_identification(embeddings, labels, metric),
         open_set=_open_set(embeddings, labels, metric, threshold, seed),
         open_set_search=open_set_search(embeddings, labels, metric, seed=seed),
-        alignment=alignment,
-        skipped_images=skipped + skipped_extra,
         skipped_files=folder.skipped_files,
     )
-    if out_dir is not None:
-        out = prepare_report_folder(out_dir)
-        result.figures = _draw(
-            out, folder, embeddings, labels, distances, same, pair_paths, result, seed, examples
-        )
-        write_json(out / EVALUATION_FILE, result.to_dict())
-    return result
+
+
+def _decision_threshold(
+    given: float | None, model_dir: str | os.PathLike | None, distances: Any, same: Any
+) -> tuple[VerificationResult, float, str]:
+    """The verification figures, and the threshold of accuracy and open-set results with
+    where it came from."""
+    verification = verification_metrics(distances, same)
+    if given is not None:
+        return verification, given, "given (threshold=)"
+    trained = trained_threshold(model_dir)
+    if trained is not None:
+        return verification, trained, "fitted on the model's validation people (EER)"
+    return verification, verification.eer_threshold, "EER threshold of these pairs (optimistic)"
+
+
+def _identification(embeddings: np.ndarray, labels: np.ndarray, metric: str) -> dict[str, Any]:
+    cmc = cmc_curve(embeddings, labels, metric=metric, max_rank=20)
+    return {
+        "rank1": float(cmc[0]),
+        "rank5": float(cmc[min(4, len(cmc) - 1)]),
+        **retrieval_metrics(embeddings, labels, metric),
+        "cmc": cmc.tolist(),
+    }
 
 
 def _embed_folder(
     encoder: Encoder | OnnxEncoder, folder: LabelledImages, progress: bool
 ) -> tuple[LabelledImages, np.ndarray, list[str]]:
     """The folder's embeddings, less the images without a face under ``on_missing="skip"``."""
+    if len(np.unique(folder.labels)) < 2:
+        raise DataError(
+            f"{folder.description} holds a single person: evaluation needs at least two"
+        )
     from siamkit._embedding import embed_items
 
     embedded = embed_items(folder.paths, encoder, None, progress=progress)

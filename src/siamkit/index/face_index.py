@@ -701,20 +701,14 @@ class FaceIndex:
     ) -> Calibration | FpirCalibration:
         """Fit and store a decision threshold: 1:1 for a FAR, or 1:N for an FPIR.
 
-        **1:1** (``target_far``, default 0.001; used by :meth:`verify`): the
-        largest distance at which at most ``target_far`` of the impostor pairs
-        are accepted. The pairs are the gallery's own (every genuine and
-        impostor pair, sampled with ``seed`` above ``max_pairs``) or ``pairs``.
-
-        **1:N** (``target_fpir``; used by :meth:`identify`): the largest
-        distance at which at most ``target_fpir`` of searches by people *not*
-        in the gallery match someone. Without ``unknown`` probes, each enrolled
-        person in turn is searched as a stranger against everyone else (leave
-        one person out). The expected FNIR (enrolled people rejected or
-        misidentified) comes from searching each image of people with two or
-        more images against the rest. The gallery size is recorded: a gallery
-        grown well past it lets more strangers through (see :meth:`info`).
-        All distances come from this index's own search.
+        **1:1** (``target_far``, default 0.001; :meth:`verify`): the largest
+        distance accepting at most ``target_far`` of the impostor pairs (the
+        gallery's own, sampled above ``max_pairs``, or ``pairs``). **1:N**
+        (``target_fpir``; :meth:`identify`): the largest distance at which at
+        most ``target_fpir`` of strangers' searches match someone (each person
+        left out in turn, or the ``unknown`` probes), with the expected FNIR and
+        the gallery size it holds for (see :meth:`info`). How: the thresholds
+        concept page.
 
         Args:
             target_far: The false-accept rate to allow, e.g. 0.001.

@@ -217,33 +217,43 @@ def fit_warnings(
     neg = np.asarray(negatives, dtype=np.float64).reshape(-1)
     pos = np.asarray(positives, dtype=np.float64).reshape(-1)
     found = np.asarray(matched, dtype=bool).reshape(-1)
-    out = []
-    rate = float(accepts(neg, threshold).mean()) if neg.size else 0.0
-    if rate > target:
-        zeros = int((neg <= 0).sum())
-        out.append(
-            f"{zeros} of the {neg.size} {words[0]} are at distance 0 (identical embeddings "
-            "under two labels: one person filed under two names, or one image enrolled "
-            f"twice?): no threshold rejects them, so the {words[2]} reached, {rate:.3g}, "
-            f"misses the target {target:g}; merge or remove the duplicates, then calibrate "
-            "again"
-        )
+    out = [_target_missed(neg, threshold, target, words)]
     if pos.size and not found.any():
         out.append(
             f"the threshold {words[3]} none of the {pos.size} {words[1]} (to their own "
             f"person): they are no nearer than the {words[0]} it must reject, so it tells no "
             "one apart"
         )
-    if neg.size:
-        ceiling = float(np.sort(neg)[allowed_count(target, neg.size)])
-        tied = int((pos == ceiling).sum()) if ceiling > threshold else 0
-        if tied:
-            out.append(
-                f"{tied} of the {words[1]} are at exactly the distance ({ceiling:.6g}) of "
-                f"the nearest of the {words[0]} the target rejects: equal distances cannot "
-                "be told apart, so they are rejected with it"
-            )
-    return tuple(out)
+    out.append(_ties(neg, pos, threshold, target, words))
+    return tuple(warning for warning in out if warning)
+
+
+def _target_missed(neg: np.ndarray, threshold: float, target: float, words: Any) -> str:
+    rate = float(accepts(neg, threshold).mean()) if neg.size else 0.0
+    if rate <= target:
+        return ""
+    zeros = int((neg <= 0).sum())
+    return (
+        f"{zeros} of the {neg.size} {words[0]} are at distance 0 (identical embeddings "
+        "under two labels: one person filed under two names, or one image enrolled "
+        f"twice?): no threshold rejects them, so the {words[2]} reached, {rate:.3g}, "
+        f"misses the target {target:g}; merge or remove the duplicates, then calibrate "
+        "again"
+    )
+
+
+def _ties(neg: np.ndarray, pos: np.ndarray, threshold: float, target: float, words: Any) -> str:
+    if not neg.size:
+        return ""
+    ceiling = float(np.sort(neg)[allowed_count(target, neg.size)])
+    tied = int((pos == ceiling).sum()) if ceiling > threshold else 0
+    if not tied:
+        return ""
+    return (
+        f"{tied} of the {words[1]} are at exactly the distance ({ceiling:.6g}) of "
+        f"the nearest of the {words[0]} the target rejects: equal distances cannot "
+        "be told apart, so they are rejected with it"
+    )
 
 
 def fit_reliable(
