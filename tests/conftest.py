@@ -1,9 +1,11 @@
 """Shared fixtures of the siamkit test suite.
 
 * ``orl_root``: the real AT&T/ORL faces, skipping the test when they are absent;
+* ``omniglot_root``: the real Omniglot characters (torchvision's layout), likewise;
 * ``synthetic_faces``: a small, learnable ImageFolder of six "people";
 * ``make_image_folder``: a factory writing such folders for bad-input tests;
-* ``clean_encoder_registry``: undoes encoder registrations made by a test.
+* ``clean_encoder_registry``: undoes encoder registrations made by a test;
+* ``server``: a file server on 127.0.0.1 for the downloaders (:class:`FakeServer`).
 
 The suite never reaches the network: a session-wide guard refuses socket
 connections to anything but the loopback interface.
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +27,7 @@ from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ORL_DIR = REPO_ROOT.parent / "shared/data/att_faces"
+OMNIGLOT_DIR = REPO_ROOT.parent / "shared/data/omniglot"
 
 SYNTHETIC_CLASSES = 6
 SYNTHETIC_IMAGES_PER_CLASS = 6
@@ -98,6 +103,14 @@ def orl_root() -> Path:
     return ORL_DIR
 
 
+@pytest.fixture
+def omniglot_root() -> Path:
+    """The Omniglot copy (torchvision's layout and the 20 runs); skips the test when missing."""
+    if not (OMNIGLOT_DIR / "omniglot-py").is_dir():
+        pytest.skip(f"Omniglot is not at {OMNIGLOT_DIR}")
+    return OMNIGLOT_DIR
+
+
 @pytest.fixture(scope="session")
 def synthetic_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ImageFolder of 6 classes ``person0``..``person5`` × 6 greyscale 46×56 PNGs.
@@ -148,3 +161,73 @@ def clean_encoder_registry() -> Iterator[None]:
         for name in set(sys.modules) - modules:
             if name.startswith("siamkit_test_plugin"):
                 del sys.modules[name]
+
+
+class FakeServer:
+    """Serves ``routes`` (path -> bytes) on 127.0.0.1 and records every request."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, bytes] = {}
+        self.truncated: set[str] = set()
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                body = server.routes.get(self.path)
+                if body is None:
+                    self.send_error(404, "Not Found")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/zip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.path in server.truncated:
+                    body = body[: len(body) // 2]  # the connection drops half-way
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def serve(self, path: str, body: bytes, truncated: bool = False) -> str:
+        self.routes[path] = body
+        if truncated:
+            self.truncated.add(path)
+        return self.url(path)
+
+    def url(self, path: str) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
+    for name in (
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    # should a test forget its url, the default must not be the internet either
+    monkeypatch.setenv("SIAMKIT_ATT_URL", "http://127.0.0.1:9/no-default-download")
+    fake = FakeServer()
+    try:
+        yield fake
+    finally:
+        fake.close()

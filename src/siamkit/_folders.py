@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from siamkit._images import is_image_file
-from siamkit.exceptions import DataError
+from siamkit.exceptions import ConfigError, DataError
 
 #: Files the system puts in folders of pictures: never reported.
 SYSTEM_FILES = frozenset({"Thumbs.db", "ehthumbs.db", "desktop.ini", "Icon\r"})
@@ -66,6 +66,9 @@ class FolderListing:
         paths: Every image file, class by class.
         labels: The class of each image, an index into ``classes``.
         skipped: The files and links left out, with the reason (see the module's rules).
+        groups: In the grouped layout, each class's group (``classes`` are then
+            ``"<group>/<class>"``, as Omniglot's ``<alphabet>/<character>``); None
+            in the flat one.
 
     Examples:
         >>> listing = FolderListing("faces", ["ann", "bob"], ["faces/ann/1.png"], [0])
@@ -78,6 +81,12 @@ class FolderListing:
     paths: list[str]
     labels: list[int]
     skipped: list[SkippedFile] = field(default_factory=list)
+    groups: list[str] | None = None
+
+    @property
+    def layout(self) -> str:
+        """``"flat"`` (``root/<class>/<image>``) or ``"grouped"`` (``<group>/<class>/<image>``)."""
+        return "flat" if self.groups is None else "grouped"
 
     @property
     def counts(self) -> dict[str, int]:
@@ -88,7 +97,9 @@ class FolderListing:
         return counts
 
 
-def list_image_folder(root: str | os.PathLike, min_images_per_class: int = 1) -> FolderListing:
+def list_image_folder(
+    root: str | os.PathLike, min_images_per_class: int = 1, layout: str = "flat"
+) -> FolderListing:
     """List ``root/<person>/<image>`` as torchvision's ``ImageFolder`` does, with checks.
 
     Every sub-folder of ``root`` is a class; its images (in sub-folders too)
@@ -96,9 +107,15 @@ def list_image_folder(root: str | os.PathLike, min_images_per_class: int = 1) ->
     images and which links are followed: see :mod:`siamkit._folders`; what is
     left out is in :attr:`FolderListing.skipped`, each with its reason.
 
+    ``layout="grouped"`` reads ``root/<group>/<class>/<image>`` (Omniglot's
+    ``<alphabet>/<character>``): classes ``"<group>/<class>"``; ``"auto"``
+    reads whichever the folder shows (:func:`grouped_layout`).
+
     Raises:
         DataError: ``root`` is missing, holds no class folder or no image, or a
-            class folder holds no image or fewer than ``min_images_per_class``.
+            class folder holds no image or fewer than ``min_images_per_class``;
+            in the grouped layout, an image directly in a group folder.
+        ConfigError: an unknown ``layout``.
 
     Examples:
         >>> import tempfile, os
@@ -114,11 +131,16 @@ def list_image_folder(root: str | os.PathLike, min_images_per_class: int = 1) ->
         >>> print(listing.skipped[0].reason)
         a link to the file ann/1.png, listed already: each file is listed once
     """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     path = Path(root)
     if not path.is_dir():
         raise DataError(f"image folder {path} does not exist")
     walk = _Walk(os.fspath(root))
     images = walk.run()
+    groups = None
+    if layout == "grouped" or (layout == "auto" and grouped_layout(os.fspath(root), images)):
+        images, groups = _by_group(os.fspath(root), images)
     classes = sorted(images)
     if not classes:
         raise DataError(
@@ -131,9 +153,59 @@ def list_image_folder(root: str | os.PathLike, min_images_per_class: int = 1) ->
         paths += images[name]
         labels += [label] * len(images[name])
     skipped = sorted(walk.skipped, key=lambda item: item.path)
-    listing = FolderListing(os.fspath(root), classes, paths, labels, skipped)
+    of_class = None if groups is None else [groups[name] for name in classes]
+    listing = FolderListing(os.fspath(root), classes, paths, labels, skipped, of_class)
     _check_counts(path, listing, min_images_per_class)
     return listing
+
+
+#: How :func:`list_image_folder` reads a folder: one class per top-level folder, one per
+#: second-level folder (``<group>/<class>``), or whichever the folder shows.
+LAYOUTS = ("flat", "grouped", "auto")
+
+
+def grouped_layout(root: str, images: dict[str, list[str]]) -> bool:
+    """True when ``images`` (per top-level folder) look like ``<group>/<class>/<image>``.
+
+    No image lies directly in a top-level folder, and at least one of them
+    holds two or more class folders.
+
+    Examples:
+        >>> grouped_layout("r", {"Latin": ["r/Latin/a/1.png", "r/Latin/b/1.png"]})
+        True
+        >>> grouped_layout("r", {"ann": ["r/ann/1.png"], "bob": ["r/bob/2019/1.png"]})
+        False
+    """
+    widest = 0
+    for group, paths in images.items():
+        base = os.path.join(root, group)
+        inner = {Path(os.path.relpath(p, base)).parts[:-1][:1] for p in paths}
+        if () in inner:
+            return False
+        widest = max(widest, len(inner))
+    return widest >= 2
+
+
+def _by_group(
+    root: str, images: dict[str, list[str]]
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The images of each ``<group>/<class>``, and each class's group."""
+    classes: dict[str, list[str]] = {}
+    groups: dict[str, str] = {}
+    for group, paths in images.items():
+        base = os.path.join(root, group)
+        for p in paths:
+            parts = Path(os.path.relpath(p, base)).parts
+            if len(parts) < 2:
+                raise DataError(
+                    f"{p} lies directly in the group folder {group}: in the grouped layout "
+                    "(root/<group>/<class>/<image>) every image is in a class folder; move it "
+                    "into one, or read the folder flat (layout='flat')"
+                )
+            name = f"{group}/{parts[0]}"
+            classes.setdefault(name, []).append(p)
+            groups[name] = group
+    return classes, groups
 
 
 class _Walk:

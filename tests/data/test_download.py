@@ -5,10 +5,7 @@ from __future__ import annotations
 import io
 import socket
 import stat
-import threading
 import zipfile
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -48,76 +45,6 @@ def make_archive(
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             zf.writestr(info, "/etc/passwd")
     return buffer.getvalue()
-
-
-class FakeServer:
-    """Serves ``routes`` (path -> bytes) on 127.0.0.1 and records every request."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, bytes] = {}
-        self.truncated: set[str] = set()
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append(self.path)
-                body = server.routes.get(self.path)
-                if body is None:
-                    self.send_error(404, "Not Found")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/zip")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.path in server.truncated:
-                    body = body[: len(body) // 2]  # the connection drops half-way
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def serve(self, path: str, body: bytes, truncated: bool = False) -> str:
-        self.routes[path] = body
-        if truncated:
-            self.truncated.add(path)
-        return self.url(path)
-
-    def url(self, path: str) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
-    for name in (
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    # should a test forget its url, the default must not be the internet either
-    monkeypatch.setenv("SIAMKIT_ATT_URL", "http://127.0.0.1:9/no-default-download")
-    fake = FakeServer()
-    try:
-        yield fake
-    finally:
-        fake.close()
 
 
 @pytest.fixture(scope="module")

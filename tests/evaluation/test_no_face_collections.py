@@ -19,15 +19,11 @@ from PIL import Image
 
 import siamkit
 from _aligners import DarkIsNoFace
+from _markers import needs_faces
 from siamkit.cli.main import main
 from siamkit.evaluation import evaluate_encoder
 from siamkit.exceptions import DataError, NoFaceError
 from siamkit.index import Enrolled, SkippedImage
-from siamkit.training.recipes import face_extra_missing
-
-needs_faces = pytest.mark.skipif(
-    face_extra_missing() is not None, reason="the faces extra (dlib, face models) is missing"
-)
 
 
 def encoder_with(policy: str | None) -> siamkit.Encoder:

@@ -18,6 +18,7 @@ from PIL import Image
 
 import siamkit
 from _aligners import DarkIsNoFace
+from _markers import needs_faces
 from siamkit.alignment import FaceAligner, YuNetAligner
 from siamkit.cli.main import main
 from siamkit.evaluation.verification import all_pairs_distances, verification_metrics
@@ -36,11 +37,8 @@ from siamkit.training import (
     select_fine_tuning,
 )
 from siamkit.training.fine_tuning import FROZEN
-from siamkit.training.recipes import FACE_ENCODER, face_aligner, face_extra_missing, resolve_preset
+from siamkit.training.recipes import FACE_ENCODER, face_aligner, resolve_preset
 
-needs_faces = pytest.mark.skipif(
-    face_extra_missing() is not None, reason="the faces extra (dlib, face models) is missing"
-)
 HEAD = FineTuneCandidate("head", "head", lr=1e-5, epochs=1)
 
 

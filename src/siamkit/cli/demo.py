@@ -39,7 +39,7 @@ def add_parser(commands: Any) -> None:
         choices=["auto", "face", "scratch"],
         default="auto",
         help="training recipe, as `siamkit train --preset`: auto is face when the faces extra "
-        "is installed, else scratch (default: %(default)s)",
+        "is installed and finds faces in the images, else scratch (default: %(default)s)",
     )
     parser.add_argument(
         "--epochs",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from siamkit._folders import skipped_lines
+from siamkit.cli.arguments import add_layout_argument
 
 
 def add_parser(commands: Any) -> None:
@@ -61,11 +62,39 @@ def add_parser(commands: Any) -> None:
         help="seed of the example pairs and of the open-set split into enrolled and unknown "
         "people (default: %(default)s)",
     )
+    _add_few_shot_arguments(parser)
     parser.add_argument(
         "--json", action="store_true", help="print the results as JSON instead of a table"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
+
+
+def _add_few_shot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--few-shot",
+        default=None,
+        metavar="NxK",
+        help="also measure N-way K-shot classification (e.g. 20x1) on seeded episodes of "
+        "--data's classes, drawn within one group when the folder is grouped "
+        "(DIR/<group>/<class>/<image>, as Omniglot's alphabets)",
+    )
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="seeded few-shot episodes (default: %(default)s; 0 with --runs: only the runs)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also score fixed one-shot runs: DIR/runNN/class_labels.txt, as Lake et al.'s "
+        "20 official Omniglot runs",
+    )
+    add_layout_argument(parser, "")
 
 
 def summary_lines(result: Any) -> list[str]:
@@ -101,6 +130,8 @@ def summary_lines(result: Any) -> list[str]:
         note = "" if f.reliable else f"  (unreliable: {unreliable_reason(f)})"
         fnir = "n/a" if f.fnir is None else f"{100 * f.fnir:.2f}%"
         lines.append(f"  FNIR @ FPIR {f.target_fpir:<6g}  {fnir}{note}")
+    for few in result.few_shot:
+        lines.append(f"  few-shot            {few.summary()}")
     if result.alignment is not None:
         lines.append(f"  alignment           {result.alignment.summary()}")
     return lines + skipped_lines(result.skipped_files)
@@ -112,13 +143,14 @@ def run(args: argparse.Namespace) -> int:
     from siamkit.evaluation.runner import check_report_folder, evaluate_encoder
     from siamkit.model_folder import evaluation_folder
 
+    few_shot = _few_shot(args)  # a bad NxK fails before anything is loaded
     out = args.out or evaluation_folder(args.model)
     # Before the model is loaded and the images embedded: a refused --out costs nothing.
     check_report_folder(out, "--out" if args.out else "the report folder")
     encoder = load_encoder(args.model)
     result = evaluate_encoder(
         encoder, args.data, pairs=args.pairs, out_dir=out, model_dir=args.model, seed=args.seed,
-        progress=not (args.quiet or args.json),
+        progress=not (args.quiet or args.json), few_shot=few_shot, layout=args.layout,
     )  # fmt: skip
     report = write_report(result, out, model_dir=args.model)
     if args.json:
@@ -127,3 +159,17 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(summary_lines(result)))
         print(f"report: {report}")
     return 0
+
+
+def _few_shot(args: argparse.Namespace) -> Any:
+    from siamkit.evaluation.few_shot import FewShot, parse_few_shot
+    from siamkit.exceptions import ConfigError
+
+    if args.few_shot is None and args.runs is None:
+        return None
+    if args.episodes < 0:
+        raise ConfigError(f"--episodes must be 0 or more, got {args.episodes}")
+    if args.few_shot is None:  # the runs alone
+        return FewShot(episodes=0, runs=args.runs)
+    n_way, k_shot = parse_few_shot(args.few_shot)
+    return FewShot(n_way, k_shot, args.episodes, args.runs)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from siamkit._manifest import parse_json
+from siamkit.cli.arguments import add_layout_argument
 from siamkit.exceptions import ConfigError
 from siamkit.training.config import TrainConfig
 from siamkit.training.recipes import FACE_ALIGNER, FACE_ENCODER, PRESETS, SCRATCH_ENCODER
@@ -32,8 +33,10 @@ def add_parser(commands: Any) -> None:
         required=True,
         type=Path,
         metavar="DIR",
-        help="image folder: DIR/<person>/<image>; the AT&T faces work as they are",
+        help="image folder: DIR/<person>/<image>, or DIR/<group>/<class>/<image> (as "
+        "Omniglot's alphabets; see --layout); the AT&T faces work as they are",
     )
+    add_layout_argument(parser, " with whole groups held out")
     parser.add_argument(
         "--out",
         required=True,
@@ -57,8 +60,9 @@ def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
         help=f"training recipe: face (pretrained {FACE_ENCODER} behind the {FACE_ALIGNER} "
         "aligner, fine-tuned "
         "only where it helps the held-out people), scratch (--encoder from random weights), "
-        "or auto: face when the faces extra is installed and no --encoder is given, else "
-        "scratch (default: %(default)s)",
+        "or auto: face when the faces extra is installed, no --encoder is given and the face "
+        "detector finds a face in most of a seeded sample of the images, else scratch "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--encoder",
@@ -164,6 +168,14 @@ def _add_loss_args(parser: argparse.ArgumentParser, defaults: TrainConfig) -> No
         "--no-augment",
         action="store_true",
         help="turn off flips, small rotations, shifts and brightness changes",
+    )
+    parser.add_argument(
+        "--flip",
+        type=float,
+        default=None,
+        metavar="P",
+        help="probability of a horizontal flip in augmentation (default: 0.5 for faces, 0 when "
+        "the face detector finds none in the data: a mirrored character is another one)",
     )
 
 
@@ -343,7 +355,7 @@ def _run(args: argparse.Namespace) -> int:
         aligner_args=parse_encoder_args(args.aligner_arg, "--aligner-arg"), loss=args.loss,
         loss_args=parse_encoder_args(args.loss_arg, "--loss-arg"), config=_config(args),
         val_fraction=args.val_fraction, val_classes=args.val_classes,
-        candidates=face_candidates(args.lr, args.epochs),
+        candidates=face_candidates(args.lr, args.epochs), layout=args.layout,
     )  # fmt: skip
     run = train_recipe(args.data, args.out, options, resume=args.resume,
                        progress=not args.quiet, say=print)  # fmt: skip
@@ -364,6 +376,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         margin=args.margin,
         miner=args.miner,
         augment=not args.no_augment,
+        flip=args.flip,
         seed=args.seed,
         device=args.device,
         num_threads=args.threads,

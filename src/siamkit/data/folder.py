@@ -29,6 +29,10 @@ class FaceFolder(ImageFolder):
         mode: PIL mode to convert images to (``"L"``, ``"RGB"``), or None.
         min_images_per_class: Classes with fewer images raise ``DataError``
             (2 for training, where a class needs a positive pair).
+        layout: ``"flat"`` (``root/<class>/<image>``), ``"grouped"``
+            (``root/<group>/<class>/<image>``, classes named ``"<group>/<class>"``,
+            as Omniglot's alphabets and characters) or ``"auto"`` (whichever
+            the folder shows: :func:`siamkit._folders.grouped_layout`).
 
     Raises:
         DataError: ``root`` is missing, holds no class folder, or holds no image.
@@ -52,8 +56,9 @@ class FaceFolder(ImageFolder):
         transform: Callable[[Any], Any] | None = None,
         mode: str | None = None,
         min_images_per_class: int = 1,
+        layout: str = "flat",
     ) -> None:
-        self._listing = list_image_folder(root, min_images_per_class)
+        self._listing = list_image_folder(root, min_images_per_class, layout)
         self.mode = mode
         super().__init__(
             str(root), transform=transform, loader=self._load, is_valid_file=is_image_file
@@ -77,6 +82,16 @@ class FaceFolder(ImageFolder):
     def paths(self) -> list[str]:
         """The image files, in dataset order."""
         return [path for path, _ in self.samples]
+
+    @property
+    def layout(self) -> str:
+        """``"flat"`` or ``"grouped"``: how the folder was read."""
+        return self._listing.layout
+
+    @property
+    def groups(self) -> list[str] | None:
+        """Each class's group in the grouped layout (e.g. its alphabet), else None."""
+        return None if self._listing.groups is None else list(self._listing.groups)
 
     @property
     def skipped_files(self) -> list[SkippedFile]:

@@ -39,18 +39,35 @@ def _pick(
     share: float | int,
     taken: set[str],
     what: str,
-    order: list[str],
+    units: list[list[str]],
 ) -> list[str]:
-    """The named classes of one part (checked), or the next ``share`` of the seeded ``order``."""
+    """The named classes of one part (checked), or the next ``share`` of the seeded ``units``
+    (classes, or the classes of each group), none of them ``taken``."""
     if explicit is not None:
-        unknown = sorted(set(explicit) - set(order))
+        unknown = sorted(set(explicit) - {name for unit in units for name in unit})
         if unknown:
             raise ConfigError(f"unknown {what} classes: {', '.join(unknown)}")
         overlap = sorted(set(explicit) & taken)
         if overlap:
             raise ConfigError(f"classes in more than one split: {', '.join(overlap)}")
         return list(explicit)
-    return [name for name in order if name not in taken][: _count(share, len(order), what)]
+    free = [unit for unit in units if not taken.intersection(unit)]
+    return [name for unit in free[: _count(share, len(units), what)] for name in unit]
+
+
+def _units(dataset: Any, names: list[str], present: np.ndarray, seed: int) -> list[list[str]]:
+    """The seeded order of what is held out: classes, or whole groups when the data has them."""
+    order = [names[int(c)] for c in np.random.default_rng(seed).permutation(present)]
+    groups = getattr(dataset, "groups", None)
+    if not groups:
+        return [[name] for name in order]
+    group_of = {names[int(c)]: groups[int(c)] for c in present}
+    members: dict[str, list[str]] = {}
+    for name in sorted(group_of):
+        members.setdefault(group_of[name], []).append(name)
+    chosen = np.random.default_rng(seed).permutation(len(members))
+    kinds = sorted(members)
+    return [members[kinds[i]] for i in chosen]
 
 
 def _count(share: float | int, total: int, what: str) -> int:
@@ -74,7 +91,9 @@ def split_by_class(
     """Split a labelled dataset by class (person), never by image.
 
     Each person is in exactly one part: evaluating on people seen in training
-    measures memory, not generalisation.
+    measures memory, not generalisation. When the data has groups (a grouped
+    :class:`~siamkit.data.FaceFolder`, :class:`~siamkit.data.Omniglot`),
+    ``val`` and ``test`` count groups and hold out whole ones (new alphabets).
 
     Args:
         dataset: A dataset with ``targets`` (an ImageFolder) or returning ``(x, label)``.
@@ -100,13 +119,12 @@ def split_by_class(
     present = np.unique(labels)
     names = getattr(dataset, "classes", None) or [str(c) for c in range(int(present.max()) + 1)]
     by_name = {names[int(c)]: int(c) for c in present}  # classes present, by name
-    order = [names[int(c)] for c in np.random.default_rng(seed).permutation(present)]
-
+    units = _units(dataset, names, present, seed)
     # Classes named explicitly for validation are not free for a random test draw.
-    chosen_test = _pick(test_classes, test, set(val_classes or ()), "test", order)
-    chosen_val = _pick(val_classes, val, set(chosen_test), "val", order)
+    chosen_test = _pick(test_classes, test, set(val_classes or ()), "test", units)
+    chosen_val = _pick(val_classes, val, set(chosen_test), "val", units)
     held_out = {*chosen_test, *chosen_val}
-    train_names = [name for name in order if name not in held_out]
+    train_names = [name for unit in units for name in unit if name not in held_out]
     if not train_names:
         raise ConfigError("no class is left for training: hold out fewer classes")
 

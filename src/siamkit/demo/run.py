@@ -193,7 +193,7 @@ def run_demo(
         >>> result = run_demo("demo-out", data="data/att_faces")  # doctest: +SKIP
         >>> print(result.summary())  # doctest: +SKIP
     """
-    recipe = resolve_preset(preset)
+    resolve_preset(preset)  # a bad preset, or "face" without the extra, fails before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     faces = _load_faces(data, out, url, progress)
@@ -202,7 +202,8 @@ def run_demo(
     split = split_by_class(faces, val=0.1, test=0.25, seed=seed)
     model_dir = out / "model"
     started = time.perf_counter()
-    trained = _train(recipe, split, seed, epochs, model_dir, progress)
+    trained = _train(preset, split, seed, epochs, model_dir, progress)
+    recipe = trained.recipe  # what the preset became once the data was looked at
     train_seconds = time.perf_counter() - started
     report_dir = out / "report"
     evaluation = evaluate_encoder(
@@ -306,29 +307,31 @@ def _write_summary(result: DemoResult, out: Path) -> None:
 
 @dataclass
 class _Trained:
+    recipe: Recipe
     encoder: Encoder
     selection: FineTuneSelection | None = None
     alignment: AlignmentStats | None = None
 
 
 def _train(
-    recipe: Recipe,
+    preset: str,
     split: Any,
     seed: int,
     epochs: int | None,
     model_dir: Path,
     progress: bool,
 ) -> _Trained:
-    """Train by ``recipe`` through ``siamkit train``'s flow, or reuse a finished run there."""
+    """Train by ``preset`` through ``siamkit train``'s flow, or reuse a finished run there."""
     config = TrainConfig(seed=seed) if epochs is None else TrainConfig(seed=seed, epochs=epochs)
     candidates = face_candidates(epochs=epochs)
-    options = RecipeOptions(preset=recipe.name, config=config, candidates=candidates)
+    options = RecipeOptions(preset=preset, config=config, candidates=candidates)
     run = train_recipe(split, model_dir, options, resume=True, progress=progress)
     if run.encoder is None:  # a finished run: its kept model is on disk
-        return _Trained(load_encoder(model_dir), run.selection)
+        return _Trained(run.recipe, load_encoder(model_dir), run.selection)
     aligner = run.encoder.aligner
     trained = run.result is None and aligner is not None
-    return _Trained(run.encoder, run.selection, aligner.reset_stats() if trained else None)
+    return _Trained(run.recipe, run.encoder, run.selection,
+                    aligner.reset_stats() if trained else None)  # fmt: skip
 
 
 def _recipe_section(recipe: Recipe, trained: _Trained, split: Any) -> Section:

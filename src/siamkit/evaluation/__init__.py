@@ -1,5 +1,15 @@
-"""Evaluation metrics of the face field."""
+"""Evaluation: the metrics of the face field, N-way K-shot episodes, reports."""
 
+from siamkit.evaluation.few_shot import (
+    Episode,
+    FewShot,
+    FewShotResult,
+    FixedEpisodes,
+    evaluate_few_shot,
+    few_shot_accuracy,
+    read_one_shot_runs,
+    sample_episodes,
+)
 from siamkit.evaluation.identification import (
     OpenSetResult,
     cmc_curve,
@@ -32,7 +42,11 @@ from siamkit.evaluation.verification import (
 )
 
 __all__ = [
+    "Episode",
     "Evaluation",
+    "FewShot",
+    "FewShotResult",
+    "FixedEpisodes",
     "KFoldAccuracy",
     "OpenSetResult",
     "OpenSetSearch",
@@ -46,16 +60,20 @@ __all__ = [
     "cmc_curve",
     "equal_error_rate",
     "evaluate_encoder",
+    "evaluate_few_shot",
+    "few_shot_accuracy",
     "fit_threshold",
     "kfold_accuracy",
     "open_set_identification",
     "open_set_search",
     "open_set_split",
     "rank1_leave_one_out",
+    "read_one_shot_runs",
     "read_pairs",
     "retrieval_metrics",
     "roc_auc",
     "roc_curve",
+    "sample_episodes",
     "tar_at_far",
     "verification_metrics",
     "write_report",

@@ -184,6 +184,25 @@ def _open_set_search(ev: Evaluation) -> str:
     )
 
 
+def _few_shot(ev: Evaluation) -> str:
+    if not ev.few_shot:
+        return ""
+    rows = [
+        (f"{r.n_way}-way {r.k_shot}-shot", f"{100 * r.accuracy:.2f}%",
+         "" if r.ci95 is None else f"± {100 * r.ci95:.2f}%", f"{r.episodes:,}", r.source)
+        for r in ev.few_shot
+    ]  # fmt: skip
+    note = (
+        "<p>Each query is given the class whose support images (their mean embedding) are "
+        "nearest; 95% interval over the episodes.</p>"
+    )
+    return (
+        "<h2>Few-shot classification</h2>"
+        + note
+        + table(["task", "accuracy", "95% interval", "episodes", "episodes from"], rows)
+    )
+
+
 def _alignment(ev: Evaluation) -> str:
     stats = ev.alignment
     if stats is None:
@@ -302,7 +321,7 @@ def write_report(
         f'<div class="cards">{cards}</div>'
         f"<h2>Overview</h2>{overview}"
         f"<h2>Verification (1:1)</h2>{_verification(ev)}"
-        f"<h2>Identification (1:N)</h2>{_identification(ev)}"
+        f"<h2>Identification (1:N)</h2>{_identification(ev)}{_few_shot(ev)}"
         f"{_alignment(ev)}{_skipped_files(ev)}"
         f"<h2>Pictures</h2>{figures}"
         + "".join(f"<h2>{html.escape(s.title)}</h2>{s.html}" for s in sections)

@@ -19,6 +19,7 @@ from siamkit._images import load_image
 from siamkit.alignment.base import AlignmentStats
 from siamkit.alignment.counts import counts_since, snapshot
 from siamkit.evaluation import plots
+from siamkit.evaluation.few_shot import FewShot, FewShotResult, few_shot_results
 from siamkit.evaluation.identification import (
     OpenSetResult,
     cmc_curve,
@@ -125,14 +126,16 @@ class LabelledImages:
     root: Path
     description: str
     skipped_files: list[SkippedFile] = field(default_factory=list)
+    groups: list[str] | None = None
 
     @classmethod
-    def of(cls, data: Any) -> LabelledImages:
+    def of(cls, data: Any, layout: str = "flat") -> LabelledImages:
         """Accept a path, a :class:`~siamkit.data.FaceFolder`, or a ``Subset`` of one.
 
-        A path is listed without PyTorch (as ``FaceFolder`` lists it); the
-        others can only exist once torch is imported, so they are recognised
-        through ``sys.modules``.
+        A path is listed without PyTorch (as ``FaceFolder`` lists it, in
+        ``layout``); the others can only exist once torch is imported, so they
+        are recognised through ``sys.modules``. ``groups`` is each class's group
+        in the grouped layout.
         """
         indices = None
         torch_data = sys.modules.get("torch.utils.data")
@@ -141,12 +144,12 @@ class LabelledImages:
         if _is_face_folder(data):
             root, classes = str(data.root), list(data.classes)
             paths, labels = data.paths, np.asarray(data.targets)
-            skipped = data.skipped_files
+            skipped, groups = data.skipped_files, data.groups
         else:
-            listing = list_image_folder(data)
+            listing = list_image_folder(data, layout=layout)
             root, classes = listing.root, listing.classes
             paths, labels = listing.paths, np.asarray(listing.labels)
-            skipped = listing.skipped
+            skipped, groups = listing.skipped, listing.groups
         if indices is not None:
             paths, labels = [paths[i] for i in indices], labels[indices]
         if len(paths) == 0:
@@ -162,6 +165,7 @@ class LabelledImages:
             root=Path(root),
             description=root + (shown if indices is not None else ""),
             skipped_files=skipped if indices is None else _of_people(skipped, root, people),
+            groups=groups,
         )
 
     def subset(self, keep: list[int]) -> LabelledImages:
@@ -174,7 +178,12 @@ class LabelledImages:
 def _of_people(skipped: list[SkippedFile], root: str, people: list[str]) -> list[SkippedFile]:
     """The files left out of these people's folders (a Subset's share of its folder's)."""
     wanted = set(people)
-    return [s for s in skipped if Path(os.path.relpath(s.path, root)).parts[0] in wanted]
+
+    def of_wanted(path: str) -> bool:
+        parts = Path(os.path.relpath(path, root)).parts  # <person>/... or <group>/<class>/...
+        return parts[0] in wanted or "/".join(parts[:2]) in wanted
+
+    return [s for s in skipped if of_wanted(s.path)]
 
 
 def _is_face_folder(data: Any) -> bool:
@@ -209,6 +218,8 @@ class Evaluation:
         skipped_files: Files and links of the people's folders that the folder
             listing left out (not images siamkit reads, links that leave the
             folder or loop), each with its reason.
+        few_shot: N-way K-shot accuracies (seeded episodes, fixed runs) when
+            asked with ``few_shot=``.
 
     Examples:
         >>> result = evaluate_encoder(encoder, "faces/")  # doctest: +SKIP
@@ -235,6 +246,7 @@ class Evaluation:
     alignment: AlignmentStats | None = None
     skipped_images: list[str] = field(default_factory=list)
     skipped_files: list[SkippedFile] = field(default_factory=list)
+    few_shot: list[FewShotResult] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -334,29 +346,30 @@ def evaluate_encoder(
     examples: int = 12,
     *,
     threshold: float | None = None,
+    few_shot: FewShot | None = None,
+    layout: str = "auto",
 ) -> Evaluation:
     """Measure an encoder on a folder of people and (with ``out_dir``) draw the pictures.
 
     Verification over all pairs (or ``pairs``), leave-one-out identification,
-    open-set identification and search; images without a face under
-    ``on_missing="skip"`` are listed in :attr:`Evaluation.skipped_images`.
+    open-set identification and search, and (``few_shot``) N-way K-shot accuracy.
 
     Args:
         encoder: The trained encoder, or its ONNX export (:class:`~siamkit.runtime.OnnxEncoder`).
         data: A folder of people, a :class:`~siamkit.data.FaceFolder`, or a ``Subset`` of one.
-        pairs: Optional pair list (see :func:`read_pairs`).
-        out_dir: Where ``evaluation.json`` and the pictures go (:func:`check_report_folder`).
-        model_dir: The model's folder: names the model, and gives the threshold its
-            training fitted on validation people unless ``threshold`` is given.
-        seed: Seeds the example pairs and the enrolled people.
-        progress: Show a progress bar while embedding.
-        examples: Pairs in the pair grid.
-        threshold: The threshold of accuracy and open-set results; without one (nor a
-            trained one) the EER threshold of these pairs, which is optimistic.
+        pairs, out_dir: A pair list (:func:`read_pairs`); where ``evaluation.json`` and
+            the pictures go (:func:`check_report_folder`).
+        model_dir: The model's folder: its name, and its trained threshold.
+        seed: Seeds the example pairs, the enrolled people, the few-shot episodes.
+        progress, examples: Progress bars; the pairs in the pair grid.
+        threshold: Of accuracy and open-set results (before the trained one); without
+            either, the EER threshold of these pairs, which is optimistic.
+        few_shot, layout: N-way K-shot settings (:class:`~siamkit.evaluation.FewShot`);
+            how a folder is read (``"auto"``, ``"flat"``, ``"grouped"``).
 
     Raises:
-        ConfigError: ``out_dir`` is a file, or holds files that are not a report's.
-        DataError: fewer than two people (after skips), or every pair lost an image.
+        ConfigError: ``out_dir`` holds files that are not a report's (or is a file).
+        DataError: fewer than two people, no pair left, or too few few-shot classes.
         NoFaceError: no face in an image under the aligner's policy ``"error"``.
 
     Examples:
@@ -366,14 +379,14 @@ def evaluate_encoder(
     """
     if out_dir is not None:
         check_report_folder(out_dir)  # before the work, not after it
-    if threshold is not None:
-        threshold = _given_threshold(threshold)
+    threshold = None if threshold is None else _given_threshold(threshold)
     before = snapshot(encoder)
-    folder, embeddings, skipped = _embed_folder(encoder, LabelledImages.of(data), progress)
+    folder, embeddings, skipped = _embed_folder(encoder, LabelledImages.of(data, layout), progress)
     scored = _scored_pairs(encoder, folder, embeddings, pairs, skipped, progress)
     name = str(model_dir) if model_dir else type(encoder).__name__
     result = _measure(folder, embeddings, scored, encoder.metric, name, seed,
                       _decision_threshold(threshold, model_dir, scored[0], scored[1]))  # fmt: skip
+    result.few_shot = _few_shot(encoder, folder, embeddings, few_shot, (seed, progress))
     result.alignment, result.skipped_images = counts_since(encoder, before), skipped + scored[3]
     if out_dir is not None:
         out = prepare_report_folder(out_dir)
@@ -415,6 +428,16 @@ def _measure(
         open_set_search=open_set_search(embeddings, labels, metric, seed=seed),
         skipped_files=folder.skipped_files,
     )
+
+
+def _few_shot(
+    encoder: Any, folder: LabelledImages, embeddings: np.ndarray, few_shot: FewShot | None,
+    run: tuple[int, bool],
+) -> list[FewShotResult]:  # fmt: skip
+    if few_shot is None:
+        return []
+    groups = None if folder.groups is None else [folder.groups[y] for y in folder.labels]
+    return few_shot_results(encoder, few_shot, (embeddings, folder.labels, groups), *run)
 
 
 def _decision_threshold(

@@ -8,6 +8,7 @@ pipeline stays the encoder's own :attr:`~siamkit.Encoder.transform`.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -128,3 +129,20 @@ class FaceAugment(nn.Module):
             f"brightness={self.brightness}, contrast={self.contrast}, "
             f"value_range={self.value_range}"
         )
+
+
+def config_augment(config: Any, encoder: Any) -> FaceAugment | None:
+    """The augmentation a :class:`~siamkit.training.TrainConfig` asks for, on ``encoder``'s inputs.
+
+    ``config.flip=None`` flips half the images, as for faces.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> config_augment(SimpleNamespace(augment=True, flip=0.0),
+        ...                SimpleNamespace(input_range=(0.0, 1.0))).flip
+        0.0
+    """
+    if not config.augment:
+        return None
+    flip = 0.5 if config.flip is None else config.flip
+    return FaceAugment(flip=flip, value_range=encoder.input_range)

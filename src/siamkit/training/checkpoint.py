@@ -251,7 +251,8 @@ def resume_state(
         raise ModelFileError(
             f"{checkpoint} holds invalid settings ({err}); delete it to start afresh"
         ) from None
-    current = config.to_dict()
+    current = _as_run(config.to_dict())
+    saved = _as_run(saved)
     differ = sorted(
         k for k in current if k not in EXECUTION_SETTINGS and saved.get(k) != current[k]
     )
@@ -262,6 +263,11 @@ def resume_state(
         )
     check_same_encoder(state, encoder, out)
     return state
+
+
+def _as_run(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as the run used them: ``flip=None`` (saved before 0.3 as no key) is 0.5."""
+    return {**settings, "flip": 0.5 if settings.get("flip") is None else settings["flip"]}
 
 
 def write_checkpoint(

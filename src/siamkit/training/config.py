@@ -24,6 +24,10 @@ class TrainConfig:
             if it has one, else 0.5 for cosine and 1.0 for Euclidean encoders.
         miner: Name of a registered pair miner (``"all"``, ``"hard"``...).
         augment: Apply :class:`~siamkit.training.FaceAugment` to training batches.
+        flip: Its probability of a horizontal flip: 0.5 suits faces; 0 for
+            classes a mirror image changes (characters, text). None: 0.5,
+            unless a recipe chooses (``siamkit train`` turns flips off for
+            data that holds no faces, and saves its choice with the run).
         whiten: After training, fit the encoder's
             :class:`~siamkit.encoders.Whitening` layers (if it has any) on the
             training people.
@@ -60,6 +64,7 @@ class TrainConfig:
     margin: float | None = None
     miner: str = "all"
     augment: bool = True
+    flip: float | None = None
     whiten: bool = True
     seed: int = 0
     device: str = "cpu"
@@ -80,6 +85,8 @@ class TrainConfig:
                 f"batch_size ({self.batch_size}) must hold at least two people: "
                 f"use >= {2 * self.m_per_class}"
             )
+        if self.flip is not None and not 0 <= self.flip <= 1:
+            raise ConfigError(f"flip is a probability in [0, 1], got {self.flip}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.margin is not None and not self.margin > 0:

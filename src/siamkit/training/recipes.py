@@ -227,6 +227,8 @@ class RecipeOptions:
         val_classes: The people (folder names) to hold out.
         candidates: The face recipe's fine-tuning strengths (default
             :data:`FACE_CANDIDATES`; :func:`face_candidates` changes their lr and epochs).
+        layout: How a folder is read: ``"auto"``, ``"flat"`` or ``"grouped"``
+            (:class:`~siamkit.data.FaceFolder`).
 
     Examples:
         >>> RecipeOptions(preset="scratch").encoder_name("scratch")
@@ -244,6 +246,7 @@ class RecipeOptions:
     val_fraction: float = 0.25
     val_classes: Sequence[str] | None = None
     candidates: Sequence[FineTuneCandidate] | None = None
+    layout: str = "auto"
 
     def encoder_name(self, recipe: str) -> str:
         """The encoder the recipe ``recipe`` trains."""
@@ -291,6 +294,7 @@ def train_recipe(
     recipe = resolve_preset(options.preset, options.encoder, bool(options.encoder_args))
     check_encoder_arguments(options.encoder_name(recipe.name), **options.encoder_args)
     check_out_folder(out, resume, out_name="--out", resume_name="--resume")
+    recipe, options = follow_data(recipe, data, options, tell)
     finished = _finished_face_run(out, recipe) if resume else None
     if finished is not None:
         tell(f"{out} holds a finished face-preset run, nothing to resume: "
@@ -301,6 +305,46 @@ def train_recipe(
     split = _split(data, out, options, resume, tell)
     train = _train_face if recipe.name == "face" else _train_scratch
     return train(recipe, split, out, options, aligner, (resume, progress), tell)
+
+
+def follow_data(
+    recipe: Recipe, data: Any, options: RecipeOptions, tell: Callable[[str], Any]
+) -> tuple[Recipe, RecipeOptions]:
+    """What the data changes: ``auto``'s face recipe only for faces, flips only for faces.
+
+    With the face extra installed, the face detector looks at a seeded sample
+    of the training images (:func:`~siamkit.training.face_share.face_share`):
+    ``auto`` keeps the face recipe only when most hold a face, and the
+    from-scratch recipe, unless ``config.flip`` is set, flips images only then
+    (a mirrored character is another character). Without the extra nothing is
+    looked at: flips stay on, as for faces.
+
+    Examples:
+        >>> chosen = RecipeOptions(preset="scratch", config=TrainConfig(flip=0.0))
+        >>> follow_data(Recipe("scratch", "--preset scratch"), "chars/", chosen, print)[0].name
+        'scratch'
+    """
+    from siamkit.training.face_share import face_share, training_paths
+
+    looks = (options.preset == "auto" and recipe.name == "face") or (
+        recipe.name == "scratch" and options.config.flip is None)  # fmt: skip
+    if not looks or face_extra_missing():
+        return recipe, options
+    share = face_share(training_paths(data, options.layout), seed=options.config.seed)
+    if options.preset == "auto" and recipe.name == "face":
+        if share.most:
+            return Recipe(
+                "face", f"{share.summary()}: faces, and the face extra is installed"
+            ), options
+        recipe = Recipe("scratch", f"{share.summary()}: not faces, so from scratch "
+                                   "(--preset face forces the face recipe)")  # fmt: skip
+    if options.config.flip is not None:
+        return recipe, options
+    flip = 0.5 if share.most else 0.0
+    tell(f"augmentation: {'horizontal flips' if flip else 'no horizontal flips'} "
+         f"({share.summary()})")  # fmt: skip
+    config = dataclasses.replace(options.config, flip=flip)
+    return recipe, dataclasses.replace(options, config=config)
 
 
 def _finished_face_run(out: Path, recipe: Recipe) -> RecipeRun | None:
@@ -321,9 +365,12 @@ def _split(
     from siamkit._folders import skipped_lines
     from siamkit.data.folder import FaceFolder
 
-    dataset = FaceFolder(data, min_images_per_class=2)
+    dataset = FaceFolder(data, min_images_per_class=2, layout=options.layout)
     for line in skipped_lines(dataset.skipped_files, heading="left out "):
         tell(line)
+    if dataset.groups is not None:
+        tell(f"layout: {len(dataset.classes)} classes in {len(set(dataset.groups))} groups "
+             "(DIR/<group>/<class>/<image>); validation holds out whole groups")  # fmt: skip
     held_out = None if options.val_classes is None else list(options.val_classes)
     split = split_by_class(dataset, val=options.val_fraction if held_out is None else 0,
                            val_classes=held_out, seed=options.config.seed)  # fmt: skip
@@ -331,8 +378,8 @@ def _split(
         check_resume_split(out, split.val_classes, advice="use the same --seed and --val-classes")
     out.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:
-        info = {"data": str(Path(data).resolve()), "train_classes": split.train_classes,
-                "val_classes": split.val_classes}  # fmt: skip
+        info = {"data": str(Path(data).resolve()), "layout": dataset.layout,
+                "train_classes": split.train_classes, "val_classes": split.val_classes}  # fmt: skip
         write_split(out, info)
     return split
 
@@ -476,6 +523,7 @@ __all__ = [
     "face_candidates",
     "face_encoder",
     "face_extra_missing",
+    "follow_data",
     "recipe_aligner",
     "resolve_preset",
     "train_recipe",

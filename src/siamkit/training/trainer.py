@@ -33,7 +33,7 @@ from siamkit.training._binding import bind_loss, bind_miner
 from siamkit.training._parallel import check_world, parallel_model
 from siamkit.training._sources import ImageSource, train_source, val_source
 from siamkit.training._validation import fit_whitening, validation_metrics
-from siamkit.training.augment import FaceAugment
+from siamkit.training.augment import FaceAugment, config_augment
 from siamkit.training.checkpoint import (
     CHECKPOINT_FILE,
     EXECUTION_SETTINGS,
@@ -185,9 +185,7 @@ class Trainer:
         self.metric = encoder.metric
         self.loss = bind_loss(loss, self.encoder, self.config)
         self.miner = bind_miner(miner, self.encoder.metric, self.config)
-        if augment is None and self.config.augment:
-            augment = FaceAugment(value_range=encoder.input_range)
-        self.augment = augment
+        self.augment = augment if augment is not None else config_augment(self.config, encoder)
         self.callbacks = list(callbacks)
         self.progress = progress
         self.device = resolve_device(self.config.device)
