@@ -125,6 +125,21 @@ def test_a_run_naming_a_file_outside_its_folder_is_refused(tmp_path) -> None:
         read_one_shot_runs(tmp_path)
     with pytest.raises(DataError, match="no one-shot run"):
         read_one_shot_runs(tmp_path / "run01")
+    labels.write_text("run01/test/item01.png run01/test/item01.png\n")
+    with pytest.raises(DataError, match="as its own training image"):
+        read_one_shot_runs(tmp_path)
+
+
+def test_a_run_reaching_outside_through_a_link_is_refused(tmp_path) -> None:
+    runs, outside = tmp_path / "runs", tmp_path / "outside"
+    _write_runs(runs, runs=1)
+    (outside / "training").mkdir(parents=True)
+    for image in (runs / "run01" / "training").iterdir():
+        image.rename(outside / "training" / image.name)
+    (runs / "run01" / "training").rmdir()
+    (runs / "run01" / "training").symlink_to(outside / "training", target_is_directory=True)
+    with pytest.raises(DataError, match="leads out of"):
+        read_one_shot_runs(runs)
 
 
 def test_eval_cli_adds_few_shot_to_the_table_the_json_and_the_report(tmp_path, capsys) -> None:
@@ -151,7 +166,7 @@ def test_eval_cli_adds_few_shot_to_the_table_the_json_and_the_report(tmp_path, c
             "--few-shot", "3x1", "--episodes", "40", "--runs", runs, "--json"]  # fmt: skip
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["num_people"] == 8  # characters, not alphabets
+    assert printed["num_people"] == 8 and printed["groups"] == 2  # characters, not alphabets
     seeded, fixed = printed["few_shot"]
     assert (seeded["n_way"], seeded["k_shot"], seeded["episodes"]) == (3, 1, 40)
     assert seeded["source"] == "seeded (seed 0, within groups)" and fixed["episodes"] == 2

@@ -62,6 +62,10 @@ def test_auto_picks_scratch_for_characters_and_says_why(omniglot_root, tmp_path)
     # A flip the user sets is kept; --preset face is not second-guessed.
     mine = RecipeOptions(config=TrainConfig(flip=0.25))
     assert follow_data(resolve_preset("auto"), data, mine, told.append)[1].config.flip == 0.25
+    still = RecipeOptions(config=TrainConfig(augment=False))  # no augmentation: no flip line
+    told.clear()
+    assert follow_data(resolve_preset("auto"), data, still, told.append)[1].config.flip is None
+    assert told == []
     forced = RecipeOptions(preset="face")
     assert follow_data(resolve_preset("face"), data, forced, told.append)[0].name == "face"
 

@@ -130,6 +130,9 @@ def summary_lines(result: Any) -> list[str]:
         note = "" if f.reliable else f"  (unreliable: {unreliable_reason(f)})"
         fnir = "n/a" if f.fnir is None else f"{100 * f.fnir:.2f}%"
         lines.append(f"  FNIR @ FPIR {f.target_fpir:<6g}  {fnir}{note}")
+    if result.groups is not None:
+        lines.append(f"  layout              grouped: {result.num_people} classes in "
+                     f"{result.groups} groups (--layout flat: a class per top folder)")  # fmt: skip
     for few in result.few_shot:
         lines.append(f"  few-shot            {few.summary()}")
     if result.alignment is not None:

@@ -141,7 +141,13 @@ def download_omniglot(
         extracted = Path(staging) / folder.name
         if not extracted.is_dir():
             raise DataError(f"the archive {address} does not hold the folder {folder.name}")
-        os.replace(extracted, folder)
+        try:
+            os.replace(extracted, folder)
+        except OSError:
+            if not folder.is_dir():  # not another process's finished download: a real failure
+                raise DataError(
+                    f"could not move the extracted {folder.name} into {folder.parent}"
+                ) from None
     return folder
 
 

@@ -355,6 +355,8 @@ def read_one_shot_runs(folder: str | os.PathLike) -> FixedEpisodes:
     episodes = []
     for labels_file in runs:
         pairs = _run_pairs(root, labels_file)
+        if any(query == support for query, support in pairs):
+            raise DataError(f"{labels_file} names a test image as its own training image")
         supports = sorted({support for _, support in pairs})
         start = len(paths)
         paths += supports + [query for query, _ in pairs]
@@ -393,6 +395,11 @@ def _inside(root: Path, name: str, labels_file: Path, number: int) -> str:
     path = root / name
     if not path.is_file():
         raise DataError(f"{labels_file}:{number}: the image {path} does not exist")
+    if not path.resolve().is_relative_to(root.resolve()):  # a link out of the runs folder
+        raise DataError(
+            f"{labels_file}:{number}: {name!r} leads out of {root} through a link: the runs' "
+            "images must lie inside the runs folder"
+        )
     return str(path)
 
 
@@ -405,6 +412,7 @@ def evaluate_few_shot(
     *,
     seed: int = 0,
     within_groups: bool = True,
+    layout: str = "auto",
     progress: bool = False,
 ) -> FewShotResult:
     """N-way K-shot accuracy of ``encoder`` on a folder of classes (the classes never trained on).
@@ -435,17 +443,14 @@ def evaluate_few_shot(
                                  source=f"{len(data.episodes)} fixed runs")  # fmt: skip
     from siamkit.evaluation.runner import LabelledImages
 
-    images = LabelledImages.of(data, layout="auto")
+    images = LabelledImages.of(data, layout=layout)
     embedded = embed_items(images.paths, encoder, None, progress=progress)
-    kept = embedded.kept
-    labels = images.labels[kept]
+    labels = images.labels[embedded.kept]
     groups = None
     if within_groups and images.groups is not None:
         groups = [images.groups[int(label)] for label in labels]
-    drawn = sample_episodes(labels, n_way, k_shot, episodes, groups=groups, seed=seed)
-    where = "within groups" if groups is not None else "any classes"
-    return few_shot_accuracy(embedded.embeddings, drawn, encoder.metric,
-                             source=f"seeded (seed {seed}, {where})")  # fmt: skip
+    asked = FewShot(n_way, k_shot, episodes)
+    return few_shot_results(encoder, asked, (embedded.embeddings, labels, groups), seed)[0]
 
 
 __all__ = [

@@ -220,6 +220,7 @@ class Evaluation:
             folder or loop), each with its reason.
         few_shot: N-way K-shot accuracies (seeded episodes, fixed runs) when
             asked with ``few_shot=``.
+        groups: How many groups of classes a grouped folder held (None: flat).
 
     Examples:
         >>> result = evaluate_encoder(encoder, "faces/")  # doctest: +SKIP
@@ -247,6 +248,7 @@ class Evaluation:
     skipped_images: list[str] = field(default_factory=list)
     skipped_files: list[SkippedFile] = field(default_factory=list)
     few_shot: list[FewShotResult] = field(default_factory=list)
+    groups: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -347,7 +349,7 @@ def evaluate_encoder(
     *,
     threshold: float | None = None,
     few_shot: FewShot | None = None,
-    layout: str = "auto",
+    layout: str = "flat",
 ) -> Evaluation:
     """Measure an encoder on a folder of people and (with ``out_dir``) draw the pictures.
 
@@ -386,8 +388,8 @@ def evaluate_encoder(
     name = str(model_dir) if model_dir else type(encoder).__name__
     result = _measure(folder, embeddings, scored, encoder.metric, name, seed,
                       _decision_threshold(threshold, model_dir, scored[0], scored[1]))  # fmt: skip
-    result.few_shot = _few_shot(encoder, folder, embeddings, few_shot, (seed, progress))
     result.alignment, result.skipped_images = counts_since(encoder, before), skipped + scored[3]
+    result.few_shot = _few_shot(encoder, folder, embeddings, few_shot, (seed, progress))
     if out_dir is not None:
         out = prepare_report_folder(out_dir)
         distances, same, pair_paths, _ = scored
@@ -427,6 +429,7 @@ def _measure(
         open_set=_open_set(embeddings, labels, metric, threshold, seed),
         open_set_search=open_set_search(embeddings, labels, metric, seed=seed),
         skipped_files=folder.skipped_files,
+        groups=None if folder.groups is None else len(set(folder.groups)),
     )
 
 

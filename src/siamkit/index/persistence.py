@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from siamkit.exceptions import ConfigError, EmptyIndexError, IndexFileError
+from siamkit.exceptions import ConfigError, IndexFileError
 from siamkit.index import gallery_record as _record
 from siamkit.index._inputs import check_extra
 from siamkit.index.stores.base import VectorStore, store_kind, store_place, store_registry
@@ -126,9 +126,7 @@ def save_index(index: FaceIndex, path: str | os.PathLike | None) -> Path | None:
         >>> save_index(index, tempfile.mkdtemp()).is_dir()
         True
     """
-    if index.store is None:
-        raise EmptyIndexError("the index is empty: add items first")
-    store, shared = index.store, index._shared
+    store, shared = index._require_store(), index._shared
     extra = check_extra(shared.record.extra)  # the notes as this process edited them
     with shared.changing(store) as record:
         record.extra = extra

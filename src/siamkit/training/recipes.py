@@ -326,8 +326,8 @@ def follow_data(
     """
     from siamkit.training.face_share import face_share, training_paths
 
-    looks = (options.preset == "auto" and recipe.name == "face") or (
-        recipe.name == "scratch" and options.config.flip is None)  # fmt: skip
+    flips = recipe.name == "scratch" and options.config.augment and options.config.flip is None
+    looks = (options.preset == "auto" and recipe.name == "face") or flips
     if not looks or face_extra_missing():
         return recipe, options
     share = face_share(training_paths(data, options.layout), seed=options.config.seed)
@@ -338,7 +338,7 @@ def follow_data(
             ), options
         recipe = Recipe("scratch", f"{share.summary()}: not faces, so from scratch "
                                    "(--preset face forces the face recipe)")  # fmt: skip
-    if options.config.flip is not None:
+    if recipe.name != "scratch" or not options.config.augment or options.config.flip is not None:
         return recipe, options
     flip = 0.5 if share.most else 0.0
     tell(f"augmentation: {'horizontal flips' if flip else 'no horizontal flips'} "
