@@ -35,7 +35,7 @@ def _built_in(name: str) -> siamkit.Encoder:
     return encoder
 
 
-@pytest.mark.parametrize("name", ["compact", "tutorial", "resnet", "dlib-face"])
+@pytest.mark.parametrize("name", ["compact", "conv4", "tutorial", "resnet", "dlib-face"])
 def test_every_built_in_embeds_like_pytorch(name, orl_root, tmp_path) -> None:
     if name == "dlib-face":
         pytest.importorskip("dlib", reason="the face extra is not installed")

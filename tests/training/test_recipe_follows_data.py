@@ -1,5 +1,6 @@
-"""``--preset auto`` looks at the data: characters train from scratch without flips, faces by the
-face recipe (on small samples of the real Omniglot and AT&T images)."""
+"""``--preset auto`` looks at the data: characters by the characters recipe, faces by the face
+recipe, and scratch without flips on characters (on small samples of the real Omniglot and AT&T
+images)."""
 
 from __future__ import annotations
 
@@ -49,25 +50,49 @@ def test_characters_are_not_faces_and_faces_are(omniglot_root, orl_root, tmp_pat
 
 
 @needs_faces
-def test_auto_picks_scratch_for_characters_and_says_why(omniglot_root, tmp_path) -> None:
+def test_auto_picks_the_characters_recipe_for_characters_and_says_why(omniglot_root, tmp_path):
     data = _characters(omniglot_root, tmp_path / "chars")
     told: list[str] = []
-    options = RecipeOptions()
-    recipe, chosen = follow_data(resolve_preset("auto"), data, options, told.append)
-    assert recipe.name == "scratch"
-    assert recipe.why.startswith("a face in 0 of 24 sampled training images: not faces")
-    assert chosen.config.flip == 0.0 and told == [
-        "augmentation: no horizontal flips (a face in 0 of 24 sampled training images)"
+    recipe, chosen = follow_data(resolve_preset("auto"), data, RecipeOptions(), told.append)
+    assert recipe.name == "characters"
+    assert recipe.why == (
+        "a face in 0 of 24 sampled training images: not faces; line drawings in 24 of 24 "
+        "sampled training images: line drawings, so the characters recipe (--preset scratch "
+        "trains another)"
+    )
+    # Omniglot is black ink on white paper: the Conv-4 turns it around (strokes 1 on 0).
+    assert chosen.encoder_args == {"invert": True} and chosen.encoder_name(recipe.name) == "conv4"
+    assert told == [
+        "images: dark strokes on light paper (line drawings in 24 of 24 sampled training images;"
+        " --encoder-arg invert=false says otherwise)"
     ]
+    assert chosen.config.flip is None  # the shape augmentation flips nothing unless asked
+
+
+@needs_faces
+def test_scratch_on_characters_turns_flips_off_and_keeps_what_is_set(omniglot_root, tmp_path):
+    data = _characters(omniglot_root, tmp_path / "chars")
+    told: list[str] = []
+    scratch = RecipeOptions(preset="scratch")
+    recipe, chosen = follow_data(resolve_preset("scratch"), data, scratch, told.append)
+    assert (
+        recipe.name == "scratch"
+        and chosen.config.flip == 0.0
+        and told
+        == ["augmentation: no horizontal flips (a face in 0 of 24 sampled training images)"]
+    )
     # A flip the user sets is kept; --preset face is not second-guessed.
-    mine = RecipeOptions(config=TrainConfig(flip=0.25))
-    assert follow_data(resolve_preset("auto"), data, mine, told.append)[1].config.flip == 0.25
-    still = RecipeOptions(config=TrainConfig(augment=False))  # no augmentation: no flip line
+    mine = RecipeOptions(preset="scratch", config=TrainConfig(flip=0.25))
+    assert follow_data(resolve_preset("scratch"), data, mine, told.append)[1].config.flip == 0.25
+    still = RecipeOptions(preset="scratch", config=TrainConfig(augment=False))
     told.clear()
-    assert follow_data(resolve_preset("auto"), data, still, told.append)[1].config.flip is None
-    assert told == []
+    assert follow_data(resolve_preset("scratch"), data, still, told.append)[1].config.flip is None
+    assert told == []  # no augmentation: no flip line
     forced = RecipeOptions(preset="face")
     assert follow_data(resolve_preset("face"), data, forced, told.append)[0].name == "face"
+    # An encoder the user names is trained from scratch, whatever the images.
+    named = RecipeOptions(encoder="compact")
+    assert follow_data(resolve_preset("auto", "compact"), data, named, print)[0].name == "scratch"
 
 
 @needs_faces
@@ -86,7 +111,7 @@ def test_a_character_run_trains_grouped_without_flips_and_saves_it(omniglot_root
     data = _characters(omniglot_root, tmp_path / "chars")
     told: list[str] = []
     config = TrainConfig(epochs=1, batch_size=8, m_per_class=2, warmup_epochs=0, whiten=False)
-    options = RecipeOptions(encoder_args={"channels": [4, 8]}, config=config,
+    options = RecipeOptions(preset="scratch", encoder_args={"channels": [4, 8]}, config=config,
                             val_fraction=0.5)  # fmt: skip
     run = train_recipe(data, tmp_path / "model", options, say=told.append)
     assert run.recipe.name == "scratch"

@@ -59,10 +59,12 @@ def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help=f"training recipe: face (pretrained {FACE_ENCODER} behind the {FACE_ALIGNER} "
         "aligner, fine-tuned "
-        "only where it helps the held-out people), scratch (--encoder from random weights), "
-        "or auto: face when the faces extra is installed, no --encoder is given and the face "
-        "detector finds a face in most of a seeded sample of the images, else scratch "
-        "(default: %(default)s)",
+        "only where it helps the held-out people), characters (a Conv-4 from random weights "
+        "for handwritten characters and other line drawings, classes also turned as new "
+        "classes), scratch (--encoder from random weights), or auto: with no --encoder, face "
+        "when the faces extra is installed and the face detector finds a face in most of a "
+        "seeded sample of the images, else characters when most of it are line drawings, "
+        "else scratch (default: %(default)s)",
     )
     parser.add_argument(
         "--encoder",
@@ -167,7 +169,8 @@ def _add_loss_args(parser: argparse.ArgumentParser, defaults: TrainConfig) -> No
     parser.add_argument(
         "--no-augment",
         action="store_true",
-        help="turn off flips, small rotations, shifts and brightness changes",
+        help="turn off augmentation (flips, small rotations, shifts and brightness changes; "
+        "for characters: rotations, shears, stretches and shifts)",
     )
     parser.add_argument(
         "--flip",

@@ -5,6 +5,7 @@ from siamkit.data.folder import FaceFolder, SkippedFile, check_image_folder
 from siamkit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
 from siamkit.data.omniglot import Omniglot, download_omniglot
 from siamkit.data.pairs import PairDataset, dataset_labels, make_pairs
+from siamkit.data.rotations import RotatedClasses
 from siamkit.data.sampling import ClassBalancedBatchSampler
 from siamkit.data.splits import ClassSplit, split_by_class
 
@@ -16,6 +17,7 @@ __all__ = [
     "FaceFolder",
     "Omniglot",
     "PairDataset",
+    "RotatedClasses",
     "SkippedFile",
     "check_att_archive",
     "check_image_folder",

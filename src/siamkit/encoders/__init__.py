@@ -10,6 +10,7 @@ from siamkit.encoders.base import (
     register_encoder,
 )
 from siamkit.encoders.compact import CompactCNN
+from siamkit.encoders.conv4 import Conv4
 from siamkit.encoders.face_fusion import DlibSFaceFusion
 from siamkit.encoders.face_resnet import DlibFaceResNet
 from siamkit.encoders.mlp import MLPEncoder
@@ -19,6 +20,7 @@ from siamkit.encoders.whitening import Whitening, whitening_layers
 
 __all__ = [
     "CompactCNN",
+    "Conv4",
     "DlibFaceResNet",
     "DlibSFaceFusion",
     "Encoder",

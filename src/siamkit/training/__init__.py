@@ -8,7 +8,7 @@ from siamkit.model_folder.records import (
     ValidationMetrics,
     read_training_record,
 )
-from siamkit.training.augment import FaceAugment
+from siamkit.training.augment import FaceAugment, ShapeAugment
 from siamkit.training.config import TrainConfig
 from siamkit.training.fine_tuning import (
     FACE_CANDIDATES,
@@ -43,6 +43,7 @@ __all__ = [
     "FineTuneSelection",
     "RecipeOptions",
     "RecipeRun",
+    "ShapeAugment",
     "TrainConfig",
     "TrainResult",
     "Trainer",

@@ -31,13 +31,23 @@ def bind_loss(loss: Any, encoder: Encoder, config: TrainConfig) -> PairLoss:
     return bound
 
 
-def bind_miner(miner: Any, metric: str, config: TrainConfig) -> PairMiner:
+def bind_miner(
+    miner: Any, metric: str, config: TrainConfig, margin: float | None = None
+) -> PairMiner:
     """The miner to train with, measuring in ``metric`` (a copy when its metric was unset).
+
+    ``config.miner="hard"`` keeps the negatives closer than ``margin`` (the
+    contrastive loss's), the pairs with a loss.
 
     Raises:
         GeometryError: the miner measures another distance.
     """
-    miner = as_pair_miner(miner) if miner is not None else create_miner(config.miner)
+    if miner is not None:
+        miner = as_pair_miner(miner)
+    elif config.miner == "hard" and margin is not None:
+        miner = create_miner("hard", neg_margin=margin)
+    else:
+        miner = create_miner(config.miner)
     if isinstance(miner, PMLPairMiner):
         return miner
     if miner.metric is None:

@@ -131,10 +131,90 @@ class FaceAugment(nn.Module):
         )
 
 
+class ShapeAugment(FaceAugment):
+    """Random rotations, shears, stretches and shifts for line drawings: no photometric jitter.
+
+    Handwriting varies in slant, proportions and placement, not in lighting,
+    and a mirrored character is another character, so flips default to none.
+    Space uncovered by the transform is filled with the inputs' lowest value:
+    blank paper for :class:`~siamkit.encoders.Conv4`'s inputs (strokes 1 on 0).
+    A :class:`FaceAugment` subclass, so data-parallel runs augment their share
+    of a batch as one process would.
+
+    Args:
+        rotation: Maximum rotation in degrees.
+        shear: Maximum horizontal shear (the tangent of the slant).
+        scale: Maximum relative stretch, drawn for each axis.
+        shift: Maximum shift as a fraction of the image size.
+        flip: Probability of a horizontal flip.
+        value_range: ``(low, high)`` of the input pixel values.
+
+    Examples:
+        >>> import torch
+        >>> blank = torch.zeros(3, 1, 28, 28)
+        >>> bool((ShapeAugment(value_range=(0.0, 1.0))(blank) == 0).all())
+        True
+    """
+
+    def __init__(
+        self,
+        rotation: float = 10.0,
+        shear: float = 0.2,
+        scale: float = 0.15,
+        shift: float = 0.05,
+        flip: float = 0.0,
+        value_range: tuple[float, float] = (0.0, 1.0),
+    ) -> None:
+        super().__init__(flip=flip, rotation=rotation, scale=scale, shift=shift,
+                         brightness=0.0, contrast=0.0, value_range=value_range)  # fmt: skip
+        self.shear = shear
+
+    def _draw(self, n: int, device: torch.device) -> dict[str, torch.Tensor]:
+        def uniform(limit: float) -> torch.Tensor:
+            return (torch.rand(n, device=device) * 2 - 1) * limit
+
+        return {
+            "angle": uniform(math.radians(self.rotation)),
+            "shear": uniform(self.shear),
+            "zoom_x": 1.0 + uniform(self.scale),
+            "zoom_y": 1.0 + uniform(self.scale),
+            "mirror": torch.where(torch.rand(n, device=device) < self.flip, -1.0, 1.0),
+            "shift_x": uniform(2 * self.shift),
+            "shift_y": uniform(2 * self.shift),
+        }
+
+    def _apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        cos, sin = torch.cos(p["angle"]), torch.sin(p["angle"])
+        # Output-to-input map: rotation, then shear, then the inverse stretch of each axis.
+        sx, sy = p["mirror"] / p["zoom_x"], 1.0 / p["zoom_y"]
+        theta = torch.stack(
+            [
+                torch.stack([cos * sx, (cos * p["shear"] - sin) * sy, p["shift_x"]], 1),
+                torch.stack([sin * sx, (sin * p["shear"] + cos) * sy, p["shift_y"]], 1),
+            ],
+            1,
+        )
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        low = self.value_range[0]
+        return F.grid_sample(x - low, grid, padding_mode="zeros", align_corners=False) + low
+
+    def extra_repr(self) -> str:
+        return (
+            f"rotation={self.rotation}, shear={self.shear}, scale={self.scale}, "
+            f"shift={self.shift}, flip={self.flip}, value_range={self.value_range}"
+        )
+
+
+#: ``TrainConfig.augmentation`` names: what kind of images the augmentation suits.
+AUGMENTATIONS = {"face": FaceAugment, "shape": ShapeAugment}
+
+
 def config_augment(config: Any, encoder: Any) -> FaceAugment | None:
     """The augmentation a :class:`~siamkit.training.TrainConfig` asks for, on ``encoder``'s inputs.
 
-    ``config.flip=None`` flips half the images, as for faces.
+    ``config.augmentation`` picks :class:`FaceAugment` (``"face"``) or
+    :class:`ShapeAugment` (``"shape"``); ``config.flip=None`` flips half the
+    images for faces and none for shapes.
 
     Examples:
         >>> from types import SimpleNamespace
@@ -144,5 +224,6 @@ def config_augment(config: Any, encoder: Any) -> FaceAugment | None:
     """
     if not config.augment:
         return None
-    flip = 0.5 if config.flip is None else config.flip
-    return FaceAugment(flip=flip, value_range=encoder.input_range)
+    kind = getattr(config, "augmentation", "face")
+    flip = (0.5 if kind == "face" else 0.0) if config.flip is None else config.flip
+    return AUGMENTATIONS[kind](flip=flip, value_range=encoder.input_range)

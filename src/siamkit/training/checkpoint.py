@@ -266,8 +266,12 @@ def resume_state(
 
 
 def _as_run(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings as the run used them: ``flip=None`` (saved before 0.3 as no key) is 0.5."""
-    return {**settings, "flip": 0.5 if settings.get("flip") is None else settings["flip"]}
+    """Settings as the run used them: a run saved before 0.3 augmented as for faces
+    (no ``augmentation`` key), and ``flip=None`` (or no key) is 0.5 there, 0 for shapes."""
+    kind = settings.get("augmentation") or "face"
+    flip = settings.get("flip")
+    flip = (0.5 if kind == "face" else 0.0) if flip is None else flip
+    return {**settings, "augmentation": kind, "flip": flip}
 
 
 def write_checkpoint(

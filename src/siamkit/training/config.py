@@ -8,6 +8,9 @@ from typing import Any
 from siamkit.exceptions import ConfigError
 from siamkit.training.runtime import resolve_num_threads
 
+#: The kinds of augmentation (:data:`siamkit.training.augment.AUGMENTATIONS`).
+AUGMENTATION_KINDS = ("face", "shape")
+
 
 @dataclass
 class TrainConfig:
@@ -22,12 +25,20 @@ class TrainConfig:
         warmup_epochs: Linear warm-up before the cosine decay.
         margin: Contrastive margin; None takes the encoder's ``default_margin``
             if it has one, else 0.5 for cosine and 1.0 for Euclidean encoders.
-        miner: Name of a registered pair miner (``"all"``, ``"hard"``...).
+        miner: Name of a registered pair miner (``"all"``, ``"hard"``...); ``"hard"``
+            keeps the negatives closer than the contrastive margin, the pairs
+            the loss learns from.
         augment: Apply :class:`~siamkit.training.FaceAugment` to training batches.
         flip: Its probability of a horizontal flip: 0.5 suits faces; 0 for
             classes a mirror image changes (characters, text). None: 0.5,
             unless a recipe chooses (``siamkit train`` turns flips off for
             data that holds no faces, and saves its choice with the run).
+            For ``augmentation="shape"``, None means 0.
+        augmentation: What the augmentation suits: ``"face"``
+            (:class:`~siamkit.training.FaceAugment`: flips, rotations, zooms,
+            shifts, brightness and contrast) or ``"shape"``
+            (:class:`~siamkit.training.ShapeAugment`: rotations, shears,
+            stretches and shifts of line drawings, no lighting changes).
         whiten: After training, fit the encoder's
             :class:`~siamkit.encoders.Whitening` layers (if it has any) on the
             training people.
@@ -65,6 +76,7 @@ class TrainConfig:
     miner: str = "all"
     augment: bool = True
     flip: float | None = None
+    augmentation: str = "face"
     whiten: bool = True
     seed: int = 0
     device: str = "cpu"
@@ -87,6 +99,11 @@ class TrainConfig:
             )
         if self.flip is not None and not 0 <= self.flip <= 1:
             raise ConfigError(f"flip is a probability in [0, 1], got {self.flip}")
+        if self.augmentation not in AUGMENTATION_KINDS:
+            raise ConfigError(
+                f"augmentation must be one of {', '.join(AUGMENTATION_KINDS)}, "
+                f"got {self.augmentation!r}"
+            )
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.margin is not None and not self.margin > 0:

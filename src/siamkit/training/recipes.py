@@ -1,9 +1,13 @@
 """Training recipes: which one a preset means, the face recipe's parts, and the flow.
 
-``siamkit train`` picks one of two recipes (``--preset``):
+``siamkit train`` picks one of three recipes (``--preset``; ``auto`` looks at
+the data, :func:`follow_data`):
 
 * ``scratch``: an encoder from random weights, trained for many epochs at a
   high learning rate (:class:`~siamkit.training.TrainConfig`'s defaults);
+* ``characters``: handwritten characters and other line drawings, a Conv-4
+  from random weights with turned classes and the augmentation of handwriting
+  (:mod:`siamkit.training.characters`);
 * ``face``: a pretrained face model (:data:`FACE_ENCODER`) behind the
   :data:`FACE_ALIGNER` face aligner, fine-tuned gently with the contrastive
   loss or not at all, as :mod:`siamkit.training.fine_tuning` decides on
@@ -33,6 +37,7 @@ from siamkit.model_folder.layout import (
     check_resume_split,
     write_split,
 )
+from siamkit.training.characters import CHARACTERS_ENCODER, CHARACTERS_TURNS, characters_config
 from siamkit.training.config import TrainConfig
 from siamkit.training.fine_tuning import (
     FACE_CANDIDATES,
@@ -44,7 +49,7 @@ from siamkit.training.fine_tuning import (
 )
 from siamkit.training.trainer import Trainer, TrainResult
 
-PRESETS = ("auto", "face", "scratch")
+PRESETS = ("auto", "face", "characters", "scratch")
 #: The encoder and aligner of the face recipe, and the encoder's settings: chosen on
 #: in-the-wild photos of held-out people (``benchmarks/faces_in_the_wild.py``: YuNet
 #: with its most confident face, SFace fused with dlib-face and flip averaging).
@@ -60,7 +65,7 @@ class Recipe:
     """The training recipe a preset resolved to, and why.
 
     Attributes:
-        name: ``"face"`` or ``"scratch"``.
+        name: ``"face"``, ``"characters"`` or ``"scratch"``.
         why: One sentence: what made it so.
 
     Examples:
@@ -99,6 +104,7 @@ def resolve_preset(preset: str, encoder: str | None = None, encoder_args: bool =
     ``auto`` is ``face`` when the face extra is installed and the encoder is
     not chosen (neither ``encoder`` named nor ``encoder_args`` given), else
     ``scratch``: an encoder the user configures is one they mean to train.
+    :func:`follow_data` then looks at the images (faces, line drawings).
     ``face`` with an encoder other than :data:`FACE_ENCODER` is refused.
 
     Raises:
@@ -111,8 +117,8 @@ def resolve_preset(preset: str, encoder: str | None = None, encoder_args: bool =
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
-    if preset == "scratch":
-        return Recipe("scratch", "--preset scratch")
+    if preset in ("scratch", "characters"):
+        return Recipe(preset, f"--preset {preset}")
     if preset == "face":
         if encoder not in (None, FACE_ENCODER):
             raise ConfigError(
@@ -214,8 +220,11 @@ class RecipeOptions:
     """What ``siamkit train`` is told: the recipe, its parts and the held-out people.
 
     Attributes:
-        preset: ``"auto"``, ``"face"`` or ``"scratch"`` (:func:`resolve_preset`).
-        encoder: The encoder to train (scratch; default :data:`SCRATCH_ENCODER`).
+        preset: ``"auto"``, ``"face"``, ``"characters"`` or ``"scratch"``
+            (:func:`resolve_preset`).
+        encoder: The encoder to train (default :data:`SCRATCH_ENCODER` from
+            scratch, :data:`~siamkit.training.characters.CHARACTERS_ENCODER`
+            for characters).
         encoder_args: Its constructor's arguments.
         aligner: A face aligner's name (the face recipe's default: :data:`FACE_ALIGNER`).
         aligner_args: Its settings, e.g. ``{"on_missing": "skip"}``.
@@ -250,7 +259,9 @@ class RecipeOptions:
 
     def encoder_name(self, recipe: str) -> str:
         """The encoder the recipe ``recipe`` trains."""
-        return FACE_ENCODER if recipe == "face" else self.encoder or SCRATCH_ENCODER
+        if recipe == "face":
+            return FACE_ENCODER
+        return self.encoder or (CHARACTERS_ENCODER if recipe == "characters" else SCRATCH_ENCODER)
 
 
 def train_recipe(
@@ -310,41 +321,99 @@ def train_recipe(
 def follow_data(
     recipe: Recipe, data: Any, options: RecipeOptions, tell: Callable[[str], Any]
 ) -> tuple[Recipe, RecipeOptions]:
-    """What the data changes: ``auto``'s face recipe only for faces, flips only for faces.
+    """What the data changes: ``auto``'s recipe, the ink's tone, flips only for faces.
 
-    With the face extra installed, the face detector looks at a seeded sample
-    of the training images (:func:`~siamkit.training.face_share.face_share`):
-    ``auto`` keeps the face recipe only when most hold a face, and the
-    from-scratch recipe, unless ``config.flip`` is set, flips images only then
-    (a mirrored character is another character). Without the extra nothing is
-    looked at: flips stay on, as for faces.
+    ``auto`` keeps the face recipe only when most of a seeded sample of the
+    training images hold a face (the face detector,
+    :func:`~siamkit.training.face_share.face_share`; looked at only with the
+    face extra installed); otherwise the characters recipe when most are line
+    drawings (:func:`~siamkit.training.drawings.drawing_share`), else from
+    scratch. The characters recipe's Conv-4 turns dark ink on light paper
+    around (``invert``) as the sample shows. From scratch, unless
+    ``config.flip`` is set, images are flipped only when most hold a face (a
+    mirrored character is another character); without the face extra flips
+    stay on, as for faces.
 
     Examples:
         >>> chosen = RecipeOptions(preset="scratch", config=TrainConfig(flip=0.0))
         >>> follow_data(Recipe("scratch", "--preset scratch"), "chars/", chosen, print)[0].name
         'scratch'
     """
-    from siamkit.training.face_share import face_share, training_paths
-
-    flips = recipe.name == "scratch" and options.config.augment and options.config.flip is None
-    looks = (options.preset == "auto" and recipe.name == "face") or flips
-    if not looks or face_extra_missing():
-        return recipe, options
-    share = face_share(training_paths(data, options.layout), seed=options.config.seed)
+    look = _DataLook(data, options)
     if options.preset == "auto" and recipe.name == "face":
-        if share.most:
-            return Recipe(
-                "face", f"{share.summary()}: faces, and the face extra is installed"
-            ), options
-        recipe = Recipe("scratch", f"{share.summary()}: not faces, so from scratch "
-                                   "(--preset face forces the face recipe)")  # fmt: skip
+        faces = look.faces()
+        if faces.most:
+            why = f"{faces.summary()}: faces, and the face extra is installed"
+            return Recipe("face", why), options
+        recipe = _not_faces(look, f"{faces.summary()}: not faces")
+    elif options.preset == "auto" and options.encoder is None and not options.encoder_args:
+        recipe = _not_faces(look, recipe.why)
+    if recipe.name == "characters":
+        return recipe, _ink(look, options, tell)
     if recipe.name != "scratch" or not options.config.augment or options.config.flip is not None:
         return recipe, options
-    flip = 0.5 if share.most else 0.0
+    if face_extra_missing():
+        return recipe, options
+    faces = look.faces()
+    flip = 0.5 if faces.most else 0.0
     tell(f"augmentation: {'horizontal flips' if flip else 'no horizontal flips'} "
-         f"({share.summary()})")  # fmt: skip
+         f"({faces.summary()})")  # fmt: skip
     config = dataclasses.replace(options.config, flip=flip)
     return recipe, dataclasses.replace(options, config=config)
+
+
+class _DataLook:
+    """The seeded sample ``follow_data`` looks at, listed once and measured once each way."""
+
+    def __init__(self, data: Any, options: RecipeOptions) -> None:
+        self.data, self.options = data, options
+        self._paths: list[str] | None = None
+        self._faces: Any = None
+        self._drawings: Any = None
+
+    def paths(self) -> list[str]:
+        from siamkit.training.face_share import training_paths
+
+        if self._paths is None:
+            self._paths = training_paths(self.data, self.options.layout)
+        return self._paths
+
+    def faces(self) -> Any:
+        from siamkit.training.face_share import face_share
+
+        if self._faces is None:
+            self._faces = face_share(self.paths(), seed=self.options.config.seed)
+        return self._faces
+
+    def drawings(self) -> Any:
+        from siamkit.training.drawings import drawing_share
+
+        if self._drawings is None:
+            self._drawings = drawing_share(self.paths(), seed=self.options.config.seed)
+        return self._drawings
+
+
+def _not_faces(look: _DataLook, seen: str) -> Recipe:
+    """``auto``'s recipe for data that is not faces: characters for line drawings, else scratch."""
+    drawings = look.drawings()
+    if drawings.most:
+        why = "line drawings, so the characters recipe (--preset scratch trains another)"
+        return Recipe("characters", f"{seen}; {drawings.summary()}: {why}")
+    why = "so from scratch (--preset characters or face forces another recipe)"
+    return Recipe("scratch", f"{seen}; {drawings.summary()}: {why}")
+
+
+def _ink(look: _DataLook, options: RecipeOptions, tell: Callable[[str], Any]) -> RecipeOptions:
+    """The characters recipe's Conv-4 told the ink's tone, unless ``invert`` is given."""
+    if options.encoder_name("characters") != CHARACTERS_ENCODER or "invert" in options.encoder_args:
+        return options
+    drawings = look.drawings()
+    dark = drawings.dark or drawings.found == 0  # ink on paper, unless the sample shows otherwise
+    tell(
+        f"images: {'dark strokes on light' if dark else 'light strokes on dark'} paper "
+        f"({drawings.summary()}; --encoder-arg invert={str(not dark).lower()} says otherwise)"
+    )
+    return dataclasses.replace(options, encoder_args={**options.encoder_args, "invert": dark})
 
 
 def _finished_face_run(out: Path, recipe: Recipe) -> RecipeRun | None:
@@ -399,10 +468,18 @@ def _train_scratch(
     # The default contrastive loss takes --margin, else the encoder's own margin (bind_loss).
     plain = options.loss == "contrastive" and not options.loss_args
     loss = None if plain else create_loss(options.loss, **options.loss_args)
-    tell(f"recipe: scratch ({name} from random weights, {config.epochs} epochs at lr "
-         f"{config.lr:g}): {recipe.why}")  # fmt: skip
+    train, how = split.train, "from random weights"
+    if recipe.name == "characters":
+        from siamkit.data.rotations import RotatedClasses
+
+        train = RotatedClasses(split.train, CHARACTERS_TURNS)
+        config = characters_config(config, len(train))
+        how += (f", each class also turned 90/180/270 degrees as {CHARACTERS_TURNS - 1} more, "
+                "augmented as handwriting")  # fmt: skip
+    tell(f"recipe: {recipe.name} ({name} {how}, {config.epochs} epochs at lr {config.lr:g}): "
+         f"{recipe.why}")  # fmt: skip
     trainer = Trainer(model, config, loss=loss, progress=progress)
-    result = trainer.fit(split.train, split.val if len(split.val) else None, out, resume)
+    result = trainer.fit(train, split.val if len(split.val) else None, out, resume)
     _tell_alignment(tell, aligner, result.skipped_images)
     processes = f" x {result.world_size} processes" if result.world_size > 1 else ""
     tell(f"trained {name} for {len(result.history)} epochs in {result.seconds:.0f} s on "
@@ -435,7 +512,7 @@ def recipe_aligner(recipe: str, options: RecipeOptions) -> Any:
 
 def _check_settings(recipe: Recipe, options: RecipeOptions) -> None:
     """Refuse settings the recipe cannot take, before any work."""
-    if recipe.name != "face":
+    if recipe.name != "face":  # scratch and characters
         if options.aligner is None and options.aligner_args:
             raise ConfigError("--aligner-arg needs --aligner NAME")
         return

@@ -184,7 +184,8 @@ class Trainer:
         self.encoder = encoder
         self.metric = encoder.metric
         self.loss = bind_loss(loss, self.encoder, self.config)
-        self.miner = bind_miner(miner, self.encoder.metric, self.config)
+        margin = getattr(self.loss, "margin", None)
+        self.miner = bind_miner(miner, self.encoder.metric, self.config, margin)
         self.augment = augment if augment is not None else config_augment(self.config, encoder)
         self.callbacks = list(callbacks)
         self.progress = progress
