@@ -122,7 +122,12 @@ def headline_figures() -> dict[str, list[str]]:
     wild_report = json.loads((results / "faces_in_the_wild.json").read_text())
     recipe = wild_report["checks"]["recipe_row"]  # the row that is `siamkit train`'s model
     wild = next(row for row in wild_report["rows"] if row["row"] == recipe)["mean"]
+    omniglot = json.loads((results / "omniglot_one_shot.json").read_text())["trained"]
+    characters = omniglot["siamkit characters, contrastive loss"]  # `siamkit train`'s recipe
     return {
+        "Omniglot (benchmarks/omniglot_one_shot.py, the characters recipe's row)": [
+            f"**{100 * characters['runs']['mean']:.1f}%**",
+        ],
         "ORL (benchmarks/orl_verification.py, the siamkit row)": [
             f"**{100 * orl['eer']['mean']:.2f}% ± {100 * orl['eer']['std']:.2f}%**",
             f"**{100 * orl['tar_at_far_1e-3']['mean']:.1f}%",
