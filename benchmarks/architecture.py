@@ -155,8 +155,9 @@ def markdown(report: dict[str, Any]) -> str:
         "`python benchmarks/architecture.py` (counted with `ast` over `src/siamkit`).",
         "",
         f"- package: {lines['package']:,} lines ({lines['package_code']:,} code)",
-        f"- `index/` + `cli/`: {lines['index_and_cli']:,} lines "
-        f"({lines['index_and_cli_code']:,} code; limit {INDEX_CLI_LIMIT:,})",
+        # issue 20's limit counts all lines: its "7,000 today" was 37% of the package's 19.0k
+        f"- `index/` + `cli/`: {lines['index_and_cli']:,} lines (limit {INDEX_CLI_LIMIT:,}; "
+        f"{lines['index_and_cli_code']:,} of them code)",
         f"- classes over {CLASS_LIMIT} lines: {len(report['classes_over_limit'])}",
         *(f"  - `{c['where']}`: {c['lines']}" for c in report["classes_over_limit"]),
         f"- functions over {FUNCTION_LIMIT} lines: {len(report['functions_over_limit'])}",

@@ -13,6 +13,7 @@ Examples:
     'ann'
 """
 
+from siamkit.index.enrolled_faces import EnrolledFaces
 from siamkit.index.enrolment import embed_sharded
 from siamkit.index.face_index import FaceIndex
 from siamkit.index.results import (
@@ -39,6 +40,7 @@ from siamkit.index.stores import (
 __all__ = [
     "Calibration",
     "Enrolled",
+    "EnrolledFaces",
     "FaceIndex",
     "FaissStore",
     "FpirCalibration",
