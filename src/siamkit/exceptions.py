@@ -113,3 +113,7 @@ class NoFaceError(DataError):
 
 class ExportError(SiamkitError, RuntimeError):
     """An encoder cannot be exported (an operation ONNX lacks, outputs that differ)."""
+
+
+class KeyFileError(SiamkitError, ValueError):
+    """A service's API keys file is unreadable, malformed, or names an unknown key."""

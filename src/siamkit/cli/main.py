@@ -14,7 +14,7 @@ from siamkit.exceptions import LockTimeoutError, MissingExtraError, SiamkitError
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``siamkit`` and all its sub-commands."""
-    from siamkit.cli import demo, evaluate, export, index
+    from siamkit.cli import demo, evaluate, export, index, serve
 
     parser = argparse.ArgumentParser(
         prog="siamkit",
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(commands)
     demo.add_parser(commands)
     export.add_parser(commands)
+    serve.add_parser(commands)
     listing = commands.add_parser(
         "list",
         help="list the available encoders, miners, losses and face aligners, plugins included",

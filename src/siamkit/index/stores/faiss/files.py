@@ -46,6 +46,7 @@ from typing import IO, Any
 import numpy as np
 
 from siamkit._atomic import fsync_dir, honour_umask, write_json
+from siamkit._locks import acquire, release
 from siamkit._manifest import parse_json
 from siamkit._manifest import read_manifest as read_json_manifest
 from siamkit.exceptions import IndexFileError, LockTimeoutError, NonFiniteError, WriteError
@@ -295,7 +296,7 @@ def _directory_lock(directory: Path, timeout: float) -> Iterator[bool]:
             "index needs a folder this user can write to"
         ) from None
     with handle:
-        if not _acquire(handle, timeout):
+        if not acquire(handle, timeout):
             yield False
             return
         held[key] = 1
@@ -303,51 +304,7 @@ def _directory_lock(directory: Path, timeout: float) -> Iterator[bool]:
             yield True
         finally:
             del held[key]
-            _unlock(handle)
-
-
-def _acquire(handle: IO[bytes], timeout: float) -> bool:
-    # Polled rather than blocking: a blocking flock cannot be given a timeout.
-    deadline = time.monotonic() + timeout
-    pause = 0.002
-    while not _try_lock(handle):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        time.sleep(min(pause, left))
-        pause = min(2 * pause, 0.05)
-    return True
-
-
-def _try_lock(handle: IO[bytes]) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        import msvcrt
-
-        handle.seek(0)  # msvcrt locks bytes from the position: always the first one
-        try:
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _unlock(handle: IO[bytes]) -> None:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        import msvcrt
-
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        return
-    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            release(handle)
 
 
 def _collect_garbage(directory: Path, keep: set[str]) -> None:
