@@ -19,7 +19,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH_PINS)
-	$(BIN)/pip install --quiet -e ".[dev,docs,faces,onnx,milvus,imagenet]"
+	$(BIN)/pip install --quiet -e ".[dev,docs,faces,onnx,milvus,imagenet,serve]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -11,13 +11,23 @@ from typing import Any
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "serve",
-        help="the face-search service: its API keys",
-        description="Manage the API keys of siamkit's face-search service: each key has a "
+        help="run the face-search service (REST), or manage its API keys",
+        description="Serve the galleries in --index over REST (OpenAPI at /openapi.json, "
+        "interactive docs at /docs), or manage the API keys: each key has a "
         "role (admin: galleries and keys; enrol: add and remove faces; query: identify, "
         "verify, detect, embed) and the galleries it works on. The keys file keeps only a "
         "hash of each key.",
     )
-    parser.set_defaults(handler=lambda args: parser.print_help() or 1)
+    parser.add_argument("--model", type=Path, metavar="MODEL", help="the model folder (from "
+                        "`siamkit train`) or ONNX export the galleries embed with")  # fmt: skip
+    parser.add_argument("--index", type=Path, metavar="DIR", help="the galleries' folder: "
+                        "DIR/<gallery>/ is a face index folder (made if missing)")  # fmt: skip
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on "
+                        "(default: %(default)s; another needs --keys)")  # fmt: skip
+    parser.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    parser.add_argument("--keys", type=Path, metavar="FILE", help="the API keys file: every "
+                        "request then needs a key (without it, every request gets in)")  # fmt: skip
+    parser.set_defaults(handler=_serve)
     keys = parser.add_subparsers(dest="serve_command", metavar="ACTION").add_parser(
         "keys", help="add, list or revoke API keys", description="Add, list or revoke the "
         "API keys in a keys file."
@@ -68,4 +78,17 @@ def _revoke(args: argparse.Namespace) -> int:
 
     key = KeyFile(args.keys).revoke(args.id)
     print(f"revoked key {key.id} ({key.role}, {key.name})")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from siamkit.exceptions import ConfigError
+    from siamkit.serve import KeyFile
+    from siamkit.serve.server import check_bind, serve
+
+    if args.model is None or args.index is None:
+        raise ConfigError("siamkit serve needs --model MODEL and --index DIR (or an action: keys)")
+    check_bind(args.host, None if args.keys is None else KeyFile(args.keys))
+    print(f"serving {args.index} on http://{args.host}:{args.port} (docs at /docs)", flush=True)
+    serve(args.model, args.index, host=args.host, port=args.port, keys=args.keys)
     return 0

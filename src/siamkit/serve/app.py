@@ -1,0 +1,359 @@
+"""The face-search REST app (FastAPI): galleries, people and faces, identify, embed.
+
+Every failure answers one JSON shape, ``{"error": {"code", "message"}}``, never
+a traceback. Model calls run in FastAPI's thread pool, so the event loop never
+waits on them; an enrolment is saved before it is answered.
+
+Examples:
+    >>> import tempfile, siamkit
+    >>> from fastapi.testclient import TestClient
+    >>> encoder = siamkit.create_encoder("compact", channels=[8, 16], embedding_dim=16)
+    >>> app = create_app(encoder, tempfile.mkdtemp())
+    >>> with TestClient(app) as client:
+    ...     client.get("/health").json()
+    {'status': 'ok'}
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations, which
+# name dependencies local to create_app, at definition time.
+
+import os
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Header, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from siamkit.exceptions import (
+    ConfigError,
+    EmptyIndexError,
+    KeyFileError,
+    NoFaceError,
+    SiamkitError,
+)
+from siamkit.serve.galleries import Galleries, GalleryError, GalleryInfo
+from siamkit.serve.keys import ApiKey, KeyFile, authenticate
+from siamkit.serve.uploads import UploadError, UploadLimits, decode_upload
+
+
+class ServeError(SiamkitError):
+    """A request the service refuses: :attr:`code` and :attr:`status` go to the client."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every failure."""
+
+    error: ErrorBody
+
+
+class GalleryOut(BaseModel):
+    name: str
+    faces: int
+    people: int
+    threshold: float | None
+    identify_threshold: float | None
+
+
+class NewGallery(BaseModel):
+    name: str
+
+
+class Enrolment(BaseModel):
+    gallery: str
+    person: str
+    face_ids: list[str]
+
+
+class Person(BaseModel):
+    name: str
+    faces: int
+
+
+class People(BaseModel):
+    people: list[Person]
+    total: int
+    offset: int
+
+
+class Match(BaseModel):
+    person: str
+    face_id: str
+    distance: float
+
+
+class Identification(BaseModel):
+    decision: str  # "match", "unknown", or "uncalibrated" (no threshold to decide with)
+    match: Match | None
+    threshold: float | None
+    candidates: list[Match]
+
+
+class Embedding(BaseModel):
+    embedding: list[float]
+    metric: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 415, 422)
+}
+
+
+def create_app(
+    encoder: Any,
+    root: str | os.PathLike,
+    keys: KeyFile | None = None,
+    *,
+    threshold: float | None = None,
+    limits: UploadLimits | None = None,
+) -> FastAPI:
+    """The service over the galleries in ``root``, embedding with ``encoder``.
+
+    Args:
+        encoder: The model (``siamkit.load_encoder(M)``).
+        root: The galleries' folder, locked to this app from now until it shuts down.
+
+    Raises:
+        ConfigError: another server holds ``root``.
+        keys: The API keys; None lets every request in (a loopback service).
+        threshold: The 1:1 threshold new galleries start with (the model's trained one).
+        limits: Upload limits; :class:`UploadLimits` by default.
+    """
+    limits = limits or UploadLimits()
+    galleries = Galleries(root, encoder, threshold)  # refused now if another server holds it
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        try:
+            yield
+        finally:
+            galleries.close()
+
+    app = FastAPI(title="siamkit face search", lifespan=lifespan, responses=ERRORS)
+    app.state.galleries = galleries
+    _error_handlers(app)
+    access = _access(keys)
+    _routes(app, access, limits)
+    return app
+
+
+def _access(keys: KeyFile | None) -> Callable[[str], Any]:
+    """A dependency factory: ``access(action)`` checks the request's key for ``action``."""
+
+    def access(action: str) -> Any:
+        def check(
+            request: Request,
+            authorization: Annotated[str | None, Header()] = None,
+            x_api_key: Annotated[str | None, Header()] = None,
+        ) -> ApiKey | None:
+            if keys is None:
+                return None
+            presented = x_api_key or _bearer(authorization)
+            if not presented:
+                raise ServeError("unauthorized", "send an API key: 'Authorization: Bearer "
+                                 "<key>' or 'X-API-Key: <key>'", 401)  # fmt: skip
+            key = authenticate(keys.load(), presented)
+            if key is None:
+                raise ServeError("unauthorized", "this API key is not valid (wrong or "
+                                 "revoked)", 401)  # fmt: skip
+            gallery = request.path_params.get("gallery")
+            if not key.allows(action, gallery):
+                where = f" on the gallery {gallery!r}" if gallery else ""
+                raise ServeError("forbidden", f"this key ({key.role}) may not {action}{where}",
+                                 403)  # fmt: skip
+            return key
+
+        return Depends(check)
+
+    return access
+
+
+def _bearer(header: str | None) -> str | None:
+    if header and header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return None
+
+
+def _routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimits) -> None:
+    def galleries() -> Galleries:
+        return app.state.galleries
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/galleries", response_model=list[GalleryOut])
+    def list_galleries(key: Annotated[ApiKey | None, access("query")]) -> list[GalleryOut]:
+        names = [n for n in galleries().names() if key is None or key.allows("query", n)]
+        return [_gallery_out(n, galleries()) for n in names]
+
+    @app.post("/galleries", status_code=201, response_model=GalleryOut)
+    def create_gallery(body: NewGallery, _: Annotated[Any, access("admin")]) -> GalleryOut:
+        return GalleryOut(**vars(galleries().create(body.name)))
+
+    @app.get("/galleries/{gallery}", response_model=GalleryOut)
+    def gallery_info(gallery: str, _: Annotated[Any, access("query")]) -> GalleryOut:
+        return _gallery_out(gallery, galleries())
+
+    @app.delete("/galleries/{gallery}", status_code=204)
+    def delete_gallery(gallery: str, _: Annotated[Any, access("admin")]) -> None:
+        galleries().delete(gallery)
+
+    _people_routes(app, access, limits)
+    _query_routes(app, access, limits)
+
+
+def _people_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimits) -> None:
+    def galleries() -> Galleries:
+        return app.state.galleries
+
+    @app.post("/galleries/{gallery}/people/{person}/faces", status_code=201,
+              response_model=Enrolment)  # fmt: skip
+    async def enrol(gallery: str, person: str, files: Annotated[list[UploadFile], File()],
+                    _: Annotated[Any, access("enrol")]) -> Enrolment:  # fmt: skip
+        pictures = await _pictures(files, limits)
+        ids = await _in_thread(galleries().enrol, gallery, person, pictures)
+        return Enrolment(gallery=gallery, person=person, face_ids=ids)
+
+    @app.get("/galleries/{gallery}/people", response_model=People)
+    def people(gallery: str, _: Annotated[Any, access("enrol")],
+               offset: Annotated[int, Query(ge=0)] = 0,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> People:  # fmt: skip
+        index = galleries().get(gallery)
+        labels = [str(label) for label in index.labels()]
+        page = [Person(name=n, faces=len(index.ids(label=n))) for n in labels[offset:][:limit]]
+        return People(people=page, total=len(labels), offset=offset)
+
+    @app.delete("/galleries/{gallery}/people/{person}", status_code=204)
+    def delete_person(gallery: str, person: str, _: Annotated[Any, access("enrol")]) -> None:
+        galleries().remove_person(gallery, person)
+
+    @app.delete("/galleries/{gallery}/faces/{face_id}", status_code=204)
+    def delete_face(gallery: str, face_id: str, _: Annotated[Any, access("enrol")]) -> None:
+        galleries().remove_face(gallery, face_id)
+
+
+def _query_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimits) -> None:
+    @app.post("/galleries/{gallery}/identify", response_model=Identification)
+    async def identify(gallery: str, file: Annotated[UploadFile, File()],
+                       _: Annotated[Any, access("query")],
+                       k: Annotated[int, Query(ge=1, le=100)] = 5) -> Identification:  # fmt: skip
+        (picture,) = await _pictures([file], limits)
+        index = app.state.galleries.get(gallery)
+        return await _in_thread(_identify, index, picture, k)
+
+    @app.post("/embed", response_model=Embedding)
+    async def embed(
+        file: Annotated[UploadFile, File()], _: Annotated[Any, access("query")]
+    ) -> Embedding:
+        (picture,) = await _pictures([file], limits)
+        vector = await _in_thread(_embed_one, app.state.galleries.encoder, picture)
+        return Embedding(embedding=[float(v) for v in vector],
+                         metric=app.state.galleries.encoder.metric)  # fmt: skip
+
+
+def _gallery_out(name: str, galleries: Galleries) -> GalleryOut:
+    return GalleryOut(**vars(GalleryInfo.of(name, galleries.get(name))))
+
+
+async def _pictures(files: list[UploadFile], limits: UploadLimits) -> list[Any]:
+    if len(files) > limits.max_files:
+        raise UploadError("too_large", f"{len(files)} images in one request, above the limit "
+                          f"of {limits.max_files}", 413)  # fmt: skip
+    pictures, total = [], 0
+    for upload in files:
+        data = await upload.read(limits.max_file_bytes + 1)
+        total += len(data)
+        if total > limits.max_request_bytes:
+            raise UploadError("too_large", f"the request's images pass {limits.max_request_bytes} "
+                              "bytes", 413)  # fmt: skip
+        pictures.append(decode_upload(data, upload.filename or "the upload", limits))
+    return pictures
+
+
+async def _in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(function, *args)
+
+
+def _identify(index: Any, picture: Any, k: int) -> Identification:
+    _require_face(index.encoder, picture)
+    if not len(index):
+        return Identification(decision="unknown", match=None, threshold=index.search_threshold,
+                              candidates=[])  # fmt: skip
+    found = index.search(picture, k=k)
+    candidates = [Match(person=str(m.label), face_id=str(m.id), distance=m.distance)
+                  for m in found]  # fmt: skip
+    threshold = index.search_threshold
+    if threshold is None:
+        return Identification(decision="uncalibrated", match=None, threshold=None,
+                              candidates=candidates)  # fmt: skip
+    best = index.identify(picture, threshold=threshold)
+    match = None if best is None else Match(person=str(best.label), face_id=str(best.id),
+                                            distance=best.distance)  # fmt: skip
+    return Identification(decision="unknown" if match is None else "match", match=match,
+                          threshold=threshold, candidates=candidates)  # fmt: skip
+
+
+def _embed_one(encoder: Any, picture: Any) -> Any:
+    _require_face(encoder, picture)
+    return encoder.embed([picture])[0]
+
+
+def _require_face(encoder: Any, picture: Any) -> None:
+    aligner = getattr(encoder, "aligner", None)
+    if aligner is not None and hasattr(aligner, "find_faces") and not aligner.find_faces(picture):
+        raise NoFaceError("no face found in the image: send a clearer or larger photo")
+
+
+_STATUS = {NoFaceError: ("no_face", 422), EmptyIndexError: ("empty_gallery", 409),
+           KeyFileError: ("keys_file", 500), ConfigError: ("bad_request", 400)}  # fmt: skip
+
+
+def _error_handlers(app: FastAPI) -> None:
+    def answer(code: str, message: str, status: int) -> JSONResponse:
+        return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+    @app.exception_handler(ServeError)
+    @app.exception_handler(UploadError)
+    async def refused(request: Request, err: Any) -> JSONResponse:
+        return answer(err.code, str(err), err.status)
+
+    @app.exception_handler(GalleryError)
+    async def gallery(request: Request, err: GalleryError) -> JSONResponse:
+        return answer("not_found" if err.status == 404 else "conflict", str(err), err.status)
+
+    @app.exception_handler(SiamkitError)
+    async def siamkit_error(request: Request, err: SiamkitError) -> JSONResponse:
+        code, status = next((v for t, v in _STATUS.items() if isinstance(err, t)),
+                            ("unprocessable", 422))  # fmt: skip
+        return answer(code, str(err), status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return answer("invalid_request", f"{where}: {first.get('msg', 'invalid')}", 422)
+
+    @app.exception_handler(HTTPException)
+    async def http(request: Request, err: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        return answer(code, str(err.detail), err.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, err: Exception) -> JSONResponse:
+        return answer("internal", f"internal error ({type(err).__name__}); the server's log "
+                      "has the details", 500)  # fmt: skip
