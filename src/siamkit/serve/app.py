@@ -18,14 +18,14 @@ Examples:
 # name dependencies local to create_app, at definition time.
 
 import os
+import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Header, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from siamkit.exceptions import (
@@ -37,6 +37,24 @@ from siamkit.exceptions import (
 )
 from siamkit.serve.galleries import Galleries, GalleryError, GalleryInfo
 from siamkit.serve.keys import ApiKey, KeyFile, authenticate
+from siamkit.serve.metrics import CONTENT_TYPE, ServiceMetrics
+from siamkit.serve.schemas import (
+    CalibrationOut,
+    CalibrationRequest,
+    DetectedFace,
+    Detection,
+    Embedding,
+    Enrolment,
+    ErrorResponse,
+    GalleryOut,
+    Identification,
+    Match,
+    NewGallery,
+    PairVerification,
+    People,
+    Person,
+    Readiness,
+)
 from siamkit.serve.uploads import UploadError, UploadLimits, decode_upload
 
 
@@ -46,64 +64,6 @@ class ServeError(SiamkitError):
     def __init__(self, code: str, message: str, status: int) -> None:
         super().__init__(message)
         self.code, self.status = code, status
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    """The one shape of every failure."""
-
-    error: ErrorBody
-
-
-class GalleryOut(BaseModel):
-    name: str
-    faces: int
-    people: int
-    threshold: float | None
-    identify_threshold: float | None
-
-
-class NewGallery(BaseModel):
-    name: str
-
-
-class Enrolment(BaseModel):
-    gallery: str
-    person: str
-    face_ids: list[str]
-
-
-class Person(BaseModel):
-    name: str
-    faces: int
-
-
-class People(BaseModel):
-    people: list[Person]
-    total: int
-    offset: int
-
-
-class Match(BaseModel):
-    person: str
-    face_id: str
-    distance: float
-
-
-class Identification(BaseModel):
-    decision: str  # "match", "unknown", or "uncalibrated" (no threshold to decide with)
-    match: Match | None
-    threshold: float | None
-    candidates: list[Match]
-
-
-class Embedding(BaseModel):
-    embedding: list[float]
-    metric: str
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -145,8 +105,28 @@ def create_app(
     app.state.galleries = galleries
     _error_handlers(app)
     access = _access(keys)
+    _metrics(app, galleries, access)
     _routes(app, access, limits)
     return app
+
+
+def _metrics(app: FastAPI, galleries: Galleries, access: Callable[[str], Any]) -> None:
+    """``GET /metrics`` and the middleware that counts every answer by its route template."""
+    metrics = ServiceMetrics(galleries.sizes)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "(no route)")  # templates: the label set stays small
+        metrics.observe(template, request.method, response.status_code,
+                        time.perf_counter() - started)  # fmt: skip
+        return response
+
+    @app.get("/metrics", response_class=Response)
+    def prometheus(_: Annotated[Any, access("admin")]) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
 def _access(keys: KeyFile | None) -> Callable[[str], Any]:
@@ -211,8 +191,23 @@ def _routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimits) ->
     def delete_gallery(gallery: str, _: Annotated[Any, access("admin")]) -> None:
         galleries().delete(gallery)
 
+    @app.get("/ready", response_model=Readiness)
+    def ready() -> Readiness:
+        return Readiness(ready=True, galleries=len(galleries().names()))
+
+    @app.post("/galleries/{gallery}/calibrate", response_model=CalibrationOut)
+    def calibrate(gallery: str, body: CalibrationRequest,
+                  _: Annotated[Any, access("admin")]) -> CalibrationOut:  # fmt: skip
+        with galleries().changing(gallery) as index:
+            fit = index.calibrate(target_far=body.target_far, target_fpir=body.target_fpir)
+        details = fit.to_dict()
+        return CalibrationOut(kind="1:N" if body.target_fpir is not None else "1:1",
+                              threshold=details.pop("threshold"), reliable=details.pop("reliable"),
+                              warnings=details.pop("warnings"), details=details)  # fmt: skip
+
     _people_routes(app, access, limits)
     _query_routes(app, access, limits)
+    _verify_routes(app, access, limits)
 
 
 def _people_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimits) -> None:
@@ -262,6 +257,63 @@ def _query_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimi
         vector = await _in_thread(_embed_one, app.state.galleries.encoder, picture)
         return Embedding(embedding=[float(v) for v in vector],
                          metric=app.state.galleries.encoder.metric)  # fmt: skip
+
+
+def _verify_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimits) -> None:
+    @app.post("/verify", response_model=PairVerification)
+    async def verify(a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()],
+                     _: Annotated[Any, access("query")]) -> PairVerification:  # fmt: skip
+        pictures = await _pictures([a, b], limits)
+        galleries = app.state.galleries
+        return await _in_thread(_verify, galleries.encoder, pictures, [pictures[1]],
+                                galleries.threshold)  # fmt: skip
+
+    @app.post("/galleries/{gallery}/verify", response_model=PairVerification)
+    async def verify_person(gallery: str, file: Annotated[UploadFile, File()],
+                            person: Annotated[str, Form()],
+                            _: Annotated[Any, access("query")]) -> PairVerification:  # fmt: skip
+        pictures = await _pictures([file], limits)
+        index = app.state.galleries.get(gallery)
+        faces = [index.get(i).embedding for i in index.ids(label=person)]
+        if not faces:
+            raise GalleryError(f"no person {person!r} in the gallery {gallery!r}", 404)
+        return await _in_thread(_verify, index.encoder, pictures, faces, index.threshold)
+
+    @app.post("/detect", response_model=Detection)
+    async def detect(file: Annotated[UploadFile, File()],
+                     _: Annotated[Any, access("query")]) -> Detection:  # fmt: skip
+        (picture,) = await _pictures([file], limits)
+        aligner = getattr(app.state.galleries.encoder, "aligner", None)
+        if aligner is None or not hasattr(aligner, "find_faces"):
+            raise ServeError("no_detector", "this model has no face aligner to detect with", 409)
+        faces = await _in_thread(aligner.find_faces, picture)
+        return Detection(faces=[_detected(face) for face in faces])
+
+
+def _verify(encoder: Any, pictures: list[Any], others: list[Any], threshold: float | None
+            ) -> PairVerification:  # fmt: skip
+    """The first picture against ``others`` (pictures or embeddings): the nearest decides."""
+    import numpy as np
+
+    from siamkit.index.calibration import pair_distances
+
+    for picture in pictures:
+        _require_face(encoder, picture)
+    query = encoder.embed([pictures[0]])
+    vectors = [o if isinstance(o, np.ndarray) else encoder.embed([o])[0] for o in others]
+    stacked = np.asarray(vectors, dtype=np.float32)
+    distance = float(
+        pair_distances(np.repeat(query, len(stacked), 0), stacked, encoder.metric).min()
+    )
+    if threshold is None:
+        return PairVerification(decision="uncalibrated", distance=distance, threshold=None)
+    decision = "same" if distance <= threshold else "different"
+    return PairVerification(decision=decision, distance=distance, threshold=threshold)
+
+
+def _detected(face: Any) -> DetectedFace:
+    marks = None if face.landmarks is None else [[float(x), float(y)] for x, y in face.landmarks]
+    return DetectedFace(box=[float(v) for v in face.box], landmarks=marks, score=float(face.score))
 
 
 def _gallery_out(name: str, galleries: Galleries) -> GalleryOut:

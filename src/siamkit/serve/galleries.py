@@ -94,6 +94,11 @@ class Galleries:
             release(self._handle)
             self._handle.close()
 
+    def sizes(self) -> dict[str, int]:
+        """The faces in each gallery open in this process (what ``/metrics`` reports)."""
+        with self._guard:
+            return {name: len(index) for name, index in self._open.items()}
+
     def names(self) -> list[str]:
         """The galleries, by name."""
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _is_gallery(p))

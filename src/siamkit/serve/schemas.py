@@ -1,0 +1,99 @@
+"""The service's request and response bodies (pydantic), as the OpenAPI schema shows them."""
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every failure."""
+
+    error: ErrorBody
+
+
+class GalleryOut(BaseModel):
+    name: str
+    faces: int
+    people: int
+    threshold: float | None
+    identify_threshold: float | None
+
+
+class NewGallery(BaseModel):
+    name: str
+
+
+class Enrolment(BaseModel):
+    gallery: str
+    person: str
+    face_ids: list[str]
+
+
+class Person(BaseModel):
+    name: str
+    faces: int
+
+
+class People(BaseModel):
+    people: list[Person]
+    total: int
+    offset: int
+
+
+class Match(BaseModel):
+    person: str
+    face_id: str
+    distance: float
+
+
+class Identification(BaseModel):
+    decision: str  # "match", "unknown", or "uncalibrated" (no threshold to decide with)
+    match: Match | None
+    threshold: float | None
+    candidates: list[Match]
+
+
+class Embedding(BaseModel):
+    embedding: list[float]
+    metric: str
+
+
+class PairVerification(BaseModel):
+    decision: str  # "same", "different", or "uncalibrated" (no threshold to decide with)
+    distance: float
+    threshold: float | None
+
+
+class DetectedFace(BaseModel):
+    box: list[float]  # left, top, right, bottom, in the upright photo's pixels
+    landmarks: list[list[float]] | None
+    score: float
+
+
+class Detection(BaseModel):
+    faces: list[DetectedFace]
+
+
+class CalibrationRequest(BaseModel):
+    """One of the two: a false-accept rate (1:1, verify) or an FPIR (1:N, identify)."""
+
+    target_far: float | None = None
+    target_fpir: float | None = None
+
+
+class CalibrationOut(BaseModel):
+    kind: str  # "1:1" or "1:N"
+    threshold: float
+    reliable: bool
+    warnings: list[str]
+    details: dict[str, Any]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    galleries: int
