@@ -225,3 +225,29 @@ def test_detect_gives_the_aligner_s_faces(tmp_path: Path, orl_root: Path) -> Non
     assert len(found["faces"]) == len(expected) == 1
     np.testing.assert_allclose(found["faces"][0]["box"], expected[0].box, rtol=1e-6)
     np.testing.assert_allclose(found["faces"][0]["landmarks"], expected[0].landmarks, rtol=1e-6)
+
+
+def test_concurrent_requests_share_model_calls(tmp_path: Path) -> None:
+    import asyncio
+
+    httpx = pytest.importorskip("httpx2", reason="the dev extra's HTTP client is not installed")
+    encoder = _encoder()
+    app = create_app(encoder, tmp_path / "g")
+    app.state.batcher.max_wait = 0.05  # a generous window, so the 8 requests surely meet
+
+    async def embed_all() -> list[list[float]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answers = await asyncio.gather(*(
+                client.post("/embed", files={"file": (f"{n}.png", _png(n))}) for n in range(8)
+            ))  # fmt: skip
+        return [answer.json()["embedding"] for answer in answers]
+
+    try:
+        vectors = asyncio.run(embed_all())
+    finally:
+        app.state.galleries.close()
+    assert app.state.batcher.calls < 8  # batched: fewer model calls than requests
+    pictures = [Image.open(io.BytesIO(_png(n))).convert("RGB") for n in range(8)]
+    # float32 batches of other sizes add in another order: equal to rounding, not to the bit
+    np.testing.assert_allclose(vectors, encoder.embed(pictures), rtol=1e-4, atol=1e-5)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -35,6 +36,8 @@ from siamkit.exceptions import (
     NoFaceError,
     SiamkitError,
 )
+from siamkit.index.calibration import pair_distances
+from siamkit.serve.batching import EmbeddingBatcher
 from siamkit.serve.galleries import Galleries, GalleryError, GalleryInfo
 from siamkit.serve.keys import ApiKey, KeyFile, authenticate
 from siamkit.serve.metrics import CONTENT_TYPE, ServiceMetrics
@@ -56,6 +59,7 @@ from siamkit.serve.schemas import (
     Readiness,
 )
 from siamkit.serve.uploads import UploadError, UploadLimits, decode_upload
+from siamkit.thresholds import accepts
 
 
 class ServeError(SiamkitError):
@@ -93,16 +97,18 @@ def create_app(
     """
     limits = limits or UploadLimits()
     galleries = Galleries(root, encoder, threshold)  # refused now if another server holds it
+    batcher = EmbeddingBatcher(encoder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         try:
             yield
         finally:
+            await batcher.close()
             galleries.close()
 
     app = FastAPI(title="siamkit face search", lifespan=lifespan, responses=ERRORS)
-    app.state.galleries = galleries
+    app.state.galleries, app.state.batcher = galleries, batcher
     _error_handlers(app)
     access = _access(keys)
     _metrics(app, galleries, access)
@@ -218,8 +224,8 @@ def _people_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLim
               response_model=Enrolment)  # fmt: skip
     async def enrol(gallery: str, person: str, files: Annotated[list[UploadFile], File()],
                     _: Annotated[Any, access("enrol")]) -> Enrolment:  # fmt: skip
-        pictures = await _pictures(files, limits)
-        ids = await _in_thread(galleries().enrol, gallery, person, pictures)
+        vectors = await _vectors(app, await _pictures(files, limits))
+        ids = await _in_thread(galleries().enrol, gallery, person, vectors)
         return Enrolment(gallery=gallery, person=person, face_ids=ids)
 
     @app.get("/galleries/{gallery}/people", response_model=People)
@@ -245,16 +251,15 @@ def _query_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimi
     async def identify(gallery: str, file: Annotated[UploadFile, File()],
                        _: Annotated[Any, access("query")],
                        k: Annotated[int, Query(ge=1, le=100)] = 5) -> Identification:  # fmt: skip
-        (picture,) = await _pictures([file], limits)
         index = app.state.galleries.get(gallery)
-        return await _in_thread(_identify, index, picture, k)
+        (vector,) = await _vectors(app, await _pictures([file], limits))
+        return await _in_thread(_identify, index, vector, k)
 
     @app.post("/embed", response_model=Embedding)
     async def embed(
         file: Annotated[UploadFile, File()], _: Annotated[Any, access("query")]
     ) -> Embedding:
-        (picture,) = await _pictures([file], limits)
-        vector = await _in_thread(_embed_one, app.state.galleries.encoder, picture)
+        (vector,) = await _vectors(app, await _pictures([file], limits))
         return Embedding(embedding=[float(v) for v in vector],
                          metric=app.state.galleries.encoder.metric)  # fmt: skip
 
@@ -263,21 +268,20 @@ def _verify_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLim
     @app.post("/verify", response_model=PairVerification)
     async def verify(a: Annotated[UploadFile, File()], b: Annotated[UploadFile, File()],
                      _: Annotated[Any, access("query")]) -> PairVerification:  # fmt: skip
-        pictures = await _pictures([a, b], limits)
+        first, second = await _vectors(app, await _pictures([a, b], limits))
         galleries = app.state.galleries
-        return await _in_thread(_verify, galleries.encoder, pictures, [pictures[1]],
-                                galleries.threshold)  # fmt: skip
+        return _verify(galleries.encoder.metric, first, [second], galleries.threshold)
 
     @app.post("/galleries/{gallery}/verify", response_model=PairVerification)
     async def verify_person(gallery: str, file: Annotated[UploadFile, File()],
                             person: Annotated[str, Form()],
                             _: Annotated[Any, access("query")]) -> PairVerification:  # fmt: skip
-        pictures = await _pictures([file], limits)
         index = app.state.galleries.get(gallery)
         faces = [index.get(i).embedding for i in index.ids(label=person)]
         if not faces:
             raise GalleryError(f"no person {person!r} in the gallery {gallery!r}", 404)
-        return await _in_thread(_verify, index.encoder, pictures, faces, index.threshold)
+        (vector,) = await _vectors(app, await _pictures([file], limits))
+        return _verify(index.metric, vector, faces, index.threshold)
 
     @app.post("/detect", response_model=Detection)
     async def detect(file: Annotated[UploadFile, File()],
@@ -290,24 +294,15 @@ def _verify_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLim
         return Detection(faces=[_detected(face) for face in faces])
 
 
-def _verify(encoder: Any, pictures: list[Any], others: list[Any], threshold: float | None
+def _verify(metric: str, query: Any, others: list[Any], threshold: float | None
             ) -> PairVerification:  # fmt: skip
-    """The first picture against ``others`` (pictures or embeddings): the nearest decides."""
-    import numpy as np
-
-    from siamkit.index.calibration import pair_distances
-
-    for picture in pictures:
-        _require_face(encoder, picture)
-    query = encoder.embed([pictures[0]])
-    vectors = [o if isinstance(o, np.ndarray) else encoder.embed([o])[0] for o in others]
-    stacked = np.asarray(vectors, dtype=np.float32)
-    distance = float(
-        pair_distances(np.repeat(query, len(stacked), 0), stacked, encoder.metric).min()
-    )
+    """``query`` against ``others`` (embeddings): the nearest decides, by the one rule."""
+    stacked = np.asarray(others, dtype=np.float32)
+    distances = pair_distances(np.repeat(query[None], len(stacked), 0), stacked, metric)
+    distance = float(distances.min())
     if threshold is None:
         return PairVerification(decision="uncalibrated", distance=distance, threshold=None)
-    decision = "same" if distance <= threshold else "different"
+    decision = "same" if accepts(distance, threshold) else "different"
     return PairVerification(decision=decision, distance=distance, threshold=threshold)
 
 
@@ -342,7 +337,6 @@ async def _in_thread(function: Callable[..., Any], *args: Any) -> Any:
 
 
 def _identify(index: Any, picture: Any, k: int) -> Identification:
-    _require_face(index.encoder, picture)
     if not len(index):
         return Identification(decision="unknown", match=None, threshold=index.search_threshold,
                               candidates=[])  # fmt: skip
@@ -360,9 +354,15 @@ def _identify(index: Any, picture: Any, k: int) -> Identification:
                           threshold=threshold, candidates=candidates)  # fmt: skip
 
 
-def _embed_one(encoder: Any, picture: Any) -> Any:
-    _require_face(encoder, picture)
-    return encoder.embed([picture])[0]
+async def _vectors(app: FastAPI, pictures: list[Any]) -> list[Any]:
+    """The pictures' embeddings, batched with other requests'; no face: ``no_face``."""
+    await _in_thread(_require_faces, app.state.galleries.encoder, pictures)
+    return await app.state.batcher.embed_many(pictures)
+
+
+def _require_faces(encoder: Any, pictures: list[Any]) -> None:
+    for picture in pictures:
+        _require_face(encoder, picture)
 
 
 def _require_face(encoder: Any, picture: Any) -> None:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from siamkit._locks import acquire, release
 from siamkit.exceptions import ConfigError, UnknownIdError
 from siamkit.index import FaceIndex
@@ -151,12 +153,13 @@ class Galleries:
             if (self.root / name).exists():
                 index.save(self.root / name)
 
-    def enrol(self, name: str, person: str, pictures: list[Any]) -> list[str]:
-        """Add ``pictures`` of ``person``; their new face ids, saved before they come back."""
+    def enrol(self, name: str, person: str, faces: list[Any]) -> list[str]:
+        """Add ``faces`` (pictures or embeddings) of ``person``; their new ids, saved first."""
         check_name(person, "person name")
-        ids = [uuid.uuid4().hex for _ in pictures]
+        ids = [uuid.uuid4().hex for _ in faces]
+        items = np.stack(faces) if faces and isinstance(faces[0], np.ndarray) else faces
         with self.changing(name) as index:
-            return [str(i) for i in index.add(pictures, labels=person, ids=ids)]
+            return [str(i) for i in index.add(items, labels=person, ids=ids)]
 
     def remove_person(self, name: str, person: str) -> int:
         """Remove every face of ``person``; how many."""
