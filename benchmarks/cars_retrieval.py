@@ -41,6 +41,7 @@ import dataclasses
 import json
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scratch-epochs", type=int, default=150)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS),
+                        help="measure only these rows and keep the others of the saved report "
+                        "(same data, seed and test classes)")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     folder = FaceFolder(args.data, min_images_per_class=2)
@@ -107,27 +111,30 @@ def main(argv: list[str] | None = None) -> None:
     test = (test_paths, test_labels)
     config = TrainConfig(seed=args.seed, num_threads=args.threads)
     report: dict[str, Any] = {
-        "command": "python benchmarks/cars_retrieval.py " + " ".join(argv or []),
+        "command": "python benchmarks/cars_retrieval.py " + " ".join(argv or sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
         "threads": args.threads, "seed": args.seed, "test_classes": test_classes,
         "test_images": len(test_paths), "train_classes": split.train_classes,
         "val_classes": split.val_classes, "rows": {},
     }  # fmt: skip
-    rows = report["rows"]
+    rows = report["rows"] = _kept_rows(args, report)
     print(f"{len(test_classes)} test classes, {len(test_paths)} photos", flush=True)
-    rows["raw pixels (32x32 RGB)"] = {"recall_at_1": recall_at_1(RawPixels(), *test)}
-    from siamkit.encoders import EfficientNetLite0
+    if "raw" in args.rows:
+        rows["raw pixels (32x32 RGB)"] = {"recall_at_1": recall_at_1(RawPixels(), *test)}
+    if "frozen" in args.rows:
+        from siamkit.encoders import EfficientNetLite0
 
-    frozen = recall_at_1(EfficientNetLite0(trainable_from="none"), *test)
-    rows[f"{PHOTOS_ENCODER}, ImageNet, frozen"] = {"recall_at_1": frozen}
-    print(f"  frozen: Recall@1 {100 * frozen:.2f}%", flush=True)
-    print("from scratch", flush=True)
-    scratch = dataclasses.replace(config, epochs=args.scratch_epochs)
-    rows[f"from scratch (compact, {args.scratch_epochs} epochs)"] = _trained(
-        split, args.work / "scratch", RecipeOptions(preset="scratch", config=scratch), test
-    )
+        frozen = recall_at_1(EfficientNetLite0(trainable_from="none"), *test)
+        rows[f"{PHOTOS_ENCODER}, ImageNet, frozen"] = {"recall_at_1": frozen}
+        print(f"  frozen: Recall@1 {100 * frozen:.2f}%", flush=True)
+    if "scratch" in args.rows:
+        print("from scratch", flush=True)
+        scratch = dataclasses.replace(config, epochs=args.scratch_epochs)
+        rows[f"from scratch (compact, {args.scratch_epochs} epochs)"] = _trained(
+            split, args.work / "scratch", RecipeOptions(preset="scratch", config=scratch), test
+        )
     for candidate in PHOTOS_CANDIDATES:
-        if candidate.frozen:
+        if candidate.frozen or "fine-tuned" not in args.rows:
             continue
         print(f"fine-tuned: {candidate.describe()}", flush=True)
         options = RecipeOptions(
@@ -138,14 +145,40 @@ def main(argv: list[str] | None = None) -> None:
         rows[f"{PHOTOS_ENCODER}, ImageNet, fine-tuned: {candidate.describe()}"] = _trained(
             split, args.work / candidate.name, options, test
         )
-    print("siamkit train (the photos recipe)", flush=True)
-    rows["siamkit train --data TRAIN (auto: photos recipe)"] = _trained(
-        split, args.work / "recipe", RecipeOptions(config=config), test
-    )
+    if "recipe" in args.rows:
+        print("siamkit train (the photos recipe)", flush=True)
+        rows["siamkit train --data TRAIN (auto: photos recipe)"] = _trained(
+            split, args.work / "recipe", RecipeOptions(config=config), test
+        )
+    rows = report["rows"] = {name: rows[name] for name in sorted(rows, key=_row_order)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cars_retrieval.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "cars_retrieval.md").write_text(table(report))
     print(table(report))
+
+
+ROWS = ("raw", "frozen", "scratch", "fine-tuned", "recipe")
+
+
+def _row_order(name: str) -> int:
+    """Rows in the order of :data:`ROWS`, whichever run measured them."""
+    keys = ("raw pixels", "frozen", "from scratch", "fine-tuned", "siamkit train")
+    return next(i for i, key in enumerate(keys) if key in name)
+
+
+def _kept_rows(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
+    """The saved report's rows that this run does not measure (all of them: none kept)."""
+    saved = args.out / "cars_retrieval.json"
+    if set(args.rows) == set(ROWS) or not saved.is_file():
+        return {}
+    old = json.loads(saved.read_text())
+    same = all(old.get(k) == report[k] for k in ("seed", "test_classes", "val_classes"))
+    if not same:
+        raise SystemExit(f"{saved} measured other classes or another seed: run every row")
+    measured = {"raw": "raw pixels", "frozen": "frozen", "scratch": "from scratch",
+                "fine-tuned": "fine-tuned", "recipe": "siamkit train"}  # fmt: skip
+    gone = [measured[row] for row in args.rows]
+    return {name: row for name, row in old["rows"].items() if not any(g in name for g in gone)}
 
 
 def table(report: dict[str, Any]) -> str:

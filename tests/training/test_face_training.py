@@ -323,7 +323,9 @@ def test_cli_auto_without_the_extra_trains_from_scratch(
             "--epochs", "1", "--batch-size", "12", "--m-per-class", "3"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith("recipe: scratch (compact from random weights, 1 epochs at lr")
+    lines = printed.splitlines()
+    assert lines[0].startswith("input: 1 channel at 56x46 (colour in 0 of 24 sampled")
+    assert lines[1].startswith("recipe: scratch (compact from random weights, 1 epochs at lr")
     assert "the face extra is not installed" in printed and "pip install" in printed
     assert f"so from scratch ({no_imagenet} for the photos recipe's pretrained start)" in printed
     loaded = siamkit.load_encoder(out)

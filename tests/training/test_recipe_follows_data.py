@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from _markers import needs_faces
 from siamkit.training import TrainConfig
 from siamkit.training.face_share import FaceShare, face_share, training_paths
@@ -75,19 +77,25 @@ def test_scratch_on_characters_turns_flips_off_and_keeps_what_is_set(omniglot_ro
     told: list[str] = []
     scratch = RecipeOptions(preset="scratch")
     recipe, chosen = follow_data(resolve_preset("scratch"), data, scratch, told.append)
+    shape = (
+        "input: 1 channel at 51x51 (colour in 0 of 24 sampled training images; median aspect "
+        "1.00); --encoder-arg in_channels=... / input_size=... say otherwise"
+    )
     assert (
         recipe.name == "scratch"
         and chosen.config.flip == 0.0
         and told
-        == ["augmentation: no horizontal flips (a face in 0 of 24 sampled training images)"]
+        == [shape, "augmentation: no horizontal flips (a face in 0 of 24 sampled training images)"]
     )
+    # Omniglot's 105x105 greyscale drawings: one channel, square
+    assert chosen.encoder_args == {"in_channels": 1, "input_size": [51, 51]}
     # A flip the user sets is kept; --preset face is not second-guessed.
     mine = RecipeOptions(preset="scratch", config=TrainConfig(flip=0.25))
     assert follow_data(resolve_preset("scratch"), data, mine, told.append)[1].config.flip == 0.25
     still = RecipeOptions(preset="scratch", config=TrainConfig(augment=False))
     told.clear()
     assert follow_data(resolve_preset("scratch"), data, still, told.append)[1].config.flip is None
-    assert told == []  # no augmentation: no flip line
+    assert told == [shape]  # no augmentation: no flip line
     forced = RecipeOptions(preset="face")
     assert follow_data(resolve_preset("face"), data, forced, told.append)[0].name == "face"
     # An encoder the user names is trained from scratch, whatever the images.
@@ -122,3 +130,27 @@ def test_a_character_run_trains_grouped_without_flips_and_saves_it(omniglot_root
     assert len(held) == 1 and not held & {n.split("/")[0] for n in split["train_classes"]}
     saved = json.loads((tmp_path / "model" / "encoder.json").read_text())
     assert saved["extra"]["training"]["config"]["flip"] == 0.0  # saved with the model
+
+
+def test_scratch_input_follows_colour_and_shape_unless_set(orl_root, tmp_path) -> None:
+    from PIL import Image
+
+    faces = _faces(orl_root, tmp_path / "faces")
+    scratch = RecipeOptions(preset="scratch", config=TrainConfig(augment=False))
+    _, chosen = follow_data(resolve_preset("scratch"), faces, scratch, print)
+    # The AT&T faces (92x112 greyscale) ask for the compact encoder's own default.
+    assert chosen.encoder_args == {"in_channels": 1, "input_size": [56, 46]}
+    photos = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (photos / f"c{c}").mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 256, (100, 160, 3), dtype=np.uint8)  # wide colour photos
+            Image.fromarray(pixels).save(photos / f"c{c}" / f"{i}.png")
+    _, chosen = follow_data(resolve_preset("scratch"), photos, scratch, print)
+    assert chosen.encoder_args == {"in_channels": 3, "input_size": [40, 64]}  # 2,560 pixels
+    mine = RecipeOptions(preset="scratch", encoder_args={"in_channels": 1},
+                         config=TrainConfig(augment=False))  # fmt: skip
+    assert follow_data(resolve_preset("scratch"), photos, mine, print)[1].encoder_args == {
+        "in_channels": 1
+    }  # what the user sets is kept, and nothing else is guessed beside it

@@ -380,6 +380,8 @@ def follow_data(
         recipe = _not_faces(look, recipe.why)
     if recipe.name == "characters":
         return recipe, _ink(look, options, tell)
+    if recipe.name == "scratch":
+        options = _input(look, options, tell)
     if recipe.name == "photos" and options.config.augment and options.config.flip is None:
         tell("augmentation: horizontal flips (photos keep their class mirrored; "
              "--flip 0 turns them off)")  # fmt: skip
@@ -454,6 +456,20 @@ def _ink(look: _DataLook, options: RecipeOptions, tell: Callable[[str], Any]) ->
         f"({drawings.summary()}; --encoder-arg invert={str(not dark).lower()} says otherwise)"
     )
     return dataclasses.replace(options, encoder_args={**options.encoder_args, "invert": dark})
+
+
+def _input(look: _DataLook, options: RecipeOptions, tell: Callable[[str], Any]) -> RecipeOptions:
+    """The from-scratch encoder's channels and size from the data, unless the user set them."""
+    from siamkit.training.input_shape import input_shape
+
+    chosen = {"in_channels", "input_size"} & set(options.encoder_args)
+    if options.encoder_name("scratch") != SCRATCH_ENCODER or chosen:
+        return options
+    shape = input_shape(look.paths(), seed=options.config.seed)
+    tell(f"{shape.summary()}; --encoder-arg in_channels=... / input_size=... say otherwise")
+    args = {**options.encoder_args, "in_channels": shape.in_channels,
+            "input_size": list(shape.input_size)}  # fmt: skip
+    return dataclasses.replace(options, encoder_args=args)
 
 
 def _finished_run(out: Path, recipe: Recipe) -> RecipeRun | None:
