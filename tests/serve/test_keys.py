@@ -123,3 +123,13 @@ def test_cli_adds_lists_and_revokes(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["serve", "keys", "revoke", "--keys", path, key.id]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no key" in err and "Traceback" not in err
+
+
+def test_a_revocation_by_another_process_takes_effect_at_once(tmp_path: Path) -> None:
+    server, admin = KeyFile(tmp_path / "keys.json"), KeyFile(tmp_path / "keys.json")
+    made = admin.add("door", "query")
+    assert server.authenticate(made.secret) == made.key
+    entries = server.load()
+    assert server.load() is entries  # unchanged file: not parsed again
+    admin.revoke(made.key.id)  # another KeyFile, as `siamkit serve keys revoke` would be
+    assert server.authenticate(made.secret) is None

@@ -116,6 +116,7 @@ class KeyFile:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self._seen: tuple[Any, list[dict[str, Any]]] | None = None  # (the file's stat, entries)
 
     def add(self, name: str, role: str, galleries: Iterable[str] = (ALL_GALLERIES,)) -> NewKey:
         """Make a key; its secret comes back once, in the result.
@@ -151,11 +152,24 @@ class KeyFile:
 
     def authenticate(self, presented: str) -> ApiKey | None:
         """The key ``presented`` is, or None: a wrong, revoked or malformed key."""
-        return authenticate(self._read(), presented)
+        return authenticate(self.load(), presented)
 
     def load(self) -> list[dict[str, Any]]:
-        """The file's entries, checked (for :func:`authenticate` without re-reading)."""
-        return self._read()
+        """The file's entries, checked; read again only when the file changed.
+
+        A service calls it on every request: one ``stat``, and a parse only after
+        a ``keys add`` or ``revoke`` (each writes a new file, so a new inode).
+        """
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise KeyFileError(f"cannot read the keys file {self.path}: {err}") from None
+        stamp = (info.st_ino, info.st_dev, info.st_mtime_ns, info.st_size)
+        if self._seen is None or self._seen[0] != stamp:
+            self._seen = (stamp, self._read())
+        return self._seen[1]
 
     def _read(self) -> list[dict[str, Any]]:
         try:
