@@ -365,7 +365,9 @@ def follow_data(
     stay on, as for faces.
 
     Examples:
-        >>> chosen = RecipeOptions(preset="scratch", config=TrainConfig(flip=0.0))
+        >>> set_input = {"in_channels": 1, "input_size": [28, 28]}  # nothing left to look at
+        >>> chosen = RecipeOptions(preset="scratch", encoder_args=set_input,
+        ...                        config=TrainConfig(flip=0.0))
         >>> follow_data(Recipe("scratch", "--preset scratch"), "chars/", chosen, print)[0].name
         'scratch'
     """
