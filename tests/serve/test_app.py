@@ -221,6 +221,14 @@ def test_detect_gives_the_aligner_s_faces(tmp_path: Path, orl_root: Path) -> Non
     Image.open(io.BytesIO(photo)).convert("RGB").resize((276, 336)).save(converted, "PNG")
     with TestClient(create_app(encoder, tmp_path / "g")) as client:
         found = client.post("/detect", files={"file": ("s1.png", converted.getvalue())}).json()
+        client.post("/galleries", json={"name": "g"})
+        client.post(
+            "/galleries/g/people/s1/faces", files={"files": ("s1.png", converted.getvalue())}
+        )
+        searched = client.post("/galleries/g/identify",
+                               files={"file": ("s1.png", converted.getvalue())}).json()  # fmt: skip
+    assert searched["face"] == found["faces"][0]  # the face searched for is the one detected
+    assert searched["candidates"][0]["distance"] == pytest.approx(0.0, abs=1e-5)
     expected = encoder.aligner.find_faces(Image.open(converted).convert("RGB"))
     assert len(found["faces"]) == len(expected) == 1
     np.testing.assert_allclose(found["faces"][0]["box"], expected[0].box, rtol=1e-6)

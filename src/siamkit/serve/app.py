@@ -38,6 +38,7 @@ from siamkit.exceptions import (
 )
 from siamkit.index.calibration import pair_distances
 from siamkit.serve.batching import EmbeddingBatcher
+from siamkit.serve.faces import locate_face
 from siamkit.serve.galleries import Galleries, GalleryError, GalleryInfo
 from siamkit.serve.keys import ApiKey, KeyFile, authenticate
 from siamkit.serve.metrics import CONTENT_TYPE, ServiceMetrics
@@ -252,8 +253,9 @@ def _query_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimi
                        _: Annotated[Any, access("query")],
                        k: Annotated[int, Query(ge=1, le=100)] = 5) -> Identification:  # fmt: skip
         index = app.state.galleries.get(gallery)
-        (vector,) = await _vectors(app, await _pictures([file], limits))
-        return await _in_thread(_identify, index, vector, k)
+        ((vector, face),) = await _embedded(app, await _pictures([file], limits))
+        found = await _in_thread(_identify, index, vector, k)
+        return found.model_copy(update={"face": None if face is None else _detected(face)})
 
     @app.post("/embed", response_model=Embedding)
     async def embed(
@@ -356,19 +358,15 @@ def _identify(index: Any, picture: Any, k: int) -> Identification:
 
 async def _vectors(app: FastAPI, pictures: list[Any]) -> list[Any]:
     """The pictures' embeddings, batched with other requests'; no face: ``no_face``."""
-    await _in_thread(_require_faces, app.state.galleries.encoder, pictures)
-    return await app.state.batcher.embed_many(pictures)
+    return [vector for vector, _ in await _embedded(app, pictures)]
 
 
-def _require_faces(encoder: Any, pictures: list[Any]) -> None:
-    for picture in pictures:
-        _require_face(encoder, picture)
-
-
-def _require_face(encoder: Any, picture: Any) -> None:
-    aligner = getattr(encoder, "aligner", None)
-    if aligner is not None and hasattr(aligner, "find_faces") and not aligner.find_faces(picture):
-        raise NoFaceError("no face found in the image: send a clearer or larger photo")
+async def _embedded(app: FastAPI, pictures: list[Any]) -> list[tuple[Any, Any]]:
+    """Each picture's embedding and the face it was cut from (one detection pass)."""
+    encoder = app.state.galleries.encoder
+    found = await _in_thread(lambda: [locate_face(encoder, p) for p in pictures])
+    vectors = await app.state.batcher.embed_many([f.model_input for f in found])
+    return [(vector, f.face) for vector, f in zip(vectors, found, strict=True)]
 
 
 _STATUS = {NoFaceError: ("no_face", 422), EmptyIndexError: ("empty_gallery", 409),

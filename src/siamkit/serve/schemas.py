@@ -45,6 +45,12 @@ class People(BaseModel):
     offset: int
 
 
+class DetectedFace(BaseModel):
+    box: list[float]  # left, top, right, bottom, in the upright photo's pixels
+    landmarks: list[list[float]] | None
+    score: float
+
+
 class Match(BaseModel):
     person: str
     face_id: str
@@ -56,6 +62,7 @@ class Identification(BaseModel):
     match: Match | None
     threshold: float | None
     candidates: list[Match]
+    face: DetectedFace | None = None  # the face searched for (None: the model has no detector)
 
 
 class Embedding(BaseModel):
@@ -67,12 +74,6 @@ class PairVerification(BaseModel):
     decision: str  # "same", "different", or "uncalibrated" (no threshold to decide with)
     distance: float
     threshold: float | None
-
-
-class DetectedFace(BaseModel):
-    box: list[float]  # left, top, right, bottom, in the upright photo's pixels
-    landmarks: list[list[float]] | None
-    score: float
 
 
 class Detection(BaseModel):
