@@ -215,6 +215,35 @@ def _routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimits) ->
     _people_routes(app, access, limits)
     _query_routes(app, access, limits)
     _verify_routes(app, access, limits)
+    _page_routes(app)
+
+
+#: The page's files and their types; everything it loads comes from this server.
+PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+PAGE_POLICY = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+               "frame-ancestors 'none'; form-action 'self'")  # fmt: skip
+
+
+def _page_routes(app: FastAPI) -> None:
+    """The web page at ``/`` (no key needed to load it: its API calls send the key)."""
+    from importlib.resources import files
+
+    page = files("siamkit.serve") / "page"
+
+    def answer(name: str) -> Response:
+        headers = {"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff",
+                   "Cache-Control": "no-cache"}  # fmt: skip
+        return Response((page / name).read_bytes(), media_type=PAGE_FILES[name], headers=headers)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> Response:
+        return answer("index.html")
+
+    @app.get("/page/{name}", include_in_schema=False)
+    def page_file(name: str) -> Response:
+        if name not in PAGE_FILES or name == "index.html":
+            raise ServeError("not_found", f"the page has no file {name!r}", 404)
+        return answer(name)
 
 
 def _people_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimits) -> None:
