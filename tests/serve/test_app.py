@@ -138,7 +138,9 @@ def test_people_pages_and_deletions(tmp_path: Path) -> None:
         assert client.delete("/galleries/staff").status_code == 204
         _error(client.get("/galleries/staff"), 404, "not_found")
         _error(client.get("/no/such/route"), 404, "not_found")
-        _error(client.post("/galleries", json={"name": "../up"}), 400, "bad_request")
+        # The schema declares what a name is: refused as any schema violation (422), in words
+        message = _error(client.post("/galleries", json={"name": "../up"}), 422, "invalid_request")
+        assert message.startswith("the gallery name '../up' is not a plain name")
 
 
 def test_bad_uploads_get_their_own_codes(tmp_path: Path) -> None:
@@ -203,8 +205,11 @@ def test_verify_calibrate_ready_and_metrics(tmp_path: Path) -> None:
         index = FaceIndex.load(tmp_path / "g" / "staff", encoder=encoder)  # saved with the fit
         assert fit["kind"] == "1:1" and fit["threshold"] == pytest.approx(index.threshold)
         assert fit["details"]["num_genuine"] == 12 and fit["details"]["num_impostor"] == 54
-        _error(client.post("/galleries/staff/calibrate", json={"target_far": 2}), 400,
-               "bad_request")  # fmt: skip
+        _error(client.post("/galleries/staff/calibrate", json={"target_far": 2}), 422,
+               "invalid_request")  # fmt: skip
+        both = {"target_far": 0.1, "target_fpir": 0.1}
+        assert "exactly one" in _error(client.post("/galleries/staff/calibrate", json=both), 422,
+                                       "invalid_request")  # fmt: skip
         assert client.get("/ready").json() == {"ready": True, "galleries": 1}
         text = client.get("/metrics").text
         assert 'siamkit_gallery_faces{gallery="staff"} 12.0' in text

@@ -24,9 +24,10 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from siamkit.exceptions import (
@@ -40,7 +41,7 @@ from siamkit.index.calibration import pair_distances
 from siamkit.serve.batching import EmbeddingBatcher
 from siamkit.serve.faces import locate_face
 from siamkit.serve.galleries import Galleries, GalleryError, GalleryInfo
-from siamkit.serve.keys import ApiKey, KeyFile, authenticate
+from siamkit.serve.keys import NAME_PATTERN, ApiKey, KeyFile, authenticate, check_name
 from siamkit.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from siamkit.serve.schemas import (
     CalibrationOut,
@@ -61,6 +62,9 @@ from siamkit.serve.schemas import (
 )
 from siamkit.serve.uploads import UploadError, UploadLimits, decode_upload
 from siamkit.thresholds import accepts
+
+#: Gallery and person names in paths: the schema says what a plain name is.
+Name = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 
 class ServeError(SiamkitError):
@@ -137,17 +141,23 @@ def _metrics(app: FastAPI, galleries: Galleries, access: Callable[[str], Any]) -
 
 
 def _access(keys: KeyFile | None) -> Callable[[str], Any]:
-    """A dependency factory: ``access(action)`` checks the request's key for ``action``."""
+    """A dependency factory: ``access(action)`` checks the request's key for ``action``.
+
+    The key comes in ``X-API-Key`` or ``Authorization: Bearer``; both are declared as
+    security schemes, so ``/docs`` offers to send one.
+    """
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
+    bearer = HTTPBearer(auto_error=False, description="the same key as a bearer token")
 
     def access(action: str) -> Any:
         def check(
             request: Request,
-            authorization: Annotated[str | None, Header()] = None,
-            x_api_key: Annotated[str | None, Header()] = None,
+            x_api_key: Annotated[str | None, Security(header)] = None,
+            token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
         ) -> ApiKey | None:
             if keys is None:
                 return None
-            presented = x_api_key or _bearer(authorization)
+            presented = x_api_key or (token.credentials if token is not None else None)
             if not presented:
                 raise ServeError("unauthorized", "send an API key: 'Authorization: Bearer "
                                  "<key>' or 'X-API-Key: <key>'", 401)  # fmt: skip
@@ -165,12 +175,6 @@ def _access(keys: KeyFile | None) -> Callable[[str], Any]:
         return Depends(check)
 
     return access
-
-
-def _bearer(header: str | None) -> str | None:
-    if header and header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return None
 
 
 def _routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimits) -> None:
@@ -191,11 +195,11 @@ def _routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimits) ->
         return GalleryOut(**vars(galleries().create(body.name)))
 
     @app.get("/galleries/{gallery}", response_model=GalleryOut)
-    def gallery_info(gallery: str, _: Annotated[Any, access("query")]) -> GalleryOut:
+    def gallery_info(gallery: Name, _: Annotated[Any, access("query")]) -> GalleryOut:
         return _gallery_out(gallery, galleries())
 
     @app.delete("/galleries/{gallery}", status_code=204)
-    def delete_gallery(gallery: str, _: Annotated[Any, access("admin")]) -> None:
+    def delete_gallery(gallery: Name, _: Annotated[Any, access("admin")]) -> None:
         galleries().delete(gallery)
 
     @app.get("/ready", response_model=Readiness)
@@ -203,7 +207,7 @@ def _routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimits) ->
         return Readiness(ready=True, galleries=len(galleries().names()))
 
     @app.post("/galleries/{gallery}/calibrate", response_model=CalibrationOut)
-    def calibrate(gallery: str, body: CalibrationRequest,
+    def calibrate(gallery: Name, body: CalibrationRequest,
                   _: Annotated[Any, access("admin")]) -> CalibrationOut:  # fmt: skip
         with galleries().changing(gallery) as index:
             fit = index.calibrate(target_far=body.target_far, target_fpir=body.target_fpir)
@@ -252,14 +256,15 @@ def _people_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLim
 
     @app.post("/galleries/{gallery}/people/{person}/faces", status_code=201,
               response_model=Enrolment)  # fmt: skip
-    async def enrol(gallery: str, person: str, files: Annotated[list[UploadFile], File()],
+    async def enrol(gallery: Name, person: Name,
+                    files: Annotated[list[UploadFile], File(min_length=1)],
                     _: Annotated[Any, access("enrol")]) -> Enrolment:  # fmt: skip
         vectors = await _vectors(app, await _pictures(files, limits))
         ids = await _in_thread(galleries().enrol, gallery, person, vectors)
         return Enrolment(gallery=gallery, person=person, face_ids=ids)
 
     @app.get("/galleries/{gallery}/people", response_model=People)
-    def people(gallery: str, _: Annotated[Any, access("enrol")],
+    def people(gallery: Name, _: Annotated[Any, access("enrol")],
                offset: Annotated[int, Query(ge=0)] = 0,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> People:  # fmt: skip
         index = galleries().get(gallery)
@@ -268,17 +273,17 @@ def _people_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLim
         return People(people=page, total=len(labels), offset=offset)
 
     @app.delete("/galleries/{gallery}/people/{person}", status_code=204)
-    def delete_person(gallery: str, person: str, _: Annotated[Any, access("enrol")]) -> None:
+    def delete_person(gallery: Name, person: Name, _: Annotated[Any, access("enrol")]) -> None:
         galleries().remove_person(gallery, person)
 
     @app.delete("/galleries/{gallery}/faces/{face_id}", status_code=204)
-    def delete_face(gallery: str, face_id: str, _: Annotated[Any, access("enrol")]) -> None:
+    def delete_face(gallery: Name, face_id: str, _: Annotated[Any, access("enrol")]) -> None:
         galleries().remove_face(gallery, face_id)
 
 
 def _query_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLimits) -> None:
     @app.post("/galleries/{gallery}/identify", response_model=Identification)
-    async def identify(gallery: str, file: Annotated[UploadFile, File()],
+    async def identify(gallery: Name, file: Annotated[UploadFile, File()],
                        _: Annotated[Any, access("query")],
                        k: Annotated[int, Query(ge=1, le=100)] = 5) -> Identification:  # fmt: skip
         index = app.state.galleries.get(gallery)
@@ -304,8 +309,8 @@ def _verify_routes(app: FastAPI, access: Callable[[str], Any], limits: UploadLim
         return _verify(galleries.encoder.metric, first, [second], galleries.threshold)
 
     @app.post("/galleries/{gallery}/verify", response_model=PairVerification)
-    async def verify_person(gallery: str, file: Annotated[UploadFile, File()],
-                            person: Annotated[str, Form()],
+    async def verify_person(gallery: Name, file: Annotated[UploadFile, File()],
+                            person: Annotated[str, Form(pattern=NAME_PATTERN)],
                             _: Annotated[Any, access("query")]) -> PairVerification:  # fmt: skip
         index = app.state.galleries.get(gallery)
         faces = [index.get(i).embedding for i in index.ids(label=person)]
@@ -398,6 +403,7 @@ async def _embedded(app: FastAPI, pictures: list[Any]) -> list[tuple[Any, Any]]:
     return [(vector, f.face) for vector, f in zip(vectors, found, strict=True)]
 
 
+_NAMED = {"name": "gallery name", "gallery": "gallery name", "person": "person name"}
 _STATUS = {NoFaceError: ("no_face", 422), EmptyIndexError: ("empty_gallery", 409),
            KeyFileError: ("keys_file", 500), ConfigError: ("bad_request", 400)}  # fmt: skip
 
@@ -425,14 +431,36 @@ def _error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         first = err.errors()[0] if err.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()))
-        return answer("invalid_request", f"{where}: {first.get('msg', 'invalid')}", 422)
+        message = f"{where}: {first.get('msg', 'invalid')}"
+        if first.get("type") == "string_pattern_mismatch":  # a name: say what a name is
+            try:
+                check_name(first.get("input"), _NAMED.get(str(first["loc"][-1]), "name"))
+            except ConfigError as named:
+                message = str(named)
+        return answer("invalid_request", message, 422)
 
     @app.exception_handler(HTTPException)
     async def http(request: Request, err: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
-        return answer(code, str(err.detail), err.status_code)
+        refused = answer(code, str(err.detail), err.status_code)
+        refused.headers.update(err.headers or {})
+        if err.status_code == 405:  # Starlette names only the first route's methods
+            refused.headers["Allow"] = ", ".join(_allowed(app, request))
+        return refused
 
     @app.exception_handler(Exception)
     async def internal(request: Request, err: Exception) -> JSONResponse:
         return answer("internal", f"internal error ({type(err).__name__}); the server's log "
                       "has the details", 500)  # fmt: skip
+
+
+def _allowed(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route of ``request``'s path answers (RFC 9110's ``Allow``)."""
+    from starlette.routing import Match as RouteMatch
+
+    methods: set[str] = set()
+    for route in app.router.routes:
+        matched, _ = route.matches(request.scope)
+        if matched != RouteMatch.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)

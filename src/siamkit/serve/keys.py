@@ -52,7 +52,10 @@ ALL_GALLERIES = "*"
 FORMAT_NAME, FORMAT_VERSION = "siamkit-api-keys", 1
 _PREFIX = "sk_"
 _ID = re.compile(r"[a-z0-9]{12}")
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_. -]{0,63}")  # a gallery's or a key's name
+#: A plain name (a gallery's, a person's, a key's): 1-64 letters, digits, ``_ . -`` and
+#: inner spaces, starting with a letter, a digit or ``_``. The API schema declares it too.
+NAME_PATTERN = r"^[A-Za-z0-9_](?:[A-Za-z0-9_. -]{0,62}[A-Za-z0-9_.-])?$"
+_NAME = re.compile(NAME_PATTERN)
 _FIELDS = {"id", "name", "role", "galleries", "created", "sha256"}
 _LOCK_TIMEOUT = 10.0
 # Compared against when a presented id is unknown, so that costs what a known id costs.
@@ -251,7 +254,7 @@ def check_name(name: Any, what: str = "gallery name") -> str:
         >>> check_name("staff-2026")
         'staff-2026'
     """
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name != name.strip():
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(f"the {what} {name!r} is not a plain name: use 1-64 letters, "
                           "digits, '_', '.', '-' or inner spaces, starting with a letter, "
                           "a digit or '_'")  # fmt: skip

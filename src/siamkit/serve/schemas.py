@@ -2,7 +2,9 @@
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from siamkit.serve.keys import NAME_PATTERN
 
 
 class ErrorBody(BaseModel):
@@ -25,7 +27,7 @@ class GalleryOut(BaseModel):
 
 
 class NewGallery(BaseModel):
-    name: str
+    name: str = Field(pattern=NAME_PATTERN)
 
 
 class Enrolment(BaseModel):
@@ -80,11 +82,22 @@ class Detection(BaseModel):
     faces: list[DetectedFace]
 
 
-class CalibrationRequest(BaseModel):
-    """One of the two: a false-accept rate (1:1, verify) or an FPIR (1:N, identify)."""
+_ONE_OF_TWO = {"minProperties": 1, "maxProperties": 1}
 
-    target_far: float | None = None
-    target_fpir: float | None = None
+
+class CalibrationRequest(BaseModel):
+    """Exactly one of the two: a false-accept rate (1:1, verify) or an FPIR (1:N, identify)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_OF_TWO)
+
+    target_far: float = Field(None, gt=0, lt=1)  # type: ignore[assignment]
+    target_fpir: float = Field(None, gt=0, lt=1)  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "CalibrationRequest":
+        if (self.target_far is None) == (self.target_fpir is None):
+            raise ValueError("give exactly one of target_far (1:1) and target_fpir (1:N)")
+        return self
 
 
 class CalibrationOut(BaseModel):
